@@ -1,0 +1,1 @@
+"""Bounded contexts. Each owns its tables and talks to the others only through messages."""

@@ -1,0 +1,81 @@
+"""Message handlers of the customers context: (session, envelope) -> messages to publish."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from contexts.customers import model
+from contexts.customers.tables import customers
+from messaging import vocabulary
+from messaging.db import is_postgresql, utcnow
+from messaging.envelope import Envelope
+
+CONTEXT = "customers"
+
+
+def upsert_customer(session: Session, task: Envelope) -> list[Envelope]:
+    """customer.upsert: store the master record; publish its change and the task's result."""
+    customer_id = task.payload["customer_id"]
+    existing = _load_for_update(session, task.client_id, customer_id)
+    decision = model.upsert(existing, customer_id, task.payload["name"], task.payload["email"])
+    customer = decision.customer
+    if decision.changed:
+        _save(session, task.client_id, customer, is_new=existing is None)
+    messages = []
+    if decision.changed:
+        messages.append(
+            task.caused(
+                decision.outcome,
+                {
+                    "customer_id": customer.customer_id,
+                    "name": customer.name,
+                    "email": customer.email,
+                    "version": customer.version,
+                },
+            )
+        )
+    messages.append(
+        vocabulary.result(
+            task,
+            context=CONTEXT,
+            outcome=decision.outcome,
+            status=vocabulary.SUCCEEDED,
+            result={"customer_id": customer.customer_id, "version": customer.version},
+        )
+    )
+    return messages
+
+
+def _load_for_update(session: Session, client_id: str, customer_id: str) -> model.Customer | None:
+    query = select(customers.c.customer_id, customers.c.name, customers.c.email, customers.c.version).where(
+        customers.c.client_id == client_id, customers.c.customer_id == customer_id
+    )
+    if is_postgresql(session.get_bind()):
+        # Two workers upserting one customer must not both derive version n+1.
+        query = query.with_for_update()
+    row = session.execute(query).one_or_none()
+    return model.Customer(*row) if row else None
+
+
+def _save(session: Session, client_id: str, customer: model.Customer, *, is_new: bool) -> None:
+    values = {
+        "name": customer.name,
+        "email": customer.email,
+        "version": customer.version,
+        "updated_at": utcnow(),
+    }
+    if is_new:
+        # A concurrent first upsert of the same customer fails here on the primary key and is retried.
+        session.execute(
+            insert(customers).values(client_id=client_id, customer_id=customer.customer_id, **values)
+        )
+    else:
+        session.execute(
+            update(customers)
+            .where(customers.c.client_id == client_id, customers.c.customer_id == customer.customer_id)
+            .values(**values)
+        )
+
+
+HANDLERS = {"customer.upsert": upsert_customer}

@@ -1,0 +1,73 @@
+"""The HTTP side of taskgate: webhook in, task reads out."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from gateway.config import Settings
+from gateway.problems import Problem, problem_response
+from gateway.state import BrokerProbe, GatewayState
+from gateway.tables import outbox
+from messaging.db import is_unavailable, make_engine
+from messaging.outbox import wakeup_channel
+from messaging.wakeup import Wakeup, make_wakeup
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    config: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    outbox_wakeup: Wakeup | None = None,
+) -> Flask:
+    """The Flask app; settings from TASKGATE_* unless given. Builds no connection until a request."""
+    settings = config or Settings.from_env()
+    engine = engine or make_engine(settings.database_url)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["taskgate"] = GatewayState(
+        settings=settings,
+        engine=engine,
+        outbox_wakeup=outbox_wakeup or make_wakeup(engine, wakeup_channel(outbox)),
+        broker_probe=BrokerProbe(settings.broker_url),
+    )
+
+    from gateway import health, tasks, webhook
+
+    app.register_blueprint(webhook.bp)
+    app.register_blueprint(tasks.bp)
+    app.register_blueprint(health.bp)
+    _register_error_handlers(app, settings)
+    return app
+
+
+def _register_error_handlers(app: Flask, settings: Settings) -> None:
+    app.register_error_handler(Problem, problem_response)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        detail = error.description or error.name
+        if error.code == 413:
+            detail = f"the body is larger than {settings.max_body_bytes} bytes"
+        return problem_response(Problem(error.code or 500, detail))
+
+    @app.errorhandler(SQLAlchemyError)
+    def storage_error(error: SQLAlchemyError):
+        if is_unavailable(error):
+            log.warning("storage unavailable: %s", error.__class__.__name__)
+            headers = {"Retry-After": str(settings.retry_after_seconds)}
+            return problem_response(Problem(503, "storage is unavailable", headers=headers))
+        log.exception("storage error")
+        return problem_response(Problem(500, "internal error"))
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        log.exception("unhandled error")
+        return problem_response(Problem(500, "internal error"))

@@ -1,0 +1,69 @@
+"""Settings from TASKGATE_* environment variables, with defaults that run with no setup."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULT_NAMESPACE = uuid.UUID("8e9f8d72-6645-5ef3-93fb-5e5e41c1dae7")
+DEFAULT_RETRY_SCHEDULE = (0, 5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str = "memory://"
+    namespace: uuid.UUID = DEFAULT_NAMESPACE
+    max_body_bytes: int = 64 * 1024
+    signature_tolerance_seconds: int = 300
+    callback_timeout_seconds: float = 10.0
+    callback_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    retry_after_seconds: int = 5
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url.startswith("sqlite") and self.broker_url.startswith("memory://")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("TASKGATE_DATA_DIR", "data"))
+        values = {
+            "database_url": env.get("TASKGATE_DATABASE_URL")
+            or f"sqlite:///{(data_dir / 'taskgate.db').absolute()}",
+            "broker_url": env.get("TASKGATE_BROKER_URL") or "memory://",
+        }
+        parsers = {
+            "namespace": ("TASKGATE_NAMESPACE", uuid.UUID),
+            "max_body_bytes": ("TASKGATE_MAX_BODY_BYTES", int),
+            "signature_tolerance_seconds": ("TASKGATE_SIGNATURE_TOLERANCE_SECONDS", int),
+            "callback_timeout_seconds": ("TASKGATE_CALLBACK_TIMEOUT_SECONDS", float),
+            "callback_retry_schedule": ("TASKGATE_CALLBACK_RETRY_SCHEDULE", _seconds_list),
+            "retry_after_seconds": ("TASKGATE_RETRY_AFTER_SECONDS", int),
+            "log_level": ("TASKGATE_LOG_LEVEL", str.upper),
+        }
+        for field, (name, parse) in parsers.items():
+            if env.get(name):
+                try:
+                    values[field] = parse(env[name])
+                except ValueError as error:
+                    raise ValueError(f"{name}: {error}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def sqlite_path(self) -> Path | None:
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and len(self.database_url) > len(prefix):
+            return Path(self.database_url[len(prefix) :])
+        return None
+
+
+def _seconds_list(text: str) -> tuple[float, ...]:
+    schedule = tuple(float(part) for part in text.split(",") if part.strip())
+    if not schedule or any(seconds < 0 for seconds in schedule):
+        raise ValueError("expected comma-separated non-negative seconds")
+    return schedule

@@ -1,0 +1,143 @@
+"""The HTTP contract as marshmallow schemas: inbound tasks and outbound representations."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+CLIENT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+_task_id = validate.Regexp(TASK_ID, error="must match " + TASK_ID)
+_identifier = validate.Length(min=1, max=128)
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class CustomerUpsert(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+
+
+class SurveyAssign(StrictSchema):
+    survey_id = fields.String(required=True, validate=_identifier)
+    due_date = fields.Date(load_default=None, allow_none=True)
+
+
+class AppointmentSchedule(StrictSchema):
+    resource_id = fields.String(required=True, validate=_identifier)
+    starts_at = fields.AwareDateTime(required=True, format="iso")
+    duration_minutes = fields.Integer(strict=True, required=True, validate=validate.Range(5, 480))
+
+
+class AppointmentCancel(StrictSchema):
+    appointment_task_id = fields.String(required=True, validate=_task_id)
+
+
+class MaintenanceSchedule(StrictSchema):
+    vin = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9]{17}$", error="must be 17 letters or digits"),
+    )
+    position = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    starts_at = fields.AwareDateTime(required=True, format="iso")
+    duration_minutes = fields.Integer(strict=True, required=True, validate=validate.Range(5, 1440))
+    appointment_task_id = fields.String(load_default=None, allow_none=True, validate=_task_id)
+
+
+PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
+    "customer.upsert": CustomerUpsert,
+    "survey.assign": SurveyAssign,
+    "appointment.schedule": AppointmentSchedule,
+    "appointment.cancel": AppointmentCancel,
+    "maintenance.schedule": MaintenanceSchedule,
+}
+
+
+class TaskSubmission(StrictSchema):
+    task_id = fields.String(required=True, validate=_task_id)
+    type = fields.String(required=True, validate=validate.OneOf(sorted(PAYLOAD_SCHEMAS)))
+    customer_id = fields.String(required=True, validate=_identifier)
+    payload = fields.Dict(required=True)
+
+
+def validate_task(body: object) -> dict:
+    """The task as submitted, checked field by field; raises ValidationError with dotted field names."""
+    if not isinstance(body, dict):
+        raise ValidationError({"_schema": ["the body must be a JSON object"]})
+    errors = TaskSubmission().validate(body)
+    task_type = body.get("type")
+    if "payload" not in errors and task_type in PAYLOAD_SCHEMAS:
+        payload_errors = PAYLOAD_SCHEMAS[task_type]().validate(body["payload"])
+        if payload_errors:
+            errors["payload"] = payload_errors
+    if errors:
+        raise ValidationError(flatten(errors))
+    return body
+
+
+def flatten(errors: dict, prefix: str = "") -> dict[str, list[str]]:
+    """{"payload": {"email": [...]}} -> {"payload.email": [...]}."""
+    flat: dict[str, list[str]] = {}
+    for key, value in errors.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = list(value)
+    return flat
+
+
+class Links(Schema):
+    self = fields.String()
+
+
+class Accepted(Schema):
+    task_id = fields.String()
+    task_uuid = fields.UUID()
+    status = fields.String()
+    links = fields.Nested(Links)
+
+
+class Result(Schema):
+    result_id = fields.UUID()
+    context = fields.String()
+    outcome = fields.String()
+    status = fields.String()
+    result = fields.Dict()
+    occurred_at = fields.AwareDateTime()
+
+
+class Delivery(Schema):
+    result_id = fields.UUID()
+    status = fields.String()
+    attempts = fields.Integer()
+    last_status_code = fields.Integer(allow_none=True)
+    next_attempt_at = fields.AwareDateTime(allow_none=True)
+
+
+class Task(Schema):
+    task_id = fields.String()
+    task_uuid = fields.UUID()
+    type = fields.String()
+    customer_id = fields.String()
+    status = fields.String()
+    received_at = fields.AwareDateTime()
+    results = fields.List(fields.Nested(Result))
+    deliveries = fields.List(fields.Nested(Delivery))
+    links = fields.Nested(Links)
+
+
+class TaskPage(Schema):
+    items = fields.List(fields.Nested(Task))
+    next_cursor = fields.String(allow_none=True)
+
+
+class Problem(Schema):
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))

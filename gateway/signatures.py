@@ -1,0 +1,58 @@
+"""Standard Webhooks signatures: v1,<base64 HMAC-SHA256 of "id.timestamp.body">."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+SECRET_PREFIX = "whsec_"
+
+
+class SignatureError(Exception):
+    """The request is not signed by the client (message is safe to show to the caller)."""
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The v1 signature of body, as sent in webhook-signature."""
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, webhook_id, timestamp, body),
+    }
+
+
+def verify(secrets_: list[str], headers, body: bytes, *, now: float, tolerance: int = 300) -> str:
+    """Check the webhook-* headers against body; returns the webhook-id or raises SignatureError."""
+    webhook_id = headers.get("webhook-id")
+    timestamp = headers.get("webhook-timestamp")
+    signatures = headers.get("webhook-signature")
+    if not webhook_id or not timestamp or not signatures:
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise SignatureError("webhook-timestamp is not unix seconds") from None
+    if abs(now - sent_at) > tolerance:
+        raise SignatureError("webhook-timestamp is outside the tolerance window")
+    offered = [part for part in signatures.split(" ") if part.startswith("v1,")]
+    for secret in secrets_:
+        expected = sign(secret, webhook_id, sent_at, body)
+        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+            return webhook_id
+    raise SignatureError("no valid signature")

@@ -1,0 +1,44 @@
+"""What the HTTP app shares between requests: settings, the engine, wake-ups, broker health."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+from flask import current_app
+from sqlalchemy import Engine
+
+from gateway.config import Settings
+from messaging import broker
+from messaging.wakeup import Wakeup
+
+
+class BrokerProbe:
+    """Whether the broker answers, checked at most once per ttl seconds."""
+
+    def __init__(self, url: str, ttl: float = 2.0):
+        self.url = url
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._up = True
+
+    def is_up(self) -> bool:
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self.ttl:
+                self._up = broker.is_reachable(self.url, timeout=1.0)
+                self._checked_at = time.monotonic()
+            return self._up
+
+
+@dataclasses.dataclass
+class GatewayState:
+    settings: Settings
+    engine: Engine
+    outbox_wakeup: Wakeup
+    broker_probe: BrokerProbe
+
+
+def current_state() -> GatewayState:
+    return current_app.extensions["taskgate"]

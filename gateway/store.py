@@ -1,0 +1,210 @@
+"""The gateway's writes and reads: accepting tasks with their outbox event, recording results."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from gateway.tables import deliveries, outbox, results, tasks
+from messaging import vocabulary
+from messaging.db import insert_ignoring_duplicates, utcnow
+from messaging.envelope import Envelope
+from messaging.outbox import add_to_outbox
+
+ACCEPTED = "accepted"
+
+
+class TaskConflict(Exception):
+    """The task-id was already used for a task with different content."""
+
+
+class UnknownTask(LookupError):
+    """A result arrived for a task the gateway never accepted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Acceptance:
+    task_uuid: uuid.UUID
+    created: bool
+
+
+def content_digest(task: dict) -> str:
+    canonical = json.dumps(task, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def accept_task(session: Session, client_id: str, task_uuid: uuid.UUID, task: dict) -> Acceptance:
+    """Store the task and its routed message in the session's transaction (the caller commits).
+
+    A task-id seen before with the same content is an idempotent replay (created=False); with
+    other content it is a TaskConflict. The unique (client_id, task_id) constraint decides races.
+    """
+    digest = content_digest(task)
+    now = utcnow()
+    inserted = insert_ignoring_duplicates(
+        session,
+        tasks,
+        {
+            "task_uuid": task_uuid,
+            "client_id": client_id,
+            "task_id": task["task_id"],
+            "type": task["type"],
+            "customer_id": task["customer_id"],
+            "payload": task["payload"],
+            "content_sha256": digest,
+            "status": ACCEPTED,
+            "received_at": now,
+            "updated_at": now,
+        },
+    )
+    if not inserted:
+        existing = session.scalar(
+            select(tasks.c.content_sha256).where(
+                tasks.c.client_id == client_id, tasks.c.task_id == task["task_id"]
+            )
+        )
+        if existing != digest:
+            raise TaskConflict(task["task_id"])
+        return Acceptance(task_uuid, created=False)
+    routed = Envelope(
+        type=task["type"],
+        task_id=task["task_id"],
+        task_uuid=task_uuid,
+        client_id=client_id,
+        payload={"customer_id": task["customer_id"], **task["payload"]},
+    )
+    add_to_outbox(session, outbox, [routed])
+    return Acceptance(task_uuid, created=True)
+
+
+def record_result(session: Session, envelope: Envelope) -> list[Envelope]:
+    """Handler for result messages: store the result, move the task's status, queue the callback."""
+    result = envelope.payload
+    task = session.execute(
+        select(tasks.c.task_uuid, tasks.c.type, tasks.c.client_id).where(
+            tasks.c.task_uuid == envelope.task_uuid
+        )
+    ).one_or_none()
+    if task is None:
+        raise UnknownTask(f"result for unknown task {envelope.task_uuid}")
+    result_id = uuid.UUID(result["result_id"])
+    stored = insert_ignoring_duplicates(
+        session,
+        results,
+        {
+            "result_id": result_id,
+            "task_uuid": task.task_uuid,
+            "context": result["context"],
+            "outcome": result["outcome"],
+            "status": result["status"],
+            "result": result.get("result") or {},
+            "occurred_at": datetime.fromisoformat(result["occurred_at"]),
+        },
+    )
+    if not stored:
+        return []
+    now = utcnow()
+    if vocabulary.PRIMARY_CONTEXT.get(task.type) == result["context"]:
+        session.execute(
+            update(tasks)
+            .where(tasks.c.task_uuid == task.task_uuid)
+            .values(status=result["status"], updated_at=now)
+        )
+    session.execute(
+        insert(deliveries).values(
+            result_id=result_id,
+            client_id=task.client_id,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    return []
+
+
+def find_task(session: Session, client_id: str, task_id: str) -> dict | None:
+    """The task's representation per CONTRACT §4, or None."""
+    row = session.execute(
+        select(tasks).where(tasks.c.client_id == client_id, tasks.c.task_id == task_id)
+    ).one_or_none()
+    return _with_results(session, [row])[0] if row else None
+
+
+def list_tasks(
+    session: Session, client_id: str, *, status: str | None, limit: int, after: tuple | None
+) -> tuple[list[dict], tuple | None]:
+    """A page of tasks, oldest first; returns (items, key of the last item if more follow)."""
+    query = select(tasks).where(tasks.c.client_id == client_id)
+    if status:
+        query = query.where(tasks.c.status == status)
+    if after:
+        received_at, task_uuid = after
+        query = query.where(
+            or_(
+                tasks.c.received_at > received_at,
+                and_(tasks.c.received_at == received_at, tasks.c.task_uuid > task_uuid),
+            )
+        )
+    rows = session.execute(query.order_by(tasks.c.received_at, tasks.c.task_uuid).limit(limit + 1)).all()
+    page = rows[:limit]
+    more = (page[-1].received_at, page[-1].task_uuid) if len(rows) > limit else None
+    return _with_results(session, page), more
+
+
+def _with_results(session: Session, rows) -> list[dict]:
+    uuids = [row.task_uuid for row in rows]
+    by_task: dict[uuid.UUID, list] = {u: [] for u in uuids}
+    result_rows = session.execute(
+        select(
+            results,
+            deliveries.c.status.label("delivery_status"),
+            deliveries.c.attempts,
+            deliveries.c.last_status_code,
+            deliveries.c.next_attempt_at,
+        )
+        .join(deliveries, deliveries.c.result_id == results.c.result_id, isouter=True)
+        .where(results.c.task_uuid.in_(uuids))
+        .order_by(results.c.occurred_at, results.c.result_id)
+    ).all()
+    for r in result_rows:
+        by_task[r.task_uuid].append(r)
+    return [
+        {
+            "task_id": row.task_id,
+            "task_uuid": row.task_uuid,
+            "type": row.type,
+            "customer_id": row.customer_id,
+            "status": row.status,
+            "received_at": row.received_at,
+            "results": [
+                {
+                    "result_id": r.result_id,
+                    "context": r.context,
+                    "outcome": r.outcome,
+                    "status": r.status,
+                    "result": r.result,
+                    "occurred_at": r.occurred_at,
+                }
+                for r in by_task[row.task_uuid]
+            ],
+            "deliveries": [
+                {
+                    "result_id": r.result_id,
+                    "status": r.delivery_status,
+                    "attempts": r.attempts,
+                    "last_status_code": r.last_status_code,
+                    "next_attempt_at": r.next_attempt_at if r.delivery_status == "pending" else None,
+                }
+                for r in by_task[row.task_uuid]
+                if r.delivery_status is not None
+            ],
+        }
+        for row in rows
+    ]

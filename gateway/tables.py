@@ -1,0 +1,93 @@
+"""The gateway's own tables: clients, tasks, results, deliveries, and its inbox/outbox."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+
+from messaging.db import JsonDocument, UtcDateTime
+from messaging.inbox import make_inbox_table
+from messaging.outbox import make_outbox_table
+
+metadata = MetaData()
+
+clients = Table(
+    "gateway_clients",
+    metadata,
+    Column("client_id", String(63), primary_key=True),
+    Column("callback_url", String(2048), nullable=False),
+    Column("signing_secret", String(200), nullable=False),
+    Column("api_token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+tasks = Table(
+    "gateway_tasks",
+    metadata,
+    Column("task_uuid", Uuid, primary_key=True),
+    Column("client_id", String(63), ForeignKey("gateway_clients.client_id"), nullable=False),
+    Column("task_id", String(128), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("payload", JsonDocument, nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    # The idempotency guarantee: one task per client and task-id, whatever the interleaving.
+    UniqueConstraint("client_id", "task_id", name="uq_gateway_tasks_client_task"),
+    Index("ix_gateway_tasks_client_received", "client_id", "received_at", "task_uuid"),
+)
+
+results = Table(
+    "gateway_results",
+    metadata,
+    Column("result_id", Uuid, primary_key=True),
+    Column("task_uuid", Uuid, ForeignKey("gateway_tasks.task_uuid"), nullable=False, index=True),
+    Column("context", String(32), nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("result", JsonDocument, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+)
+
+deliveries = Table(
+    "gateway_deliveries",
+    metadata,
+    Column("result_id", Uuid, ForeignKey("gateway_results.result_id"), primary_key=True),
+    Column("client_id", String(63), ForeignKey("gateway_clients.client_id"), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("next_attempt_at", UtcDateTime),
+    Column("delivered_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
+)
+
+delivery_attempts = Table(
+    "gateway_delivery_attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("result_id", Uuid, ForeignKey("gateway_deliveries.result_id"), nullable=False, index=True),
+    Column("attempted_at", UtcDateTime, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("response_body", Text),
+)
+
+inbox = make_inbox_table(metadata, "gateway")
+outbox = make_outbox_table(metadata, "gateway")

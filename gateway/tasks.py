@@ -1,0 +1,96 @@
+"""GET /v1/clients/{client_id}/tasks[/{task_id}]: a client reads its own tasks, by bearer token."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+
+from flask import Blueprint, request, url_for
+from sqlalchemy.orm import Session
+
+from gateway.clients import token_matches
+from gateway.problems import Problem
+from gateway.representations import task_representation
+from gateway.state import current_state
+from gateway.store import find_task, list_tasks
+
+bp = Blueprint("tasks", __name__)
+
+TASK_STATUSES = ("accepted", "waiting", "succeeded", "rejected", "failed")
+MAX_LIMIT = 100
+
+
+def _authorize(session: Session, client_id: str) -> None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token or not token_matches(session, client_id, token.strip()):
+        raise Problem(
+            401,
+            "a valid bearer token of this client is required",
+            headers={"WWW-Authenticate": 'Bearer realm="taskgate"'},
+        )
+
+
+@bp.get("/v1/clients/<client_id>/tasks/<task_id>")
+def get_task(client_id: str, task_id: str):
+    with Session(current_state().engine) as session:
+        _authorize(session, client_id)
+        task = find_task(session, client_id, task_id)
+    if task is None:
+        raise Problem(404, f"no task {task_id!r}")
+    return task_representation(task, request.path)
+
+
+@bp.get("/v1/clients/<client_id>/tasks")
+def get_tasks(client_id: str):
+    status = request.args.get("status") or None
+    if status is not None and status not in TASK_STATUSES:
+        raise Problem(422, "invalid query", errors={"status": [f"must be one of {', '.join(TASK_STATUSES)}"]})
+    try:
+        limit = int(request.args.get("limit", 50))
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError
+    except ValueError:
+        raise Problem(
+            422, "invalid query", errors={"limit": [f"must be an integer from 1 to {MAX_LIMIT}"]}
+        ) from None
+    after = _decode_cursor(request.args.get("cursor"))
+
+    with Session(current_state().engine) as session:
+        _authorize(session, client_id)
+        items, last = list_tasks(session, client_id, status=status, limit=limit, after=after)
+    next_cursor = _encode_cursor(last) if last else None
+    page = {
+        "items": [
+            task_representation(item, url_for("tasks.get_task", client_id=client_id, task_id=item["task_id"]))
+            for item in items
+        ],
+        "next_cursor": next_cursor,
+        "links": {"self": request.full_path.rstrip("?")},
+    }
+    if next_cursor:
+        page["links"]["next"] = url_for(
+            "tasks.get_tasks", client_id=client_id, status=status, limit=limit, cursor=next_cursor
+        )
+    return page
+
+
+def _encode_cursor(key: tuple) -> str:
+    received_at, task_uuid = key
+    raw = json.dumps([received_at.isoformat(), str(task_uuid)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        received_at, task_uuid = json.loads(raw)
+        return datetime.fromisoformat(received_at), uuid.UUID(task_uuid)
+    except (ValueError, TypeError, binascii.Error):
+        raise Problem(
+            422, "invalid query", errors={"cursor": ["is not a cursor this API returned"]}
+        ) from None

@@ -1,0 +1,86 @@
+"""POST /v1/clients/{client_id}/tasks: verify, validate, accept in one transaction, answer 202."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import Blueprint, request, url_for
+from marshmallow import ValidationError
+from sqlalchemy.orm import Session
+
+from gateway import signatures
+from gateway.clients import find_client
+from gateway.identity import task_uuid as make_task_uuid
+from gateway.problems import Problem
+from gateway.representations import task_representation
+from gateway.schemas import validate_task
+from gateway.state import current_state
+from gateway.store import TaskConflict, accept_task, find_task
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhook", __name__)
+
+
+@bp.post("/v1/clients/<client_id>/tasks")
+def submit_task(client_id: str):
+    state = current_state()
+    if request.mimetype != "application/json":
+        raise Problem(415, "Content-Type must be application/json")
+    raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
+
+    with Session(state.engine) as session:
+        client = find_client(session, client_id)
+    if client is None:
+        raise Problem(401, "unknown client or invalid signature")
+    try:
+        signatures.verify(
+            [client.signing_secret],
+            request.headers,
+            raw,
+            now=time.time(),
+            tolerance=state.settings.signature_tolerance_seconds,
+        )
+    except signatures.SignatureError as error:
+        raise Problem(401, str(error)) from None
+
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Problem(400, f"malformed JSON: {error}") from None
+    try:
+        task = validate_task(body)
+    except ValidationError as error:
+        raise Problem(422, "the task is invalid", errors=error.messages) from None
+
+    task_uuid = make_task_uuid(state.settings.namespace, client_id, task["task_id"])
+    fields = {"task_id": task["task_id"], "task_uuid": str(task_uuid), "client_id": client_id}
+    if not state.broker_probe.is_up():
+        raise Problem(503, "the broker is unavailable", headers=_retry_after(state))
+    try:
+        with Session(state.engine) as session, session.begin():
+            acceptance = accept_task(session, client_id, task_uuid, task)
+            if acceptance.created:
+                state.outbox_wakeup.notify(session)
+    except TaskConflict:
+        log.info("task-id reused with other content", extra=fields)
+        raise Problem(409, f"task {task['task_id']!r} was already submitted with different content") from None
+
+    self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
+    if not acceptance.created:
+        log.info("task replayed", extra=fields)
+        with Session(state.engine) as session:
+            return task_representation(find_task(session, client_id, task["task_id"]), self_url), 200
+    log.info("task accepted", extra={**fields, "type": task["type"]})
+    body = {
+        "task_id": task["task_id"],
+        "task_uuid": str(task_uuid),
+        "status": "accepted",
+        "links": {"self": self_url},
+    }
+    return body, 202, {"Location": self_url}
+
+
+def _retry_after(state) -> dict[str, str]:
+    return {"Retry-After": str(state.settings.retry_after_seconds)}

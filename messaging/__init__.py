@@ -1,0 +1,1 @@
+"""Message plumbing shared by the gateway and the contexts: envelopes, topology, outbox, inbox, workers."""

@@ -1,0 +1,31 @@
+"""Broker connections: RabbitMQ for amqp:// URLs, the in-process transport for memory://."""
+
+from __future__ import annotations
+
+from kombu import Connection
+
+from messaging import inproc
+
+
+def connect(url: str, *, heartbeat: int = 0) -> Connection:
+    """A new (lazy) connection; publisher confirms on for RabbitMQ."""
+    if url.startswith("memory://"):
+        return Connection(transport=inproc.Transport)
+    return Connection(
+        url,
+        heartbeat=heartbeat,
+        connect_timeout=5,
+        transport_options={"confirm_publish": True},
+    )
+
+
+def is_reachable(url: str, timeout: float = 2.0) -> bool:
+    """True if a connection to the broker can be opened now."""
+    if url.startswith("memory://"):
+        return True
+    with Connection(url, connect_timeout=timeout) as connection:
+        try:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+        except Exception:
+            return False
+        return True

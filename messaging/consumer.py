@@ -1,0 +1,171 @@
+"""A reconnecting consumer that handles each message in one database transaction.
+
+For every message: record it in the inbox, run its handler, stage the handler's messages in the
+outbox, commit, and only then ack. A redelivered message finds its inbox row and is acked without
+a second effect. A message that cannot be handled is dead-lettered with the reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from kombu import Connection, Producer, Queue
+from kombu.mixins import ConsumerMixin
+from sqlalchemy import Engine, Table
+from sqlalchemy.orm import Session
+
+from messaging import topology
+from messaging.db import is_unavailable
+from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
+from messaging.inbox import first_delivery
+from messaging.outbox import PERSISTENT, add_to_outbox
+from messaging.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Session, Envelope], list[Envelope]]
+
+# A handler that raises is retried in place this many times (seconds between tries), then its
+# message is dead-lettered. A database outage is not counted: the message waits for the database.
+RETRY_DELAYS = (0.1, 0.5, 2.0)
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a message that can never succeed; dead-letters it at once."""
+
+
+class MessageWorker(ConsumerMixin):
+    def __init__(
+        self,
+        broker: Connection,
+        queue: Queue,
+        handlers: Mapping[str, Handler],
+        engine: Engine,
+        *,
+        inbox: Table,
+        outbox: Table,
+        after_commit: Callable[[], None] = lambda: None,
+        outbox_wakeup: Wakeup | None = None,
+        prefetch_count: int = 10,
+    ):
+        self.connection = broker
+        self.queue = queue
+        self.handlers = handlers
+        self.engine = engine
+        self.inbox = inbox
+        self.outbox = outbox
+        self.after_commit = after_commit
+        self.outbox_wakeup = outbox_wakeup
+        self.prefetch_count = prefetch_count
+
+    def get_consumers(self, Consumer, channel):
+        return [
+            Consumer(
+                queues=[self.queue],
+                callbacks=[self.on_message],
+                accept=["json"],
+                prefetch_count=self.prefetch_count,
+            )
+        ]
+
+    def on_decode_error(self, message, exc):
+        self.dead_letter(message, f"undecodable body: {exc}")
+
+    def run_until(self, stop: threading.Event) -> None:
+        """Consume until stop is set (checked at least once a second)."""
+        watcher = threading.Thread(target=self._stop_when, args=(stop,), daemon=True)
+        watcher.start()
+        self.run()
+
+    def _stop_when(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.should_stop = True
+
+    def on_message(self, body, message) -> None:
+        try:
+            envelope = Envelope.from_body(body)
+        except InvalidEnvelope as error:
+            self.dead_letter(message, f"invalid envelope: {error}")
+            return
+        handler = self.handlers.get(envelope.type)
+        if handler is None:
+            self.dead_letter(message, f"no handler for message type {envelope.type!r}", envelope)
+            return
+        try:
+            outcome = self._handle_with_retries(handler, envelope)
+        except PermanentError as error:
+            self.dead_letter(message, f"rejected by handler: {error}", envelope)
+            return
+        except Exception as error:
+            log.exception("handler failed for good", extra=envelope.log_fields)
+            self.dead_letter(message, f"handler failed: {type(error).__name__}: {error}", envelope)
+            return
+        if outcome is None:  # stopping while the database is away: let the broker redeliver
+            message.requeue()
+            return
+        message.ack()
+        self.after_commit()
+
+    def _handle_with_retries(self, handler: Handler, envelope: Envelope) -> bool | None:
+        failures = 0
+        outage_wait = 0.5
+        while not self.should_stop:
+            try:
+                return self._handle_once(handler, envelope)
+            except PermanentError:
+                raise
+            except Exception as error:
+                if is_unavailable(error):
+                    log.warning("database unavailable; holding message", extra=envelope.log_fields)
+                    time.sleep(outage_wait)
+                    outage_wait = min(outage_wait * 2, 5.0)
+                    continue
+                if failures == len(RETRY_DELAYS):
+                    raise
+                log.warning("handler failed (%s); retrying", error, extra=envelope.log_fields)
+                time.sleep(RETRY_DELAYS[failures])
+                failures += 1
+        return None
+
+    def _handle_once(self, handler: Handler, envelope: Envelope) -> bool:
+        """Handle envelope in one transaction; False if it had been handled before."""
+        with Session(self.engine) as session, session.begin():
+            if not first_delivery(session, self.inbox, envelope.message_id, envelope.type):
+                log.info("duplicate message ignored", extra=envelope.log_fields)
+                return False
+            caused = handler(session, envelope)
+            add_to_outbox(session, self.outbox, caused)
+            if caused and self.outbox_wakeup is not None:
+                self.outbox_wakeup.notify(session)
+        log.info("handled %s", envelope.type, extra=envelope.log_fields)
+        return True
+
+    def dead_letter(self, message, reason: str, envelope: Envelope | None = None) -> None:
+        """Republish message to the dead-letter exchange with reason in its headers, then ack it."""
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                "x-taskgate-reason": reason[:1000],
+                "x-taskgate-queue": self.queue.name,
+                "x-taskgate-original-exchange": message.delivery_info.get("exchange", ""),
+                "x-taskgate-original-routing-key": message.delivery_info.get("routing_key", ""),
+            }
+        )
+        properties = message.properties or {}
+        Producer(message.channel).publish(
+            message.body,
+            exchange=topology.dead_letter,
+            routing_key=self.queue.name,
+            declare=[topology.dead_letter, topology.dead_letters],
+            content_type=message.content_type or CONTENT_TYPE,
+            content_encoding=message.content_encoding or "utf-8",
+            delivery_mode=PERSISTENT,
+            message_id=properties.get("message_id"),
+            correlation_id=properties.get("correlation_id"),
+            headers=headers,
+        )
+        message.ack()
+        log.error("dead-lettered: %s", reason, extra=envelope.log_fields if envelope else {})

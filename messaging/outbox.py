@@ -1,0 +1,152 @@
+"""The transactional outbox: messages are written with the state change that causes them and
+published afterwards by a relay, so a commit and its messages can never part."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from kombu import Connection, Producer
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    delete,
+    insert,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from messaging import topology, vocabulary
+from messaging.db import JsonDocument, UtcDateTime, is_postgresql, utcnow
+from messaging.envelope import CONTENT_TYPE, Envelope
+from messaging.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+
+PERSISTENT = 2
+
+
+def make_outbox_table(metadata: MetaData, owner: str) -> Table:
+    """The outbox of one owner (the gateway or a context): ``<owner>_outbox``."""
+    return Table(
+        f"{owner}_outbox",
+        metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("message_id", Uuid, nullable=False, unique=True),
+        Column("exchange", String(100), nullable=False),
+        Column("routing_key", String(255), nullable=False),
+        Column("body", JsonDocument, nullable=False),
+        Column("headers", JsonDocument, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+    )
+
+
+def wakeup_channel(table: Table) -> str:
+    """The name writers notify and the table's relay waits on."""
+    return f"taskgate_{table.name}"
+
+
+def add_to_outbox(session: Session, table: Table, envelopes: list[Envelope]) -> None:
+    """Stage envelopes for publication in the caller's transaction."""
+    if not envelopes:
+        return
+    rows = []
+    for envelope in envelopes:
+        exchange, routing_key = vocabulary.route(envelope)
+        rows.append(
+            {
+                "message_id": envelope.message_id,
+                "exchange": exchange,
+                "routing_key": routing_key,
+                "body": envelope.to_body(),
+                "headers": envelope.headers,
+                "created_at": utcnow(),
+            }
+        )
+    session.execute(insert(table), rows)
+
+
+class OutboxRelay:
+    """Publishes an outbox's rows in order, with publisher confirms, then deletes them."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: Table,
+        broker: Connection,
+        wakeup: Wakeup,
+        *,
+        batch_size: int = 100,
+        idle_interval: float = 1.0,
+    ):
+        self.engine = engine
+        self.table = table
+        self.broker = broker
+        self.wakeup = wakeup
+        self.batch_size = batch_size
+        self.idle_interval = idle_interval
+
+    def run(self, stop: threading.Event) -> None:
+        """Relay until stop is set; waits for a wake-up (or idle_interval) when the outbox is empty."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                published = self.relay_batch()
+                backoff = 0.5
+            except Exception:
+                log.exception("outbox relay failed; retrying", extra={"outbox": self.table.name})
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if published < self.batch_size:
+                self.wakeup.wait(self.idle_interval)
+
+    def relay_batch(self) -> int:
+        """Publish up to batch_size pending messages; returns how many were published."""
+        query = select(self.table).order_by(self.table.c.id).limit(self.batch_size)
+        if is_postgresql(self.engine):
+            # Several relays may run at once; each row goes to one of them.
+            query = query.with_for_update(skip_locked=True)
+        with Session(self.engine) as session, session.begin():
+            rows = session.execute(query).all()
+            if not rows:
+                return 0
+            producer = Producer(self.broker.default_channel)
+            for row in rows:
+                self._publish(producer, row)
+            session.execute(delete(self.table).where(self.table.c.id.in_([row.id for row in rows])))
+        return len(rows)
+
+    def _publish(self, producer: Producer, row) -> None:
+        body = row.body
+        producer.publish(
+            json.dumps(body, separators=(",", ":")).encode(),
+            exchange=topology.EXCHANGES[row.exchange],
+            routing_key=row.routing_key,
+            declare=[topology.EXCHANGES[row.exchange]],
+            content_type=CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=PERSISTENT,
+            message_id=str(row.message_id),
+            correlation_id=body["task_uuid"],
+            headers=dict(row.headers),
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        )
+        log.debug(
+            "published %s to %s",
+            body["type"],
+            row.exchange,
+            extra={
+                "task_id": body["task_id"],
+                "task_uuid": body["task_uuid"],
+                "message_id": body["message_id"],
+            },
+        )

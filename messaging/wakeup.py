@@ -1,0 +1,86 @@
+"""Wake-ups between a writer that committed work and the loop that handles it.
+
+In one process a threading.Event is enough. On PostgreSQL, NOTIFY (sent at commit) reaches the
+loops of every process, so a relay in a worker process learns about a task the HTTP process
+accepted without polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+
+class Wakeup:
+    """In-process wake-up."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def notify(self, session: Session | None = None) -> None:
+        """Signal new work. With a session: as part of its transaction, else at once."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until notified or timeout; True if notified."""
+        notified = self._event.wait(timeout)
+        self._event.clear()
+        return notified
+
+    def close(self) -> None:
+        self._event.set()
+
+
+class PostgresWakeup(Wakeup):
+    """Cross-process wake-up over LISTEN/NOTIFY on one channel."""
+
+    def __init__(self, engine: Engine, channel: str) -> None:
+        super().__init__()
+        self.channel = channel
+        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._listener: psycopg.Connection | None = None
+
+    def notify(self, session: Session | None = None) -> None:
+        if session is None:
+            self._event.set()
+            return
+        # Delivered when (and only if) the session's transaction commits.
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.channel})
+
+    def wait(self, timeout: float) -> bool:
+        if self._event.is_set():
+            self._event.clear()
+            return True
+        try:
+            listener = self._listen()
+            notified = any(True for _ in listener.notifies(timeout=timeout, stop_after=1))
+        except psycopg.Error:
+            log.warning("LISTEN %s failed; polling until it works again", self.channel)
+            self._drop_listener()
+            return super().wait(timeout)
+        if self._event.is_set():  # closed meanwhile; the waiting thread owns the listener
+            self._drop_listener()
+        return notified
+
+    def _listen(self) -> psycopg.Connection:
+        if self._listener is None or self._listener.closed:
+            self._listener = psycopg.connect(self._conninfo, autocommit=True)
+            self._listener.execute(f'LISTEN "{self.channel}"')
+        return self._listener
+
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+
+def make_wakeup(engine: Engine, channel: str) -> Wakeup:
+    if engine.dialect.name == "postgresql":
+        return PostgresWakeup(engine, channel)
+    return Wakeup()

@@ -1,0 +1,1 @@
+"""The composition root: wires gateway, contexts and messaging into processes (CLI, runtime)."""

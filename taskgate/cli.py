@@ -1,0 +1,188 @@
+"""The `taskgate` command: serve, worker, clients, db, send."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+import click
+import requests
+import uuid6
+from sqlalchemy.orm import Session
+
+from gateway import create_app, signatures
+from gateway.clients import ClientError, add_client, find_client, list_clients
+from gateway.config import Settings
+from gateway.tables import outbox as gateway_outbox
+from messaging.db import make_engine
+from messaging.outbox import wakeup_channel
+from taskgate import database, logs
+from taskgate.registry import NAMES
+from taskgate.runtime import Runtime
+
+log = logging.getLogger("taskgate")
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """taskgate: a task-integration gateway. Settings come from TASKGATE_* variables."""
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    logs.configure(settings.log_level)
+    ctx.obj = settings
+
+
+def _engine(settings: Settings):
+    database.ensure_sqlite_directory(settings.database_url)
+    return make_engine(settings.database_url)
+
+
+def _require_schema(settings: Settings, engine) -> None:
+    """SQLite is migrated on the spot; a shared database must be migrated by `taskgate db upgrade`."""
+    if settings.database_url.startswith("sqlite"):
+        database.upgrade(settings.database_url)
+    elif not database.is_current(engine):
+        raise click.ClickException("the database schema is not current: run `taskgate db upgrade` first")
+
+
+def _until_signalled(runtime: Runtime) -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if runtime.stopping.is_set():  # a loop crashed
+            break
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int) -> None:
+    """HTTP and every worker in one process."""
+    from waitress.server import create_server
+
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    runtime = Runtime(settings, engine)
+    runtime.start(NAMES)
+    app = create_app(settings, engine=engine, outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)))
+    server = create_server(app, host=host, port=port, threads=8, ident="taskgate")
+    http = threading.Thread(target=server.run, name="http", daemon=True)
+    http.start()
+    log.info(
+        "taskgate serving on http://%s:%s (database %s, broker %s)",
+        host,
+        server.effective_port,
+        engine.url.render_as_string(hide_password=True),
+        settings.broker_url.split("@")[-1],
+    )
+    _until_signalled(runtime)
+    log.info("stopping")
+    server.close()
+    runtime.stop()
+    log.info("stopped")
+
+
+@main.command()
+@click.option(
+    "--context",
+    "contexts",
+    multiple=True,
+    required=True,
+    type=click.Choice(NAMES),
+    help="Repeatable: which contexts this process serves.",
+)
+@click.pass_obj
+def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
+    """Consumers (and outbox relays) of the given contexts, without HTTP."""
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    runtime = Runtime(settings, engine)
+    runtime.start(dict.fromkeys(contexts))
+    log.info("worker running: %s", ", ".join(contexts))
+    _until_signalled(runtime)
+    runtime.stop()
+    log.info("worker stopped")
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_obj
+def db_upgrade(settings: Settings, revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    database.upgrade(settings.database_url, revision)
+    click.echo(f"database upgraded to {revision}")
+
+
+@main.group()
+def clients() -> None:
+    """Registered clients."""
+
+
+@clients.command("add")
+@click.argument("client_id")
+@click.option("--callback-url", required=True)
+@click.pass_obj
+def clients_add(settings: Settings, client_id: str, callback_url: str) -> None:
+    """Register CLIENT_ID; prints its credentials as JSON (the token is shown only once)."""
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    try:
+        with Session(engine) as session, session.begin():
+            credentials = add_client(session, client_id, callback_url)
+    except ClientError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(credentials))
+
+
+@clients.command("list")
+@click.pass_obj
+def clients_list(settings: Settings) -> None:
+    """Print the clients (without secrets) as JSON lines."""
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    with Session(engine) as session:
+        for client in list_clients(session):
+            click.echo(json.dumps(client))
+
+
+@main.command()
+@click.argument("client_id")
+@click.argument("body", type=click.File("rb"), default="-")
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Where taskgate listens.")
+@click.option(
+    "--secret",
+    envvar="TASKGATE_SIGNING_SECRET",
+    help="The client's signing secret; read from the database when omitted.",
+)
+@click.pass_obj
+def send(settings: Settings, client_id: str, body, url: str, secret: str | None) -> None:
+    """Sign BODY (a task as JSON; - for stdin) as CLIENT_ID and POST it, as the client would."""
+    raw = body.read()
+    if secret is None:
+        with Session(_engine(settings)) as session:
+            client = find_client(session, client_id)
+        if client is None:
+            raise click.ClickException(f"no client {client_id!r}; pass --secret")
+        secret = client.signing_secret
+    headers = signatures.signed_headers(secret, f"msg_{uuid6.uuid7().hex}", int(time.time()), raw)
+    headers["Content-Type"] = "application/json"
+    response = requests.post(
+        f"{url.rstrip('/')}/v1/clients/{client_id}/tasks", data=raw, headers=headers, timeout=30
+    )
+    click.echo(f"{response.status_code} {response.reason}")
+    click.echo(response.text)
+    sys.exit(0 if response.ok else 1)

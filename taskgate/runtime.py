@@ -1,0 +1,108 @@
+"""Runs the gateway's and the contexts' loops as threads of one process, and stops them cleanly."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import Engine
+
+from gateway.callbacks import CallbackDispatcher
+from gateway.config import Settings
+from messaging import broker, topology
+from messaging.consumer import MessageWorker
+from messaging.context import ContextSpec
+from messaging.outbox import OutboxRelay, wakeup_channel
+from messaging.wakeup import Wakeup, make_wakeup
+from taskgate.registry import SPECS
+
+log = logging.getLogger(__name__)
+
+
+def declare_topology(url: str) -> None:
+    """Declare every exchange and queue up front, so nothing is published before its queue exists."""
+    with broker.connect(url) as connection:
+        channel = connection.default_channel
+        for exchange in topology.EXCHANGES.values():
+            exchange(channel).declare()
+        for queue in [spec.queue for spec in SPECS.values()] + [topology.dead_letters]:
+            queue(channel).declare()
+
+
+class Runtime:
+    """The loops of some contexts, sharing one engine; start() them, then stop()."""
+
+    def __init__(self, settings: Settings, engine: Engine):
+        self.settings = settings
+        self.engine = engine
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._workers: list[MessageWorker] = []
+        self._wakeups: dict[str, Wakeup] = {}
+
+    def wakeup(self, name: str) -> Wakeup:
+        """The wake-up channel called name (one per outbox, one for callbacks)."""
+        if name not in self._wakeups:
+            self._wakeups[name] = make_wakeup(self.engine, name)
+        return self._wakeups[name]
+
+    def start(self, contexts: Iterable[str]) -> None:
+        declare_topology(self.settings.broker_url)
+        for name in contexts:
+            spec = SPECS[name]
+            if name == "gateway":
+                self._start_gateway(spec)
+            else:
+                self._start_context(spec)
+
+    def _start_context(self, spec: ContextSpec, after_commit: Callable[[], None] = lambda: None) -> None:
+        outbox_wakeup = self.wakeup(wakeup_channel(spec.outbox))
+        relay = OutboxRelay(self.engine, spec.outbox, broker.connect(self.settings.broker_url), outbox_wakeup)
+        worker = MessageWorker(
+            broker.connect(self.settings.broker_url),
+            spec.queue,
+            spec.handlers,
+            self.engine,
+            inbox=spec.inbox,
+            outbox=spec.outbox,
+            after_commit=after_commit,
+            outbox_wakeup=outbox_wakeup,
+        )
+        self._workers.append(worker)
+        self._spawn(f"{spec.name}-relay", relay.run)
+        self._spawn(f"{spec.name}-consumer", worker.run_until)
+
+    def _start_gateway(self, spec: ContextSpec) -> None:
+        callbacks_wakeup = Wakeup()  # results and callbacks of this process: in-process suffices
+        self._start_context(spec, after_commit=callbacks_wakeup.notify)
+        dispatcher = CallbackDispatcher(
+            self.engine,
+            callbacks_wakeup,
+            timeout=self.settings.callback_timeout_seconds,
+            schedule=self.settings.callback_retry_schedule,
+        )
+        self._spawn("gateway-callbacks", dispatcher.run)
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        def run() -> None:
+            try:
+                target(self.stopping)
+            except Exception:
+                log.exception("%s crashed; stopping the process", name)
+                self.stopping.set()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Let in-flight messages finish (unacked ones are redelivered later), then return."""
+        self.stopping.set()
+        for wakeup in self._wakeups.values():
+            wakeup.close()
+        for thread in self._threads:
+            thread.join(timeout)
+        alive = [thread.name for thread in self._threads if thread.is_alive()]
+        if alive:
+            log.warning("threads still running at exit: %s", ", ".join(alive))
