@@ -7,7 +7,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 CLIENT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
-_task_id = validate.Regexp(TASK_ID, error="must match " + TASK_ID)
+_task_id = validate.Regexp(TASK_ID, error="must match {regex}")
 _identifier = validate.Length(min=1, max=128)
 
 

@@ -69,8 +69,10 @@ def insert_ignoring_duplicates(connection_or_session, table, values: dict) -> bo
     """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
     dialect = connection_or_session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(**values).on_conflict_do_nothing()
-    return connection_or_session.execute(statement).rowcount == 1
+    # RETURNING, not rowcount: some drivers report -1 for INSERT ... ON CONFLICT.
+    key = next(iter(table.primary_key.columns))
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return connection_or_session.execute(statement).first() is not None
 
 
 def is_postgresql(engine: Engine) -> bool:

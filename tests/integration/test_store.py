@@ -1,0 +1,87 @@
+"""Accepting tasks against SQLite and PostgreSQL: one transaction, idempotent, race-safe."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.config import DEFAULT_NAMESPACE
+from gateway.identity import task_uuid
+from gateway.store import TaskConflict, accept_task, find_task
+from gateway.tables import outbox, tasks
+from messaging.db import make_engine
+from tests.factories import register_client, upsert_task
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = make_engine(database_url)
+    register_client(engine)
+    yield engine
+    engine.dispose()
+
+
+def accept(engine, task):
+    with Session(engine) as session, session.begin():
+        return accept_task(session, "acme", task_uuid(DEFAULT_NAMESPACE, "acme", task["task_id"]), task)
+
+
+def counts(engine):
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(tasks)), session.scalar(
+            select(func.count()).select_from(outbox)
+        )
+
+
+def test_a_task_is_stored_with_its_routed_message(engine):
+    acceptance = accept(engine, upsert_task())
+    assert acceptance.created
+    assert counts(engine) == (1, 1)
+    with Session(engine) as session:
+        message = session.execute(select(outbox)).one()
+        stored = find_task(session, "acme", "T-1001")
+    assert (message.exchange, message.routing_key) == ("taskgate.tasks", "customer.upsert")
+    assert message.body["task_uuid"] == str(acceptance.task_uuid)
+    assert message.body["payload"] == {
+        "customer_id": "C-42",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+    }
+    assert stored["status"] == "accepted"
+    assert stored["task_uuid"] == acceptance.task_uuid
+
+
+def test_the_same_task_again_is_a_replay_that_routes_nothing(engine):
+    accept(engine, upsert_task())
+    replay = accept(engine, upsert_task())
+    assert not replay.created
+    assert counts(engine) == (1, 1)
+
+
+def test_the_same_task_id_with_other_content_conflicts(engine):
+    accept(engine, upsert_task())
+    with pytest.raises(TaskConflict):
+        accept(engine, upsert_task(email="someone@else.example"))
+    assert counts(engine) == (1, 1)
+
+
+def test_a_failed_transaction_leaves_neither_task_nor_message(engine):
+    with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
+        accept_task(session, "acme", task_uuid(DEFAULT_NAMESPACE, "acme", "T-1"), upsert_task("T-1"))
+        raise RuntimeError("crash before commit")
+    assert counts(engine) == (0, 0)
+
+
+def test_concurrent_duplicates_yield_one_task_and_one_message(engine):
+    start = threading.Barrier(20)
+
+    def submit(_):
+        start.wait()
+        return accept(engine, upsert_task()).created
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        created = list(pool.map(submit, range(20)))
+    assert created.count(True) == 1
+    assert counts(engine) == (1, 1)

@@ -1,0 +1,154 @@
+"""POST /v1/clients/{client_id}/tasks per CONTRACT §3, on SQLite and PostgreSQL."""
+
+import json
+import time
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway import create_app
+from gateway.tables import outbox, tasks
+from tests.conftest import make_settings
+from tests.factories import register_client, signed, upsert_task
+
+URL = "/v1/clients/acme/tasks"
+
+
+@pytest.fixture
+def app(database_url):
+    app = create_app(make_settings(database_url))
+    yield app
+    app.extensions["taskgate"].engine.dispose()
+
+
+@pytest.fixture
+def secret(app):
+    return register_client(app.extensions["taskgate"].engine)["signing_secret"]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def post(client, secret, body, url=URL, **options):
+    raw, headers = signed(secret, body, **options)
+    return client.post(url, data=raw, headers=headers)
+
+
+def assert_problem(response, status):
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem["status"] == status
+    assert problem["title"] and problem["detail"] and problem["type"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    return problem
+
+
+def stored(app):
+    with Session(app.extensions["taskgate"].engine) as session:
+        return session.scalar(select(func.count()).select_from(tasks)), session.scalar(
+            select(func.count()).select_from(outbox)
+        )
+
+
+def test_a_signed_valid_task_is_accepted(app, client, secret):
+    response = post(client, secret, upsert_task())
+    assert response.status_code == 202
+    assert response.headers["Location"] == "/v1/clients/acme/tasks/T-1001"
+    assert response.get_json() == {
+        "task_id": "T-1001",
+        "task_uuid": "e98a61d6-14d6-5dcc-99de-e4130e825881",
+        "status": "accepted",
+        "links": {"self": "/v1/clients/acme/tasks/T-1001"},
+    }
+    assert stored(app) == (1, 1)
+
+
+def test_the_same_task_again_is_200_with_the_current_representation(app, client, secret):
+    post(client, secret, upsert_task())
+    response = post(client, secret, upsert_task(), webhook_id="msg_2")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["task_uuid"] == "e98a61d6-14d6-5dcc-99de-e4130e825881"
+    assert body["status"] == "accepted"
+    assert body["results"] == [] and body["deliveries"] == []
+    assert stored(app) == (1, 1)
+
+
+def test_the_same_task_id_with_other_content_is_409(app, client, secret):
+    post(client, secret, upsert_task())
+    response = post(client, secret, upsert_task(name="Someone Else"), webhook_id="msg_2")
+    assert_problem(response, 409)
+    assert stored(app) == (1, 1)
+
+
+def test_malformed_json_is_400(client, secret):
+    assert_problem(post(client, secret, b'{"task_id": '), 400)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda headers: headers.pop("webhook-signature"),
+        lambda headers: headers.update({"webhook-signature": "v1,AAAA"}),
+        lambda headers: headers.update({"webhook-timestamp": str(int(time.time()) - 301)}),
+    ],
+    ids=["missing", "wrong", "expired"],
+)
+def test_a_bad_signature_is_401(app, client, secret, tamper):
+    raw, headers = signed(secret, upsert_task())
+    tamper(headers)
+    assert_problem(client.post(URL, data=raw, headers=headers), 401)
+    assert stored(app) == (0, 0)
+
+
+def test_an_unknown_client_is_401(client, secret):
+    assert_problem(post(client, secret, upsert_task(), url="/v1/clients/nobody/tasks"), 401)
+
+
+def test_another_clients_signature_is_401(app, client, secret):
+    other = register_client(app.extensions["taskgate"].engine, "other")["signing_secret"]
+    assert_problem(post(client, other, upsert_task()), 401)
+
+
+def test_a_body_over_the_limit_is_413(app, client, secret):
+    task = upsert_task(name="x" * 70_000)
+    assert_problem(post(client, secret, task), 413)
+    assert stored(app) == (0, 0)
+
+
+def test_a_body_that_is_not_json_is_415(client, secret):
+    raw, headers = signed(secret, upsert_task())
+    headers["Content-Type"] = "text/plain"
+    assert_problem(client.post(URL, data=raw, headers=headers), 415)
+
+
+def test_an_invalid_task_is_422_naming_each_field(app, client, secret):
+    task = upsert_task(email="nope")
+    task["task_id"] = "??"
+    problem = assert_problem(post(client, secret, task), 422)
+    assert set(problem["errors"]) == {"task_id", "payload.email"}
+    assert all(isinstance(messages, list) and messages for messages in problem["errors"].values())
+    assert stored(app) == (0, 0)
+
+
+def test_storage_down_is_503_with_retry_after(tmp_path):
+    app = create_app(make_settings(f"sqlite:///{tmp_path}/missing-dir/taskgate.db"))
+    response = app.test_client().post(URL, data=json.dumps(upsert_task()), content_type="application/json")
+    problem = assert_problem(response, 503)
+    assert response.headers["Retry-After"].isdigit()
+    assert "storage" in problem["detail"]
+
+
+def test_broker_down_is_503_with_retry_after(database_url):
+    app = create_app(make_settings(database_url, broker_url="amqp://guest:guest@127.0.0.1:1//"))
+    secret = register_client(app.extensions["taskgate"].engine)["signing_secret"]
+    response = post(app.test_client(), secret, upsert_task())
+    problem = assert_problem(response, 503)
+    assert response.headers["Retry-After"].isdigit()
+    assert "broker" in problem["detail"]
+    assert stored(app) == (0, 0)
+    app.extensions["taskgate"].engine.dispose()
