@@ -50,6 +50,7 @@ class MessageWorker(ConsumerMixin):
         after_commit: Callable[[], None] = lambda: None,
         outbox_wakeup: Wakeup | None = None,
         prefetch_count: int = 10,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
     ):
         self.connection = broker
         self.queue = queue
@@ -60,6 +61,7 @@ class MessageWorker(ConsumerMixin):
         self.after_commit = after_commit
         self.outbox_wakeup = outbox_wakeup
         self.prefetch_count = prefetch_count
+        self.retry_delays = retry_delays
 
     def get_consumers(self, Consumer, channel):
         return [
@@ -123,10 +125,10 @@ class MessageWorker(ConsumerMixin):
                     time.sleep(outage_wait)
                     outage_wait = min(outage_wait * 2, 5.0)
                     continue
-                if failures == len(RETRY_DELAYS):
+                if failures == len(self.retry_delays):
                     raise
                 log.warning("handler failed (%s); retrying", error, extra=envelope.log_fields)
-                time.sleep(RETRY_DELAYS[failures])
+                time.sleep(self.retry_delays[failures])
                 failures += 1
         return None
 

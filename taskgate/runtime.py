@@ -38,8 +38,8 @@ class Runtime:
         self.engine = engine
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._workers: list[MessageWorker] = []
         self._wakeups: dict[str, Wakeup] = {}
+        self._connections: list = []
 
     def wakeup(self, name: str) -> Wakeup:
         """The wake-up channel called name (one per outbox, one for callbacks)."""
@@ -58,9 +58,9 @@ class Runtime:
 
     def _start_context(self, spec: ContextSpec, after_commit: Callable[[], None] = lambda: None) -> None:
         outbox_wakeup = self.wakeup(wakeup_channel(spec.outbox))
-        relay = OutboxRelay(self.engine, spec.outbox, broker.connect(self.settings.broker_url), outbox_wakeup)
+        relay = OutboxRelay(self.engine, spec.outbox, self._connect(), outbox_wakeup)
         worker = MessageWorker(
-            broker.connect(self.settings.broker_url),
+            self._connect(),
             spec.queue,
             spec.handlers,
             self.engine,
@@ -69,7 +69,6 @@ class Runtime:
             after_commit=after_commit,
             outbox_wakeup=outbox_wakeup,
         )
-        self._workers.append(worker)
         self._spawn(f"{spec.name}-relay", relay.run)
         self._spawn(f"{spec.name}-consumer", worker.run_until)
 
@@ -83,6 +82,11 @@ class Runtime:
             schedule=self.settings.callback_retry_schedule,
         )
         self._spawn("gateway-callbacks", dispatcher.run)
+
+    def _connect(self):
+        connection = broker.connect(self.settings.broker_url)
+        self._connections.append(connection)
+        return connection
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         def run() -> None:
@@ -106,3 +110,6 @@ class Runtime:
         alive = [thread.name for thread in self._threads if thread.is_alive()]
         if alive:
             log.warning("threads still running at exit: %s", ", ".join(alive))
+            return
+        for connection in self._connections:
+            connection.release()

@@ -1,0 +1,196 @@
+"""Outbox relay and message worker on the in-process broker and on RabbitMQ."""
+
+import json
+import threading
+import uuid
+
+import pytest
+from kombu import Producer
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from contexts.customers import tables as customers_tables
+from contexts.customers.worker import SPEC as CUSTOMERS
+from messaging import broker, topology
+from messaging.consumer import MessageWorker, PermanentError
+from messaging.db import make_engine
+from messaging.envelope import Envelope
+from messaging.outbox import OutboxRelay, add_to_outbox
+from messaging.wakeup import Wakeup
+from taskgate.runtime import declare_topology
+from tests.backends import sqlite_url
+from tests.factories import wait_for
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(sqlite_url(tmp_path))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(broker_url):
+    declare_topology(broker_url)
+    with broker.connect(broker_url) as connection:
+        yield connection
+
+
+def upsert(task_id="T-1", **payload):
+    return Envelope(
+        type="customer.upsert",
+        task_id=task_id,
+        task_uuid=uuid.uuid4(),
+        client_id="acme",
+        payload={"customer_id": "C-1", "name": "Ada", "email": "ada@example.com", **payload},
+    )
+
+
+def get_one(connection, queue, timeout=10):
+    """The next raw message on queue (not decoded: it may be undecodable), acked."""
+    received = []
+    with connection.Consumer([queue], on_message=received.append, accept=["json"]):
+        wait_for(
+            lambda: _drain(connection) or received, timeout=timeout, message=f"a message on {queue.name}"
+        )
+    received[0].ack()
+    return received[0]
+
+
+def _drain(connection):
+    try:
+        connection.drain_events(timeout=0.1)
+    except TimeoutError:
+        pass
+
+
+def publish_raw(connection, envelope: Envelope, body=None):
+    Producer(connection.default_channel).publish(
+        body if body is not None else json.dumps(envelope.to_body()).encode(),
+        exchange=topology.tasks,
+        routing_key=envelope.type,
+        content_type="application/json",
+        content_encoding="utf-8",
+        message_id=str(envelope.message_id),
+        headers=envelope.headers,
+    )
+
+
+class RunningWorker:
+    def __init__(self, broker_url, engine, handlers=None, **options):
+        self.stop = threading.Event()
+        self.worker = MessageWorker(
+            broker.connect(broker_url),
+            CUSTOMERS.queue,
+            CUSTOMERS.handlers if handlers is None else handlers,
+            engine,
+            inbox=CUSTOMERS.inbox,
+            outbox=CUSTOMERS.outbox,
+            retry_delays=(0.01, 0.01),
+            **options,
+        )
+        self.thread = threading.Thread(target=self.worker.run_until, args=(self.stop,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "worker did not stop"
+        self.worker.connection.release()
+
+
+def count(engine, table):
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(table))
+
+
+def test_the_relay_publishes_with_the_contract_properties_and_empties_the_outbox(
+    engine, connection, broker_url
+):
+    task = upsert()
+    effect = task.caused("customer.registered", {"customer_id": "C-1"})
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, [task, effect])
+    relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(broker_url), Wakeup())
+    assert relay.relay_batch() == 2
+    assert count(engine, CUSTOMERS.outbox) == 0
+
+    message = get_one(connection, CUSTOMERS.queue)
+    assert message.properties["message_id"] == str(task.message_id)
+    assert message.properties["correlation_id"] == str(task.task_uuid)
+    assert message.content_type == "application/json"
+    assert message.properties["delivery_mode"] == 2
+    assert message.headers == {"x-task-id": "T-1", "x-task-uuid": str(task.task_uuid), "x-client-id": "acme"}
+    assert Envelope.from_body(message.decode()) == task
+    relay.broker.release()
+
+
+def test_a_message_delivered_twice_has_one_effect(engine, connection, broker_url):
+    task = upsert()
+    with RunningWorker(broker_url, engine) as running:
+        publish_raw(connection, task)
+        publish_raw(connection, task)
+        wait_for(lambda: running.worker.connection and count(engine, CUSTOMERS.inbox) == 1)
+        wait_for(lambda: _queue_is_drained(connection), message="both deliveries acked")
+    assert count(engine, customers_tables.customers) == 1
+    assert count(engine, CUSTOMERS.outbox) == 2  # one event and one result, not two of each
+
+
+def _queue_is_drained(connection):
+    bound = CUSTOMERS.queue(connection.default_channel)
+    _, messages, _ = bound.queue_declare(passive=True)
+    return messages == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"{not json", "undecodable"), (json.dumps({"type": "customer.upsert"}).encode(), "invalid envelope")],
+)
+def test_an_unreadable_message_is_dead_lettered_with_its_reason(engine, connection, broker_url, body, reason):
+    with RunningWorker(broker_url, engine):
+        publish_raw(connection, upsert(), body=body)
+        dead = get_one(connection, topology.dead_letters)
+    assert reason in dead.headers["x-taskgate-reason"]
+    assert dead.headers["x-taskgate-queue"] == "taskgate.customers"
+    assert (dead.body if isinstance(dead.body, bytes) else dead.body.encode()) == body
+
+
+def test_a_failing_handler_is_retried_then_dead_lettered(engine, connection, broker_url):
+    calls = []
+
+    def broken(session, envelope):
+        calls.append(envelope.message_id)
+        raise RuntimeError("bug triggered by this payload")
+
+    task = upsert()
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": broken}):
+        publish_raw(connection, task)
+        dead = get_one(connection, topology.dead_letters)
+    assert len(calls) == 3  # first try and two retries
+    assert "RuntimeError: bug triggered by this payload" in dead.headers["x-taskgate-reason"]
+    assert dead.headers["x-task-id"] == "T-1"
+    assert count(engine, CUSTOMERS.inbox) == 0  # nothing of the failed attempts was committed
+
+
+def test_a_permanent_error_is_dead_lettered_at_once(engine, connection, broker_url):
+    calls = []
+
+    def refuses(session, envelope):
+        calls.append(1)
+        raise PermanentError("cannot ever work")
+
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": refuses}):
+        publish_raw(connection, upsert())
+        dead = get_one(connection, topology.dead_letters)
+    assert calls == [1]
+    assert "cannot ever work" in dead.headers["x-taskgate-reason"]
+
+
+def test_a_message_without_a_handler_is_dead_lettered(engine, connection, broker_url):
+    with RunningWorker(broker_url, engine, handlers={}):
+        publish_raw(connection, upsert())
+        dead = get_one(connection, topology.dead_letters)
+    assert "no handler" in dead.headers["x-taskgate-reason"]

@@ -1,0 +1,136 @@
+"""The whole path in one process: webhook → customers context → result → signed callback.
+
+Runs on SQLite + the in-process broker and on PostgreSQL + RabbitMQ; the client's endpoint is
+stubbed with `responses`.
+"""
+
+import json
+
+import pytest
+import responses
+
+from gateway import create_app, signatures
+from gateway.tables import outbox as gateway_outbox
+from messaging.db import make_engine
+from messaging.outbox import wakeup_channel
+from taskgate.registry import NAMES
+from taskgate.runtime import Runtime
+from tests.conftest import make_settings
+from tests.factories import register_client, signed, upsert_task, wait_for
+
+CALLBACK_URL = "http://client.test/callbacks"
+
+
+@pytest.fixture
+def callbacks():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def gateway(stack, callbacks):
+    database_url, broker_url = stack
+    settings = make_settings(database_url, broker_url, callback_retry_schedule=(0, 0.05, 0.05))
+    engine = make_engine(database_url)
+    runtime = Runtime(settings, engine)
+    runtime.start(NAMES)
+    app = create_app(settings, engine=engine, outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)))
+    yield app
+    runtime.stop()
+    engine.dispose()
+
+
+@pytest.fixture
+def credentials(gateway):
+    return register_client(gateway.extensions["taskgate"].engine, callback_url=CALLBACK_URL)
+
+
+def submit(gateway, credentials, task, webhook_id="msg_1"):
+    raw, headers = signed(credentials["signing_secret"], task, webhook_id=webhook_id)
+    return gateway.test_client().post("/v1/clients/acme/tasks", data=raw, headers=headers)
+
+
+def read(gateway, credentials, task_id="T-1001"):
+    headers = {"Authorization": f"Bearer {credentials['api_token']}"}
+    return gateway.test_client().get(f"/v1/clients/acme/tasks/{task_id}", headers=headers).get_json()
+
+
+def delivered(gateway, credentials, task_id="T-1001"):
+    task = read(gateway, credentials, task_id)
+    return task if task["deliveries"] and task["deliveries"][0]["status"] == "delivered" else None
+
+
+def test_an_upsert_comes_back_as_a_signed_callback(gateway, credentials, callbacks):
+    callbacks.post(CALLBACK_URL, status=204)
+    assert submit(gateway, credentials, upsert_task()).status_code == 202
+
+    task = wait_for(lambda: delivered(gateway, credentials), message="the callback to be delivered")
+    assert task["status"] == "succeeded"
+    [result] = task["results"]
+    assert (result["context"], result["outcome"], result["status"]) == (
+        "customers",
+        "customer.registered",
+        "succeeded",
+    )
+    assert result["result"] == {"customer_id": "C-42", "version": 1}
+
+    [call] = callbacks.calls
+    request = call.request
+    assert request.headers["webhook-id"] == result["result_id"]
+    signatures.verify(
+        [credentials["signing_secret"]],
+        request.headers,
+        request.body,
+        now=float(request.headers["webhook-timestamp"]),
+    )
+    body = json.loads(request.body)
+    assert body["type"] == "task.result"
+    assert body["timestamp"].endswith("Z")
+    assert body["data"] == {
+        "result_id": result["result_id"],
+        "task_id": "T-1001",
+        "task_uuid": "e98a61d6-14d6-5dcc-99de-e4130e825881",
+        "context": "customers",
+        "outcome": "customer.registered",
+        "status": "succeeded",
+        "result": {"customer_id": "C-42", "version": 1},
+    }
+
+
+def test_a_replayed_task_yields_no_second_result(gateway, credentials, callbacks):
+    callbacks.post(CALLBACK_URL, status=200)
+    submit(gateway, credentials, upsert_task())
+    wait_for(lambda: delivered(gateway, credentials))
+    assert submit(gateway, credentials, upsert_task(), webhook_id="msg_2").status_code == 200
+    # A later task goes through the same queues; once it is delivered, a duplicate would have been too.
+    submit(gateway, credentials, upsert_task("T-1002", email="ada@lovelace.org"), webhook_id="msg_3")
+    wait_for(lambda: delivered(gateway, credentials, "T-1002"))
+    assert len(read(gateway, credentials)["results"]) == 1
+    assert [json.loads(c.request.body)["data"]["task_id"] for c in callbacks.calls] == ["T-1001", "T-1002"]
+    assert json.loads(callbacks.calls[1].request.body)["data"]["result"]["version"] == 2
+
+
+def test_a_failed_callback_is_retried_with_the_same_webhook_id(gateway, credentials, callbacks):
+    callbacks.post(CALLBACK_URL, status=503)
+    callbacks.post(CALLBACK_URL, status=200)
+    submit(gateway, credentials, upsert_task())
+    task = wait_for(lambda: delivered(gateway, credentials))
+    assert task["deliveries"][0]["attempts"] == 2
+    assert task["deliveries"][0]["last_status_code"] == 200
+    ids = {call.request.headers["webhook-id"] for call in callbacks.calls}
+    assert ids == {task["results"][0]["result_id"]}
+
+
+def test_a_callback_that_never_succeeds_ends_failed(gateway, credentials, callbacks):
+    callbacks.post(CALLBACK_URL, status=500)
+    submit(gateway, credentials, upsert_task())
+
+    def failed():
+        deliveries = read(gateway, credentials)["deliveries"]
+        return deliveries and deliveries[0]["status"] == "failed" and deliveries[0]
+
+    delivery = wait_for(failed, message="the delivery to fail")
+    assert delivery["attempts"] == 3  # the schedule (0, 0.05, 0.05) allows three attempts
+    assert delivery["last_status_code"] == 500
+    assert delivery["next_attempt_at"] is None
+    assert len(callbacks.calls) == 3
