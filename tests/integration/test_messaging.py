@@ -1,5 +1,6 @@
 """Outbox relay and message worker on the in-process broker and on RabbitMQ."""
 
+import contextlib
 import json
 import threading
 import uuid
@@ -58,10 +59,8 @@ def get_one(connection, queue, timeout=10):
 
 
 def _drain(connection):
-    try:
+    with contextlib.suppress(TimeoutError):
         connection.drain_events(timeout=0.1)
-    except TimeoutError:
-        pass
 
 
 def publish_raw(connection, envelope: Envelope, body=None):

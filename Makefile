@@ -1,0 +1,32 @@
+# One command to run, one to test. Each creates .venv and installs what it needs on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8080
+
+.PHONY: run test lint format clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --editable ".[test]"
+	touch $@
+
+## run: taskgate serve on the embedded defaults (SQLite under ./data, in-process broker)
+run: $(BIN)/.installed
+	$(BIN)/taskgate serve --port $(PORT)
+
+## test: lint, then the whole suite (PostgreSQL/RabbitMQ parts need TASKGATE_TEST_* set, see README)
+test: $(BIN)/.installed lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache *.egg-info

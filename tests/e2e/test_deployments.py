@@ -1,0 +1,66 @@
+"""End to end, as a client sees it: real processes, real HTTP both ways.
+
+Once as `taskgate serve` on the embedded defaults, once split into gunicorn and workers on
+PostgreSQL and RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import backends
+from tests.e2e import scenario
+from tests.e2e.helpers import BIN, Process, Receiver, environment, free_port, run, wait_until_healthy
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as receiver:
+        yield receiver
+
+
+def test_serve_on_embedded_defaults(tmp_path, receiver):
+    env = environment(TASKGATE_DATA_DIR=str(tmp_path / "data"))
+    credentials = json.loads(
+        run([str(BIN / "taskgate"), "clients", "add", "acme", "--callback-url", receiver.url], env)
+    )
+    port = free_port()
+    serve = Process([str(BIN / "taskgate"), "serve", "--port", str(port)], env, tmp_path / "serve.log")
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", serve)
+        scenario.upsert_comes_back_signed(f"http://127.0.0.1:{port}", credentials, receiver)
+    finally:
+        code = serve.stop()
+    assert code == 0, serve.output()
+    assert '"task_id": "T-1001"' in serve.output()  # log lines carry the task's ids
+
+
+def test_split_processes_on_postgresql_and_rabbitmq(tmp_path, receiver, postgres_database):
+    broker_url = backends.require(backends.RABBITMQ_URL, "TASKGATE_TEST_RABBITMQ_URL")
+    postgres_database.empty()
+    backends.empty_broker(broker_url)
+    env = environment(TASKGATE_DATABASE_URL=postgres_database.url, TASKGATE_BROKER_URL=broker_url)
+    run([str(BIN / "taskgate"), "db", "upgrade"], env)
+    credentials = json.loads(
+        run([str(BIN / "taskgate"), "clients", "add", "acme", "--callback-url", receiver.url], env)
+    )
+    port = free_port()
+    processes = [
+        Process(
+            [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", "wsgi:app"],
+            env,
+            tmp_path / "gunicorn.log",
+        ),
+        Process([str(BIN / "taskgate"), "worker", "--context", "gateway"], env, tmp_path / "gateway.log"),
+        Process([str(BIN / "taskgate"), "worker", "--context", "customers"], env, tmp_path / "customers.log"),
+    ]
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", processes[0])
+        scenario.upsert_comes_back_signed(f"http://127.0.0.1:{port}", credentials, receiver)
+    finally:
+        codes = [process.stop() for process in processes]
+    assert codes == [0, 0, 0], "\n".join(process.output() for process in processes)
