@@ -186,3 +186,20 @@ def send(settings: Settings, client_id: str, body, url: str, secret: str | None)
     click.echo(f"{response.status_code} {response.reason}")
     click.echo(response.text)
     sys.exit(0 if response.ok else 1)
+
+
+@main.command()
+@click.option("--port", default=9000, show_default=True, type=int)
+@click.option("--secret", envvar="TASKGATE_SIGNING_SECRET", help="Verify signatures with this secret.")
+def receive(port: int, secret: str | None) -> None:
+    """Act as a client's callback endpoint on 127.0.0.1:PORT: print each result as it arrives."""
+    from taskgate.receiver import make_server
+
+    server = make_server(port, secret, lambda line: click.echo(line))
+    click.echo(f"listening on http://127.0.0.1:{port}/callbacks", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
