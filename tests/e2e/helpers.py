@@ -98,8 +98,8 @@ def wait_until_healthy(base_url: str, process: Process, timeout: float = 30) -> 
     def healthy():
         assert process.process.poll() is None, f"process exited early:\n{process.output()}"
         try:
-            return requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"{base_url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:  # not listening yet, or still booting
             return False
 
     wait_for(healthy, timeout=timeout, interval=0.1, message=f"{base_url}/healthz")
