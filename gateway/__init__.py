@@ -39,11 +39,10 @@ def create_app(
         broker_probe=BrokerProbe(settings.broker_url),
     )
 
-    from gateway import health, tasks, webhook
+    from gateway import health, metrics, openapi, tasks, webhook
 
-    app.register_blueprint(webhook.bp)
-    app.register_blueprint(tasks.bp)
-    app.register_blueprint(health.bp)
+    for blueprint in (webhook.bp, tasks.bp, health.bp, metrics.bp, openapi.bp):
+        app.register_blueprint(blueprint)
     _register_error_handlers(app, settings)
     return app
 

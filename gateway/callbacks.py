@@ -19,6 +19,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway import signatures
+from gateway.metrics import DELIVERY_ATTEMPTS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
 from messaging.db import is_postgresql, utcnow
 from messaging.wakeup import Wakeup
@@ -156,20 +157,24 @@ class CallbackDispatcher:
         fields = {"task_id": row.task_id, "task_uuid": str(row.task_uuid), "result_id": str(row.result_id)}
         if delivered:
             values = {"status": "delivered", "delivered_at": utcnow(), "next_attempt_at": None}
+            outcome = "delivered"
             log.info("callback delivered", extra={**fields, "status_code": status_code})
         else:
             delay = next_delay(self.schedule, attempts, self.rng)
             if delay is None:
                 values = {"status": "failed", "next_attempt_at": None}
+                outcome = "failed"
                 log.warning(
                     "callback failed for good", extra={**fields, "status_code": status_code, "error": error}
                 )
             else:
                 values = {"next_attempt_at": utcnow() + timedelta(seconds=delay)}
+                outcome = "retry"
                 log.info(
                     "callback attempt failed; will retry",
                     extra={**fields, "status_code": status_code, "error": error},
                 )
+        DELIVERY_ATTEMPTS.labels(outcome).inc()
         with Session(self.engine) as session, session.begin():
             session.execute(
                 insert(delivery_attempts).values(

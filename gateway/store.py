@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from gateway.metrics import RESULTS_RECORDED
 from gateway.tables import deliveries, outbox, results, tasks
 from messaging import vocabulary
 from messaging.db import insert_ignoring_duplicates, utcnow
@@ -109,6 +110,7 @@ def record_result(session: Session, envelope: Envelope) -> list[Envelope]:
     )
     if not stored:
         return []
+    RESULTS_RECORDED.labels(result["context"], result["status"]).inc()
     now = utcnow()
     if vocabulary.PRIMARY_CONTEXT.get(task.type) == result["context"]:
         session.execute(

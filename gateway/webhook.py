@@ -6,13 +6,14 @@ import json
 import logging
 import time
 
-from flask import Blueprint, request, url_for
+from flask import Blueprint, g, request, url_for
 from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
 from gateway import signatures
 from gateway.clients import find_client
 from gateway.identity import task_uuid as make_task_uuid
+from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
 from gateway.representations import task_representation
 from gateway.schemas import validate_task
@@ -34,6 +35,7 @@ def submit_task(client_id: str):
         client = find_client(session, client_id)
     if client is None:
         raise Problem(401, "unknown client or invalid signature")
+    g.known_client = client_id
     try:
         signatures.verify(
             [client.signing_secret],
@@ -54,6 +56,7 @@ def submit_task(client_id: str):
     except ValidationError as error:
         raise Problem(422, "the task is invalid", errors=error.messages) from None
 
+    g.task_type = task["type"]
     task_uuid = make_task_uuid(state.settings.namespace, client_id, task["task_id"])
     fields = {"task_id": task["task_id"], "task_uuid": str(task_uuid), "client_id": client_id}
     if not state.broker_probe.is_up():
@@ -84,3 +87,12 @@ def submit_task(client_id: str):
 
 def _retry_after(state) -> dict[str, str]:
     return {"Retry-After": str(state.settings.retry_after_seconds)}
+
+
+@bp.after_request
+def count(response):
+    # Label values come only from known clients and valid types, so a caller cannot blow up cardinality.
+    TASKS_RECEIVED.labels(
+        g.get("known_client", "unknown"), g.get("task_type", "invalid"), str(response.status_code)
+    ).inc()
+    return response

@@ -4,13 +4,16 @@ Runs on SQLite + the in-process broker and on PostgreSQL + RabbitMQ; the client'
 stubbed with `responses`.
 """
 
+import contextlib
 import json
 
 import pytest
 import responses
+from kombu import Queue, binding
 
 from gateway import create_app, signatures
 from gateway.tables import outbox as gateway_outbox
+from messaging import broker, topology
 from messaging.db import make_engine
 from messaging.outbox import wakeup_channel
 from taskgate.registry import NAMES
@@ -95,6 +98,39 @@ def test_an_upsert_comes_back_as_a_signed_callback(gateway, credentials, callbac
         "status": "succeeded",
         "result": {"customer_id": "C-42", "version": 1},
     }
+
+
+def test_customer_changes_are_published_as_versioned_events_with_the_email(
+    stack, gateway, credentials, callbacks
+):
+    callbacks.post(CALLBACK_URL, status=204)
+    events = Queue(
+        "taskgate.test-customer-events", [binding(topology.events, "customer.*")], auto_delete=True
+    )
+    received = []
+    with broker.connect(stack[1]) as connection, connection.Consumer([events], on_message=received.append):
+        submit(gateway, credentials, upsert_task())
+        submit(gateway, credentials, upsert_task("T-1002", email="ada@lovelace.org"), webhook_id="msg_2")
+        wait_for(lambda: _drain(connection) or len(received) == 2, message="two customer events")
+        for message in received:
+            message.ack()
+    first, second = (message.decode() for message in received)
+    assert (first["type"], second["type"]) == ("customer.registered", "customer.updated")
+    assert first["payload"] == {
+        "customer_id": "C-42",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "version": 1,
+    }
+    assert second["payload"]["email"] == "ada@lovelace.org"
+    assert second["payload"]["version"] == 2
+    assert received[1].headers["x-task-id"] == "T-1002"
+    assert received[1].headers["x-causation-id"]
+
+
+def _drain(connection):
+    with contextlib.suppress(TimeoutError):
+        connection.drain_events(timeout=0.1)
 
 
 def test_a_replayed_task_yields_no_second_result(gateway, credentials, callbacks):

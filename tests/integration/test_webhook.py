@@ -1,7 +1,9 @@
 """POST /v1/clients/{client_id}/tasks per CONTRACT §3, on SQLite and PostgreSQL."""
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import func, select
@@ -152,3 +154,17 @@ def test_broker_down_is_503_with_retry_after(database_url):
     assert "broker" in problem["detail"]
     assert stored(app) == (0, 0)
     app.extensions["taskgate"].engine.dispose()
+
+
+def test_twenty_concurrent_duplicates_are_one_task_and_one_routed_event(app, secret):
+    start = threading.Barrier(20)
+
+    def submit(number):
+        raw, headers = signed(secret, upsert_task(), webhook_id=f"msg_{number}")
+        start.wait()
+        return app.test_client().post(URL, data=raw, headers=headers).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = sorted(pool.map(submit, range(20)))
+    assert codes == [200] * 19 + [202]
+    assert stored(app) == (1, 1)
