@@ -19,6 +19,11 @@ def connect(url: str, *, heartbeat: int = 0) -> Connection:
     )
 
 
+def is_volatile(url: str) -> bool:
+    """True if the broker loses its messages when this process dies (the in-process one)."""
+    return url.startswith("memory://")
+
+
 def is_reachable(url: str, timeout: float = 2.0) -> bool:
     """True if a connection to the broker can be opened now."""
     if url.startswith("memory://"):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import timedelta
 
 from kombu import Connection, Producer
 from sqlalchemy import (
     BigInteger,
     Column,
     Engine,
+    Index,
     Integer,
     MetaData,
     String,
@@ -20,6 +22,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    update,
 )
 from sqlalchemy.orm import Session
 
@@ -45,6 +48,9 @@ def make_outbox_table(metadata: MetaData, owner: str) -> Table:
         Column("body", JsonDocument, nullable=False),
         Column("headers", JsonDocument, nullable=False),
         Column("created_at", UtcDateTime, nullable=False),
+        # Set instead of deleting the row when the broker is volatile (see OutboxRelay).
+        Column("published_at", UtcDateTime, nullable=True),
+        Index(f"ix_{owner}_outbox_pending", "published_at", "id"),
     )
 
 
@@ -74,7 +80,12 @@ def add_to_outbox(session: Session, table: Table, envelopes: list[Envelope]) -> 
 
 
 class OutboxRelay:
-    """Publishes an outbox's rows in order, with publisher confirms, then deletes them."""
+    """Publishes an outbox's rows in order, with publisher confirms, then deletes them.
+
+    With keep_published (for a broker that loses what it holds when the process dies, like the
+    in-process one) rows are marked published and kept that long instead, and published again
+    when the relay starts: consumers' inboxes make the replays harmless.
+    """
 
     def __init__(
         self,
@@ -85,6 +96,7 @@ class OutboxRelay:
         *,
         batch_size: int = 100,
         idle_interval: float = 1.0,
+        keep_published: timedelta | None = None,
     ):
         self.engine = engine
         self.table = table
@@ -92,9 +104,12 @@ class OutboxRelay:
         self.wakeup = wakeup
         self.batch_size = batch_size
         self.idle_interval = idle_interval
+        self.keep_published = keep_published
 
     def run(self, stop: threading.Event) -> None:
         """Relay until stop is set; waits for a wake-up (or idle_interval) when the outbox is empty."""
+        if self.keep_published:
+            self.republish_kept()
         backoff = 0.5
         while not stop.is_set():
             try:
@@ -108,9 +123,24 @@ class OutboxRelay:
             if published < self.batch_size:
                 self.wakeup.wait(self.idle_interval)
 
+    def republish_kept(self) -> int:
+        """Mark every kept row pending again, forgetting those older than keep_published."""
+        table = self.table
+        with Session(self.engine) as session, session.begin():
+            session.execute(delete(table).where(table.c.published_at < utcnow() - self.keep_published))
+            again = session.execute(
+                update(table).where(table.c.published_at.is_not(None)).values(published_at=None)
+            ).rowcount
+        if again:
+            log.info("publishing %d kept messages again", again, extra={"outbox": table.name})
+        return again
+
     def relay_batch(self) -> int:
         """Publish up to batch_size pending messages; returns how many were published."""
-        query = select(self.table).order_by(self.table.c.id).limit(self.batch_size)
+        table = self.table
+        query = (
+            select(table).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(self.batch_size)
+        )
         if is_postgresql(self.engine):
             # Several relays may run at once; each row goes to one of them.
             query = query.with_for_update(skip_locked=True)
@@ -121,7 +151,11 @@ class OutboxRelay:
             producer = Producer(self.broker.default_channel)
             for row in rows:
                 self._publish(producer, row)
-            session.execute(delete(self.table).where(self.table.c.id.in_([row.id for row in rows])))
+            relayed = table.c.id.in_([row.id for row in rows])
+            if self.keep_published:
+                session.execute(update(table).where(relayed).values(published_at=utcnow()))
+            else:
+                session.execute(delete(table).where(relayed))
         return len(rows)
 
     def _publish(self, producer: Producer, row) -> None:

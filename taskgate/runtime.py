@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
@@ -18,6 +19,10 @@ from messaging.wakeup import Wakeup, make_wakeup
 from taskgate.registry import SPECS
 
 log = logging.getLogger(__name__)
+
+# How long the in-process broker's messages are kept in the outbox to be published again after a
+# crash; a message still unhandled that long after its publication is not expected.
+KEEP_PUBLISHED = timedelta(hours=1)
 
 
 def declare_topology(url: str) -> None:
@@ -58,7 +63,13 @@ class Runtime:
 
     def _start_context(self, spec: ContextSpec, after_commit: Callable[[], None] = lambda: None) -> None:
         outbox_wakeup = self.wakeup(wakeup_channel(spec.outbox))
-        relay = OutboxRelay(self.engine, spec.outbox, self._connect(), outbox_wakeup)
+        relay = OutboxRelay(
+            self.engine,
+            spec.outbox,
+            self._connect(),
+            outbox_wakeup,
+            keep_published=KEEP_PUBLISHED if broker.is_volatile(self.settings.broker_url) else None,
+        )
         worker = MessageWorker(
             self._connect(),
             spec.queue,

@@ -4,6 +4,7 @@ import contextlib
 import json
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from kombu import Producer
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from contexts.customers import tables as customers_tables
 from contexts.customers.worker import SPEC as CUSTOMERS
-from messaging import broker, topology
+from messaging import broker, inproc, topology
 from messaging.consumer import MessageWorker, PermanentError
 from messaging.db import make_engine
 from messaging.envelope import Envelope
@@ -193,3 +194,37 @@ def test_a_message_without_a_handler_is_dead_lettered(engine, connection, broker
         publish_raw(connection, upsert())
         dead = get_one(connection, topology.dead_letters)
     assert "no handler" in dead.headers["x-taskgate-reason"]
+
+
+def test_the_in_process_broker_gets_kept_messages_again_after_a_restart(engine):
+    declare_topology("memory://")
+    task = upsert()
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, [task])
+    relay = OutboxRelay(
+        engine, CUSTOMERS.outbox, broker.connect("memory://"), Wakeup(), keep_published=timedelta(hours=1)
+    )
+    assert relay.relay_batch() == 1
+    assert relay.relay_batch() == 0  # kept, but not pending
+    assert count(engine, CUSTOMERS.outbox) == 1
+
+    inproc.reset()  # the process died with the message still in the broker's memory
+    declare_topology("memory://")
+    assert relay.republish_kept() == 1
+    assert relay.relay_batch() == 1
+    with broker.connect("memory://") as connection:
+        assert get_one(connection, CUSTOMERS.queue).properties["message_id"] == str(task.message_id)
+    relay.broker.release()
+
+
+def test_kept_messages_are_forgotten_after_their_time(engine):
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, [upsert()])
+    relay = OutboxRelay(
+        engine, CUSTOMERS.outbox, broker.connect("memory://"), Wakeup(), keep_published=timedelta(0)
+    )
+    declare_topology("memory://")
+    assert relay.relay_batch() == 1
+    assert relay.republish_kept() == 0
+    assert count(engine, CUSTOMERS.outbox) == 0
+    relay.broker.release()

@@ -39,9 +39,12 @@ def upgrade() -> None:
     sa.Column('body', JsonDocument, nullable=False),
     sa.Column('headers', JsonDocument, nullable=False),
     sa.Column('created_at', UtcDateTime(), nullable=False),
+    sa.Column('published_at', UtcDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('message_id')
     )
+    with op.batch_alter_table('gateway_outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_gateway_outbox_pending', ['published_at', 'id'], unique=False)
     op.create_table('gateway_tasks',
     sa.Column('task_uuid', sa.Uuid(), nullable=False),
     sa.Column('client_id', sa.String(length=63), nullable=False),
@@ -128,9 +131,12 @@ def upgrade() -> None:
     sa.Column('body', JsonDocument, nullable=False),
     sa.Column('headers', JsonDocument, nullable=False),
     sa.Column('created_at', UtcDateTime(), nullable=False),
+    sa.Column('published_at', UtcDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('message_id')
     )
+    with op.batch_alter_table('customers_outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_customers_outbox_pending', ['published_at', 'id'], unique=False)
 
 
 def downgrade() -> None:
