@@ -131,6 +131,24 @@ def record_result(session: Session, envelope: Envelope) -> list[Envelope]:
     return []
 
 
+def record_status(session: Session, envelope: Envelope) -> list[Envelope]:
+    """Handler for status messages: a task its primary context parked is `waiting`."""
+    context, status = envelope.payload["context"], envelope.payload["status"]
+    if status != vocabulary.WAITING:
+        raise ValueError(f"unknown task status {status!r}")
+    task_type = session.scalar(select(tasks.c.type).where(tasks.c.task_uuid == envelope.task_uuid))
+    if task_type is None:
+        raise UnknownTask(f"status for unknown task {envelope.task_uuid}")
+    if vocabulary.PRIMARY_CONTEXT.get(task_type) == context:
+        # Only from `accepted`: a result that overtook this message has the last word.
+        session.execute(
+            update(tasks)
+            .where(tasks.c.task_uuid == envelope.task_uuid, tasks.c.status == ACCEPTED)
+            .values(status=status, updated_at=utcnow())
+        )
+    return []
+
+
 def find_task(session: Session, client_id: str, task_id: str) -> dict | None:
     """The task's representation per CONTRACT §4, or None."""
     row = session.execute(

@@ -1,16 +1,18 @@
-"""What the gateway consumes: result messages from every context."""
+"""What the gateway consumes: result and status messages from every context."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from gateway import store, tables
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec
 
-SPEC = ContextSpec(
-    name="gateway",
-    queue=topology.queue("gateway.results", [(topology.results, "#")]),
-    handlers={vocabulary.TASK_RESULT: store.record_result},
-    inbox=tables.inbox,
-    outbox=tables.outbox,
-    metadata=tables.metadata,
-)
+NAME = "gateway"
+QUEUE = topology.queue("gateway.results", [(topology.results, "#")])
+METADATA = tables.metadata
+HANDLERS = {vocabulary.TASK_RESULT: store.record_result, vocabulary.TASK_STATUS: store.record_status}
+
+
+def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
+    return ContextSpec(NAME, QUEUE, HANDLERS, inbox=tables.inbox, outbox=tables.outbox)

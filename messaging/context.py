@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
+from datetime import timedelta
 
 from kombu import Queue
-from sqlalchemy import MetaData, Table
+from sqlalchemy import Table
 
 from messaging.consumer import Handler
+from messaging.replica import CustomerReplica
+
+DEFAULT_WAIT_TIMEOUT_SECONDS = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,4 +23,26 @@ class ContextSpec:
     handlers: Mapping[str, Handler]
     inbox: Table
     outbox: Table
-    metadata: MetaData
+    replica: CustomerReplica | None = None
+    wait_timeout: timedelta = timedelta(seconds=DEFAULT_WAIT_TIMEOUT_SECONDS)
+
+
+def env_int(environ: Mapping[str, str] | None, name: str, default: int, minimum: int = 0) -> int:
+    """An integer setting from the environment, with a clear error naming the variable."""
+    raw = (os.environ if environ is None else environ).get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name}: must be at least {minimum}")
+    return value
+
+
+def wait_timeout(environ: Mapping[str, str] | None) -> timedelta:
+    """How long a task waits for its customer: TASKGATE_WAIT_TIMEOUT_SECONDS."""
+    return timedelta(
+        seconds=env_int(environ, "TASKGATE_WAIT_TIMEOUT_SECONDS", DEFAULT_WAIT_TIMEOUT_SECONDS, 1)
+    )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Engine, create_engine, event, exc
+from sqlalchemy import JSON, DateTime, Engine, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
 
@@ -86,3 +87,17 @@ def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, exc.OperationalError):
         return True
     return isinstance(error, exc.TimeoutError | exc.DisconnectionError)
+
+
+def serialize_on(session, *key: str) -> None:
+    """Serialize this transaction with every other one that serializes on the same key.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do, its writers already run
+    one at a time (BEGIN IMMEDIATE).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest, "big", signed=True)}
+    )

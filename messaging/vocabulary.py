@@ -26,9 +26,17 @@ TASK_TYPES = frozenset(PRIMARY_CONTEXT)
 
 CUSTOMER_REGISTERED = "customer.registered"
 CUSTOMER_UPDATED = "customer.updated"
-EVENT_TYPES = frozenset({CUSTOMER_REGISTERED, CUSTOMER_UPDATED})
+# The current state of a customer, published again to rebuild other contexts' read models.
+CUSTOMER_SNAPSHOT = "customer.snapshot"
+CUSTOMER_EVENTS = (CUSTOMER_REGISTERED, CUSTOMER_UPDATED, CUSTOMER_SNAPSHOT)
+APPOINTMENT_SCHEDULED = "appointment.scheduled"
+APPOINTMENT_CANCELED = "appointment.canceled"
+EVENT_TYPES = frozenset({*CUSTOMER_EVENTS, APPOINTMENT_SCHEDULED, APPOINTMENT_CANCELED})
 
 TASK_RESULT = "task.result"
+# A context's word on a task that is not a result: e.g. it is parked until its customer is known.
+TASK_STATUS = "task.status"
+WAITING = "waiting"
 
 SUCCEEDED = "succeeded"
 REJECTED = "rejected"
@@ -44,6 +52,8 @@ def route(envelope: Envelope) -> tuple[str, str]:
         return EVENTS_EXCHANGE, envelope.type
     if envelope.type == TASK_RESULT:
         return RESULTS_EXCHANGE, f"{envelope.payload['context']}.{envelope.payload['outcome']}"
+    if envelope.type == TASK_STATUS:
+        return RESULTS_EXCHANGE, f"{envelope.payload['context']}.status.{envelope.payload['status']}"
     raise ValueError(f"no route for message type {envelope.type!r}")
 
 
@@ -63,3 +73,15 @@ def result(
         "occurred_at": message.occurred_at.isoformat(),
     }
     return dataclasses.replace(message, payload=payload)
+
+
+def failure(cause: Envelope, *, context: str, reason: str) -> Envelope:
+    """The result of a task a context could not carry out: outcome <context>.failed."""
+    return result(
+        cause, context=context, outcome=f"{context}.failed", status=FAILED, result={"reason": reason}
+    )
+
+
+def task_status(cause: Envelope, *, context: str, status: str) -> Envelope:
+    """Tell the gateway where a task stands (e.g. waiting) without producing a result."""
+    return cause.caused(TASK_STATUS, {"context": context, "status": status})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -15,8 +15,9 @@ from messaging import broker, topology
 from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.outbox import OutboxRelay, wakeup_channel
+from messaging.replica import ParkingSweeper
 from messaging.wakeup import Wakeup, make_wakeup
-from taskgate.registry import SPECS
+from taskgate import registry
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,16 @@ def declare_topology(url: str) -> None:
         channel = connection.default_channel
         for exchange in topology.EXCHANGES.values():
             exchange(channel).declare()
-        for queue in [spec.queue for spec in SPECS.values()] + [topology.dead_letters]:
+        for queue in [*registry.QUEUES, topology.dead_letters]:
             queue(channel).declare()
 
 
 class Runtime:
     """The loops of some contexts, sharing one engine; start() them, then stop()."""
 
-    def __init__(self, settings: Settings, engine: Engine):
+    def __init__(self, settings: Settings, engine: Engine, environ: Mapping[str, str] | None = None):
         self.settings = settings
+        self.environ = environ
         self.engine = engine
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -55,7 +57,7 @@ class Runtime:
     def start(self, contexts: Iterable[str]) -> None:
         declare_topology(self.settings.broker_url)
         for name in contexts:
-            spec = SPECS[name]
+            spec = registry.spec(name, self.environ)
             if name == "gateway":
                 self._start_gateway(spec)
             else:
@@ -82,6 +84,9 @@ class Runtime:
         )
         self._spawn(f"{spec.name}-relay", relay.run)
         self._spawn(f"{spec.name}-consumer", worker.run_until)
+        if spec.replica is not None:
+            sweeper = ParkingSweeper(self.engine, spec.replica, spec.outbox, outbox_wakeup, spec.wait_timeout)
+            self._spawn(f"{spec.name}-parking", sweeper.run)
 
     def _start_gateway(self, spec: ContextSpec) -> None:
         callbacks_wakeup = Wakeup()  # results and callbacks of this process: in-process suffices

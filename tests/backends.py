@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from messaging import broker, inproc, topology
 from taskgate import database
-from taskgate.registry import METADATA, SPECS
+from taskgate.registry import METADATA, QUEUES
 
 POSTGRES_URL = os.environ.get("TASKGATE_TEST_POSTGRES_URL")
 RABBITMQ_URL = os.environ.get("TASKGATE_TEST_RABBITMQ_URL")
@@ -70,7 +70,7 @@ def empty_broker(url: str) -> None:
         return
     with broker.connect(url) as connection:
         channel = connection.default_channel
-        for queue in [spec.queue for spec in SPECS.values()] + [topology.dead_letters]:
+        for queue in [*QUEUES, topology.dead_letters]:
             bound = queue(channel)
             bound.declare()
             bound.purge()

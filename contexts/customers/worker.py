@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from contexts.customers import handlers, tables
 from messaging import topology
 from messaging.context import ContextSpec
 
-SPEC = ContextSpec(
-    name="customers",
-    queue=topology.queue("customers", [(topology.tasks, "customer.upsert")]),
-    handlers=handlers.HANDLERS,
-    inbox=tables.inbox,
-    outbox=tables.outbox,
-    metadata=tables.metadata,
-)
+NAME = "customers"
+QUEUE = topology.queue(NAME, [(topology.tasks, "customer.upsert")])
+METADATA = tables.metadata
+
+
+def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
+    return ContextSpec(NAME, QUEUE, handlers.HANDLERS, inbox=tables.inbox, outbox=tables.outbox)

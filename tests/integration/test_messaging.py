@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from contexts.customers import tables as customers_tables
-from contexts.customers.worker import SPEC as CUSTOMERS
+from contexts.customers.worker import spec as customers_spec
 from messaging import broker, inproc, topology
 from messaging.consumer import MessageWorker, PermanentError
 from messaging.db import make_engine
@@ -22,6 +22,8 @@ from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
 from tests.backends import sqlite_url
 from tests.factories import wait_for
+
+CUSTOMERS = customers_spec({})
 
 
 @pytest.fixture

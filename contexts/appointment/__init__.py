@@ -1,0 +1,1 @@
+"""Appointment: the authority for its calendar of resources."""

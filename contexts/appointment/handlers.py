@@ -1,0 +1,173 @@
+"""Message handlers of the appointment context."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from uuid6 import uuid7
+
+from contexts.appointment import model
+from contexts.appointment.tables import ACTIVE, CANCELED, appointments, replica, resources
+from messaging import vocabulary
+from messaging.db import insert_ignoring_duplicates, is_postgresql, utcnow
+from messaging.envelope import Envelope
+from messaging.replica import Customer
+
+CONTEXT = "appointment"
+
+
+def lock_resource(session: Session, client_id: str, resource_id: str) -> None:
+    """Take the resource's lock row: bookings of one resource are decided one at a time."""
+    insert_ignoring_duplicates(session, resources, {"client_id": client_id, "resource_id": resource_id})
+    if is_postgresql(session.get_bind()):
+        session.execute(
+            select(resources.c.resource_id)
+            .where(resources.c.client_id == client_id, resources.c.resource_id == resource_id)
+            .with_for_update()
+        )
+
+
+def _slots(session: Session, *conditions) -> list[model.Slot]:
+    rows = session.execute(
+        select(appointments.c.starts_at, appointments.c.ends_at).where(
+            appointments.c.status == ACTIVE, *conditions
+        )
+    )
+    return [model.Slot(row.starts_at, row.ends_at) for row in rows]
+
+
+def make_schedule(limits: model.Limits):
+    def schedule_appointment(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
+        """appointment.schedule: book the slot unless a rule forbids it."""
+        existing = _appointment_of(session, task.client_id, task.task_id)
+        if existing is not None:  # the same task again (e.g. resumed twice): same answer
+            return [_scheduled(task, existing.appointment_id)]
+        requested = model.Slot.of(
+            datetime.fromisoformat(task.payload["starts_at"]), task.payload["duration_minutes"]
+        )
+        resource_id = task.payload["resource_id"]
+        # The customer is already serialized by needs_customer; now the resource.
+        lock_resource(session, task.client_id, resource_id)
+        span = model.window(requested)
+        resource_slots = _slots(
+            session,
+            appointments.c.client_id == task.client_id,
+            appointments.c.resource_id == resource_id,
+            appointments.c.starts_at < span.ends_at,
+            appointments.c.ends_at > span.starts_at,
+        )
+        customer_slots = _slots(
+            session,
+            appointments.c.client_id == task.client_id,
+            appointments.c.customer_id == customer.customer_id,
+            appointments.c.starts_at < requested.ends_at,
+            appointments.c.ends_at > requested.starts_at,
+        )
+        reason = model.rejection(requested, resource_slots, customer_slots, limits)
+        if reason is not None:
+            return [
+                vocabulary.result(
+                    task,
+                    context=CONTEXT,
+                    outcome="appointment.rejected",
+                    status=vocabulary.REJECTED,
+                    result={"reason": reason},
+                )
+            ]
+        appointment_id = uuid7()
+        session.execute(
+            appointments.insert().values(
+                appointment_id=appointment_id,
+                client_id=task.client_id,
+                task_id=task.task_id,
+                customer_id=customer.customer_id,
+                resource_id=resource_id,
+                starts_at=requested.starts_at,
+                ends_at=requested.ends_at,
+                status=ACTIVE,
+                created_at=utcnow(),
+            )
+        )
+        event = task.caused(
+            vocabulary.APPOINTMENT_SCHEDULED,
+            {
+                "appointment_id": str(appointment_id),
+                "appointment_task_id": task.task_id,
+                "customer_id": customer.customer_id,
+                "resource_id": resource_id,
+                "starts_at": requested.starts_at.isoformat(),
+                "ends_at": requested.ends_at.isoformat(),
+            },
+        )
+        return [event, _scheduled(task, appointment_id)]
+
+    return schedule_appointment
+
+
+def _scheduled(task: Envelope, appointment_id) -> Envelope:
+    return vocabulary.result(
+        task,
+        context=CONTEXT,
+        outcome="appointment.scheduled",
+        status=vocabulary.SUCCEEDED,
+        result={"appointment_id": str(appointment_id)},
+    )
+
+
+def _appointment_of(session: Session, client_id: str, task_id: str):
+    return session.execute(
+        select(appointments).where(appointments.c.client_id == client_id, appointments.c.task_id == task_id)
+    ).one_or_none()
+
+
+def cancel_appointment(session: Session, task: Envelope) -> list[Envelope]:
+    """appointment.cancel: cancel the active appointment that appointment_task_id booked."""
+    target = task.payload["appointment_task_id"]
+    canceled = session.execute(
+        update(appointments)
+        .where(
+            appointments.c.client_id == task.client_id,
+            appointments.c.task_id == target,
+            appointments.c.customer_id == task.payload["customer_id"],
+            appointments.c.status == ACTIVE,
+        )
+        .values(status=CANCELED, canceled_by_task_id=task.task_id)
+        .returning(appointments.c.appointment_id)
+    ).first()
+    if canceled is None:
+        return [
+            vocabulary.result(
+                task,
+                context=CONTEXT,
+                outcome="appointment.rejected",
+                status=vocabulary.REJECTED,
+                result={"reason": "not_found"},
+            )
+        ]
+    appointment_id = str(canceled.appointment_id)
+    event = task.caused(
+        vocabulary.APPOINTMENT_CANCELED,
+        {
+            "appointment_id": appointment_id,
+            "appointment_task_id": target,
+            "customer_id": task.payload["customer_id"],
+        },
+    )
+    result = vocabulary.result(
+        task,
+        context=CONTEXT,
+        outcome="appointment.canceled",
+        status=vocabulary.SUCCEEDED,
+        result={"appointment_id": appointment_id},
+    )
+    return [event, result]
+
+
+def build_handlers(limits: model.Limits) -> dict:
+    tasks = {
+        "appointment.schedule": replica.needs_customer(make_schedule(limits)),
+        "appointment.cancel": cancel_appointment,
+    }
+    return {**tasks, **replica.event_handlers(tasks)}

@@ -1,0 +1,1 @@
+"""Maintenance: workshop positions (bays) booked for cars."""

@@ -1,0 +1,122 @@
+"""Message handlers of the maintenance context."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from uuid6 import uuid7
+
+from contexts.maintenance import model
+from contexts.maintenance.tables import ACTIVE, CANCELED, jobs, positions, replica
+from messaging import vocabulary
+from messaging.db import insert_ignoring_duplicates, is_postgresql, utcnow
+from messaging.envelope import Envelope
+from messaging.replica import Customer
+
+CONTEXT = "maintenance"
+
+
+def lock_position(session: Session, client_id: str, position: str) -> None:
+    """Take the position's lock row: bookings of one position are decided one at a time."""
+    insert_ignoring_duplicates(session, positions, {"client_id": client_id, "position": position})
+    if is_postgresql(session.get_bind()):
+        session.execute(
+            select(positions.c.position)
+            .where(positions.c.client_id == client_id, positions.c.position == position)
+            .with_for_update()
+        )
+
+
+def schedule_maintenance(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
+    """maintenance.schedule: book the position for the car unless it is taken."""
+    existing = session.scalar(
+        select(jobs.c.job_id).where(jobs.c.client_id == task.client_id, jobs.c.task_id == task.task_id)
+    )
+    if existing is not None:
+        return [_scheduled(task, existing)]
+    requested = model.Booking.of(
+        datetime.fromisoformat(task.payload["starts_at"]), task.payload["duration_minutes"]
+    )
+    position = task.payload["position"]
+    lock_position(session, task.client_id, position)
+    rows = session.execute(
+        select(jobs.c.starts_at, jobs.c.ends_at).where(
+            jobs.c.client_id == task.client_id,
+            jobs.c.position == position,
+            jobs.c.status == ACTIVE,
+            jobs.c.starts_at < requested.ends_at,
+            jobs.c.ends_at > requested.starts_at,
+        )
+    )
+    reason = model.rejection(requested, [model.Booking(row.starts_at, row.ends_at) for row in rows])
+    if reason is not None:
+        return [
+            vocabulary.result(
+                task,
+                context=CONTEXT,
+                outcome="maintenance.rejected",
+                status=vocabulary.REJECTED,
+                result={"reason": reason},
+            )
+        ]
+    job_id = uuid7()
+    session.execute(
+        jobs.insert().values(
+            job_id=job_id,
+            client_id=task.client_id,
+            task_id=task.task_id,
+            customer_id=customer.customer_id,
+            vin=task.payload["vin"].upper(),
+            position=position,
+            starts_at=requested.starts_at,
+            ends_at=requested.ends_at,
+            appointment_task_id=task.payload.get("appointment_task_id"),
+            status=ACTIVE,
+            created_at=utcnow(),
+        )
+    )
+    return [_scheduled(task, job_id)]
+
+
+def _scheduled(task: Envelope, job_id) -> Envelope:
+    return vocabulary.result(
+        task,
+        context=CONTEXT,
+        outcome="maintenance.scheduled",
+        status=vocabulary.SUCCEEDED,
+        result={"job_id": str(job_id)},
+    )
+
+
+def when_appointment_canceled(session: Session, event: Envelope) -> list[Envelope]:
+    """Cancel the jobs linked to the canceled appointment; each result is tagged with the cancel task."""
+    canceled = session.execute(
+        update(jobs)
+        .where(
+            jobs.c.client_id == event.client_id,
+            jobs.c.appointment_task_id == event.payload["appointment_task_id"],
+            jobs.c.status == ACTIVE,
+        )
+        .values(status=CANCELED, canceled_by_task_id=event.task_id)
+        .returning(jobs.c.job_id, jobs.c.task_id)
+    ).all()
+    return [
+        vocabulary.result(
+            event,
+            context=CONTEXT,
+            outcome="maintenance.canceled",
+            status=vocabulary.SUCCEEDED,
+            result={"job_id": str(row.job_id), "maintenance_task_id": row.task_id},
+        )
+        for row in canceled
+    ]
+
+
+TASK_HANDLERS = {"maintenance.schedule": replica.needs_customer(schedule_maintenance)}
+HANDLERS = {
+    **TASK_HANDLERS,
+    **replica.event_handlers(TASK_HANDLERS),
+    vocabulary.APPOINTMENT_CANCELED: when_appointment_canceled,
+}

@@ -1,0 +1,52 @@
+"""The maintenance context's own tables, including its replica of the customers.
+
+On PostgreSQL an exclusion constraint (migration 0002) refuses two active jobs that overlap on one
+position; SQLite gets a trigger to the same effect.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, MetaData, PrimaryKeyConstraint, String, Table, UniqueConstraint, Uuid
+
+from messaging.db import UtcDateTime
+from messaging.inbox import make_inbox_table
+from messaging.outbox import make_outbox_table
+from messaging.replica import CustomerReplica
+
+metadata = MetaData()
+
+ACTIVE = "active"
+CANCELED = "canceled"
+
+jobs = Table(
+    "maintenance_jobs",
+    metadata,
+    Column("job_id", Uuid, primary_key=True),
+    Column("client_id", String(63), nullable=False),
+    Column("task_id", String(128), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("vin", String(17), nullable=False),
+    Column("position", String(64), nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime, nullable=False),
+    Column("appointment_task_id", String(128)),
+    Column("status", String(16), nullable=False),
+    Column("canceled_by_task_id", String(128)),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("client_id", "task_id", name="uq_maintenance_jobs_task"),
+    Index("ix_maintenance_jobs_position", "client_id", "position", "starts_at"),
+    Index("ix_maintenance_jobs_appointment", "client_id", "appointment_task_id"),
+)
+
+# One row per position, locked by every booking of it (see appointment_resources).
+positions = Table(
+    "maintenance_positions",
+    metadata,
+    Column("client_id", String(63), nullable=False),
+    Column("position", String(64), nullable=False),
+    PrimaryKeyConstraint("client_id", "position"),
+)
+
+replica = CustomerReplica(metadata, "maintenance")
+inbox = make_inbox_table(metadata, "maintenance")
+outbox = make_outbox_table(metadata, "maintenance")

@@ -1,0 +1,32 @@
+"""How the maintenance context is wired to the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from contexts.maintenance import handlers, tables
+from messaging import topology, vocabulary
+from messaging.context import ContextSpec, wait_timeout
+
+NAME = "maintenance"
+QUEUE = topology.queue(
+    NAME,
+    [
+        (topology.tasks, "maintenance.schedule"),
+        (topology.events, "customer.*"),
+        (topology.events, vocabulary.APPOINTMENT_CANCELED),
+    ],
+)
+METADATA = tables.metadata
+
+
+def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
+    return ContextSpec(
+        NAME,
+        QUEUE,
+        handlers.HANDLERS,
+        inbox=tables.inbox,
+        outbox=tables.outbox,
+        replica=tables.replica,
+        wait_timeout=wait_timeout(environ),
+    )

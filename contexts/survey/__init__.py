@@ -1,0 +1,1 @@
+"""Survey: invitations for customers to complete a survey."""

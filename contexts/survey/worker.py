@@ -1,0 +1,25 @@
+"""How the survey context is wired to the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from contexts.survey import handlers, tables
+from messaging import topology
+from messaging.context import ContextSpec, wait_timeout
+
+NAME = "survey"
+QUEUE = topology.queue(NAME, [(topology.tasks, "survey.assign"), (topology.events, "customer.*")])
+METADATA = tables.metadata
+
+
+def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
+    return ContextSpec(
+        NAME,
+        QUEUE,
+        handlers.HANDLERS,
+        inbox=tables.inbox,
+        outbox=tables.outbox,
+        replica=tables.replica,
+        wait_timeout=wait_timeout(environ),
+    )

@@ -1,0 +1,243 @@
+"""A context's own copy of the customers it needs, fed only by the customers context's events.
+
+Events are applied by version, so a late or repeated event never overwrites a newer one. A task
+for a customer the context has not seen yet is parked (the gateway shows it as `waiting`) and
+handled when the customer's event arrives, in that event's transaction; a sweeper fails it with
+`unknown_customer` if the event does not come in time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Uuid,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from messaging import vocabulary
+from messaging.db import JsonDocument, UtcDateTime, is_postgresql, serialize_on, utcnow
+from messaging.envelope import Envelope
+from messaging.outbox import add_to_outbox
+from messaging.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Customer:
+    client_id: str
+    customer_id: str
+    name: str
+    email: str
+    version: int
+
+
+CustomerTaskHandler = Callable[[Session, Envelope, Customer], list[Envelope]]
+Handler = Callable[[Session, Envelope], list[Envelope]]
+
+
+class CustomerReplica:
+    """The replicated customers of one context (`<context>_customers`) and its parked tasks."""
+
+    def __init__(self, metadata: MetaData, context: str):
+        self.context = context
+        self.customers = Table(
+            f"{context}_customers",
+            metadata,
+            Column("client_id", String(63), nullable=False),
+            Column("customer_id", String(128), nullable=False),
+            Column("name", String(200), nullable=False),
+            Column("email", String(320), nullable=False),
+            Column("version", Integer, nullable=False),
+            Column("updated_at", UtcDateTime, nullable=False),
+            PrimaryKeyConstraint("client_id", "customer_id"),
+        )
+        self.parked = Table(
+            f"{context}_parked",
+            metadata,
+            Column("message_id", Uuid, primary_key=True),
+            Column("client_id", String(63), nullable=False),
+            Column("customer_id", String(128), nullable=False),
+            Column("envelope", JsonDocument, nullable=False),
+            Column("parked_at", UtcDateTime, nullable=False),
+            Index(f"ix_{context}_parked_customer", "client_id", "customer_id"),
+            Index(f"ix_{context}_parked_at", "parked_at"),
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def find(self, session: Session, client_id: str, customer_id: str) -> Customer | None:
+        table = self.customers
+        row = session.execute(
+            select(table.c.name, table.c.email, table.c.version).where(
+                table.c.client_id == client_id, table.c.customer_id == customer_id
+            )
+        ).one_or_none()
+        return Customer(client_id, customer_id, *row) if row else None
+
+    # -- task handlers -------------------------------------------------------------------------
+
+    def needs_customer(self, handler: CustomerTaskHandler) -> Handler:
+        """A task handler that runs with the task's customer, or parks the task until it is known."""
+
+        def handle(session: Session, task: Envelope) -> list[Envelope]:
+            customer_id = task.payload["customer_id"]
+            serialize_on(session, self.context, "customer", task.client_id, customer_id)
+            customer = self.find(session, task.client_id, customer_id)
+            if customer is not None:
+                return handler(session, task, customer)
+            session.execute(
+                self.parked.insert().values(
+                    message_id=task.message_id,
+                    client_id=task.client_id,
+                    customer_id=customer_id,
+                    envelope=task.to_body(),
+                    parked_at=utcnow(),
+                )
+            )
+            log.info("parked until customer %s is known", customer_id, extra=task.log_fields)
+            return [vocabulary.task_status(task, context=self.context, status=vocabulary.WAITING)]
+
+        handle.__name__ = handler.__name__
+        handle.__doc__ = handler.__doc__
+        return handle
+
+    # -- customer events -----------------------------------------------------------------------
+
+    def event_handlers(self, task_handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+        """Handlers for the customer events: apply to the replica, then resume parked tasks."""
+
+        def when_customer_changed(session: Session, event: Envelope) -> list[Envelope]:
+            customer_id = event.payload["customer_id"]
+            serialize_on(session, self.context, "customer", event.client_id, customer_id)
+            self.apply(session, event)
+            resumed = []
+            for task in self._unpark(session, event.client_id, customer_id):
+                log.info("resuming parked task", extra=task.log_fields)
+                resumed += task_handlers[task.type](session, task)
+            return resumed
+
+        return dict.fromkeys(vocabulary.CUSTOMER_EVENTS, when_customer_changed)
+
+    def apply(self, session: Session, event: Envelope) -> None:
+        """Insert or update the customer unless the replica already has this version or a newer one."""
+        table = self.customers
+        values = {
+            "client_id": event.client_id,
+            "customer_id": event.payload["customer_id"],
+            "name": event.payload["name"],
+            "email": event.payload["email"],
+            "version": event.payload["version"],
+            "updated_at": utcnow(),
+        }
+        insert = postgresql.insert if is_postgresql(session.get_bind()) else sqlite.insert
+        statement = insert(table).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.client_id, table.c.customer_id],
+            set_={name: statement.excluded[name] for name in ("name", "email", "version", "updated_at")},
+            where=table.c.version < statement.excluded.version,
+        )
+        session.execute(statement)
+
+    def _unpark(self, session: Session, client_id: str, customer_id: str) -> list[Envelope]:
+        table = self.parked
+        where = (table.c.client_id == client_id, table.c.customer_id == customer_id)
+        rows = session.execute(select(table.c.envelope).where(*where).order_by(table.c.parked_at)).all()
+        if rows:
+            session.execute(delete(table).where(*where))
+        return [Envelope.from_body(row.envelope) for row in rows]
+
+    def clear(self, session: Session) -> int:
+        """Forget every replicated customer (before rebuilding from the customers' current state)."""
+        return session.execute(delete(self.customers)).rowcount
+
+    # -- expiry --------------------------------------------------------------------------------
+
+    def fail_expired(self, session: Session, timeout: timedelta, limit: int = 100) -> list[Envelope]:
+        """Take tasks parked longer than timeout; returns their `unknown_customer` failures."""
+        table = self.parked
+        query = (
+            select(table.c.message_id, table.c.envelope)
+            .where(table.c.parked_at <= utcnow() - timeout)
+            .order_by(table.c.parked_at)
+            .limit(limit)
+        )
+        if is_postgresql(session.get_bind()):
+            query = query.with_for_update(skip_locked=True)
+        rows = session.execute(query).all()
+        if rows:
+            session.execute(delete(table).where(table.c.message_id.in_([row.message_id for row in rows])))
+        failures = []
+        for row in rows:
+            task = Envelope.from_body(row.envelope)
+            log.warning("customer never became known; failing the task", extra=task.log_fields)
+            failures.append(vocabulary.failure(task, context=self.context, reason="unknown_customer"))
+        return failures
+
+    def seconds_to_next_expiry(self, session: Session, timeout: timedelta) -> float | None:
+        oldest = session.scalar(select(func.min(self.parked.c.parked_at)))
+        if oldest is None:
+            return None
+        return max(0.0, (oldest + timeout - utcnow()).total_seconds())
+
+
+class ParkingSweeper:
+    """Fails parked tasks whose customer did not arrive in time; sleeps until the next expiry."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        replica: CustomerReplica,
+        outbox: Table,
+        outbox_wakeup: Wakeup,
+        timeout: timedelta,
+        max_sleep: float = 60.0,
+    ):
+        self.engine = engine
+        self.replica = replica
+        self.outbox = outbox
+        self.outbox_wakeup = outbox_wakeup
+        self.timeout = timeout
+        self.max_sleep = max_sleep
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                pause = self.sweep()
+            except Exception:
+                log.exception("parking sweep failed; retrying", extra={"context": self.replica.context})
+                pause = 5.0
+            stop.wait(pause)
+
+    def sweep(self) -> float:
+        """Fail what has expired; returns seconds until the next sweep is due."""
+        with Session(self.engine) as session, session.begin():
+            failures = self.replica.fail_expired(session, self.timeout)
+            add_to_outbox(session, self.outbox, failures)
+            if failures:
+                self.outbox_wakeup.notify(session)
+            following = self.replica.seconds_to_next_expiry(session, self.timeout)
+        if failures:
+            return 0.0
+        return (
+            min(self.max_sleep, self.timeout.total_seconds())
+            if following is None
+            else min(self.max_sleep, following + 0.01)
+        )
