@@ -7,12 +7,15 @@ this one after a crash) takes it up again only if the attempt never got recorded
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import Engine, insert, select, update
@@ -27,6 +30,8 @@ from messaging.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 RESPONSE_BODY_LIMIT = 4096
+LEASE_MARGIN_SECONDS = 30
+MAX_RETRY_AFTER_SECONDS = 24 * 3600
 
 
 def callback_body(row, now: datetime) -> bytes:
@@ -88,13 +93,15 @@ class CallbackDispatcher:
                 self.wakeup.wait(self.idle_interval)
 
     def deliver_due(self) -> int:
-        """Attempt every due delivery (up to batch_size); returns how many were attempted."""
-        due = self._lease_due()
-        for row in due:
+        """Attempt due deliveries (up to batch_size), one lease at a time; returns how many."""
+        attempted = 0
+        while attempted < self.batch_size and (row := self._lease_next()) is not None:
             self._attempt(row)
-        return len(due)
+            attempted += 1
+        return attempted
 
-    def _lease_due(self) -> list:
+    def _lease_next(self):
+        """The most overdue delivery, leased for as long as one attempt can take."""
         now = utcnow()
         query = (
             select(
@@ -115,20 +122,19 @@ class CallbackDispatcher:
             .join(clients, clients.c.client_id == deliveries.c.client_id)
             .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
             .order_by(deliveries.c.next_attempt_at)
-            .limit(self.batch_size)
+            .limit(1)
         )
         if is_postgresql(self.engine):
             query = query.with_for_update(of=deliveries, skip_locked=True)
-        lease_until = now + timedelta(seconds=self.timeout + 30)
         with Session(self.engine) as session, session.begin():
-            rows = session.execute(query).all()
-            if rows:
+            row = session.execute(query).one_or_none()
+            if row is not None:
                 session.execute(
                     update(deliveries)
-                    .where(deliveries.c.result_id.in_([row.result_id for row in rows]))
-                    .values(next_attempt_at=lease_until)
+                    .where(deliveries.c.result_id == row.result_id)
+                    .values(next_attempt_at=now + timedelta(seconds=self.timeout + LEASE_MARGIN_SECONDS))
                 )
-        return rows
+        return row
 
     def _attempt(self, row) -> None:
         now = utcnow()
@@ -138,56 +144,109 @@ class CallbackDispatcher:
         )
         headers["Content-Type"] = "application/json"
         headers["User-Agent"] = "taskgate"
-        status_code = error = response_body = None
+        attempt = Attempt(attempted_at=now)
         started = time.monotonic()
         try:
-            response = self.http.post(
-                row.callback_url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
-            )
-            status_code = response.status_code
-            response_body = response.text[:RESPONSE_BODY_LIMIT]
-        except requests.RequestException as exc:
-            error = f"{type(exc).__name__}: {exc}"[:1000]
-        duration_ms = int((time.monotonic() - started) * 1000)
-        delivered = status_code is not None and 200 <= status_code < 300
-        self._record(row, now, duration_ms, status_code, error, response_body, delivered)
+            with self.http.post(
+                row.callback_url,
+                data=body,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                attempt.status_code = response.status_code
+                attempt.retry_after = response.headers.get("Retry-After")
+                # Read no more than we keep: a client cannot hold the dispatcher with a huge body.
+                attempt.response_body = response.raw.read(RESPONSE_BODY_LIMIT, decode_content=True).decode(
+                    "utf-8", errors="replace"
+                )
+        except requests.RequestException as error:
+            attempt.error = _redact(f"{type(error).__name__}: {error}", row.callback_url)[:1000]
+        attempt.duration_ms = int((time.monotonic() - started) * 1000)
+        self._record(row, attempt)
 
-    def _record(self, row, attempted_at, duration_ms, status_code, error, response_body, delivered) -> None:
+    def _record(self, row, attempt: Attempt) -> None:
         attempts = row.attempts + 1
         fields = {"task_id": row.task_id, "task_uuid": str(row.task_uuid), "result_id": str(row.result_id)}
-        if delivered:
+        detail = {"status_code": attempt.status_code, "error": attempt.error}
+        if attempt.delivered:
             values = {"status": "delivered", "delivered_at": utcnow(), "next_attempt_at": None}
             outcome = "delivered"
-            log.info("callback delivered", extra={**fields, "status_code": status_code})
+            log.info("callback delivered", extra={**fields, **detail})
         else:
-            delay = next_delay(self.schedule, attempts, self.rng)
+            delay = None if attempt.status_code == 410 else next_delay(self.schedule, attempts, self.rng)
             if delay is None:
                 values = {"status": "failed", "next_attempt_at": None}
                 outcome = "failed"
-                log.warning(
-                    "callback failed for good", extra={**fields, "status_code": status_code, "error": error}
-                )
+                log.warning("callback failed for good", extra={**fields, **detail})
             else:
+                delay = max(delay, retry_after_seconds(attempt.retry_after, utcnow()) or 0)
                 values = {"next_attempt_at": utcnow() + timedelta(seconds=delay)}
                 outcome = "retry"
-                log.info(
-                    "callback attempt failed; will retry",
-                    extra={**fields, "status_code": status_code, "error": error},
-                )
+                log.info("callback attempt failed; retrying in %.1f s", delay, extra={**fields, **detail})
         DELIVERY_ATTEMPTS.labels(outcome).inc()
         with Session(self.engine) as session, session.begin():
             session.execute(
                 insert(delivery_attempts).values(
                     result_id=row.result_id,
-                    attempted_at=attempted_at,
-                    duration_ms=duration_ms,
-                    status_code=status_code,
-                    error=error,
-                    response_body=response_body,
+                    attempted_at=attempt.attempted_at,
+                    duration_ms=attempt.duration_ms,
+                    status_code=attempt.status_code,
+                    error=attempt.error,
+                    response_body=attempt.response_body,
                 )
             )
+            # Only if nobody else recorded an attempt meanwhile (e.g. after our lease ran out).
             session.execute(
                 update(deliveries)
-                .where(deliveries.c.result_id == row.result_id)
-                .values(attempts=attempts, last_status_code=status_code, last_error=error, **values)
+                .where(
+                    deliveries.c.result_id == row.result_id,
+                    deliveries.c.status == "pending",
+                    deliveries.c.attempts == row.attempts,
+                )
+                .values(
+                    attempts=attempts,
+                    last_status_code=attempt.status_code,
+                    last_error=attempt.error,
+                    **values,
+                )
             )
+
+
+@dataclasses.dataclass
+class Attempt:
+    attempted_at: datetime
+    status_code: int | None = None
+    retry_after: str | None = None
+    response_body: str | None = None
+    error: str | None = None
+    duration_ms: int = 0
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Seconds a Retry-After header (seconds or HTTP date) asks for, within sane bounds."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            seconds = (parsedate_to_datetime(value) - now).total_seconds()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _redact(text: str, url: str) -> str:
+    """text without the URL's query or credentials, which may hold secrets."""
+    parts = urlsplit(url)
+    for secret in (parts.query, parts.password):
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text

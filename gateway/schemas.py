@@ -69,13 +69,32 @@ def validate_task(body: object) -> dict:
         raise ValidationError({"_schema": ["the body must be a JSON object"]})
     errors = TaskSubmission().validate(body)
     task_type = body.get("type")
-    if "payload" not in errors and task_type in PAYLOAD_SCHEMAS:
+    if "payload" not in errors and isinstance(task_type, str) and task_type in PAYLOAD_SCHEMAS:
         payload_errors = PAYLOAD_SCHEMAS[task_type]().validate(body["payload"])
         if payload_errors:
             errors["payload"] = payload_errors
     if errors:
         raise ValidationError(flatten(errors))
     return body
+
+
+def has_unstorable_text(value: object) -> bool:
+    """True if value holds a NUL character or a lone surrogate, which no database stores as text."""
+    if isinstance(value, str):
+        return "\x00" in value or (not value.isascii() and _has_surrogate(value))
+    if isinstance(value, dict):
+        return any(has_unstorable_text(key) or has_unstorable_text(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(has_unstorable_text(item) for item in value)
+    return False
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def flatten(errors: dict, prefix: str = "") -> dict[str, list[str]]:

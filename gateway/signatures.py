@@ -22,8 +22,8 @@ def _key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
 
 
-def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
-    """The v1 signature of body, as sent in webhook-signature."""
+def sign(secret: str, webhook_id: str, timestamp: int | str, body: bytes) -> str:
+    """The v1 signature of body, as sent in webhook-signature (timestamp as in its header)."""
     signed = f"{webhook_id}.{timestamp}.".encode() + body
     digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
@@ -50,9 +50,9 @@ def verify(secrets_: list[str], headers, body: bytes, *, now: float, tolerance: 
         raise SignatureError("webhook-timestamp is not unix seconds") from None
     if abs(now - sent_at) > tolerance:
         raise SignatureError("webhook-timestamp is outside the tolerance window")
-    offered = [part for part in signatures.split(" ") if part.startswith("v1,")]
+    offered = [part.encode() for part in signatures.split(" ") if part.startswith("v1,")]
     for secret in secrets_:
-        expected = sign(secret, webhook_id, sent_at, body)
+        expected = sign(secret, webhook_id, timestamp, body).encode()
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return webhook_id
     raise SignatureError("no valid signature")

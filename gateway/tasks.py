@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from datetime import datetime
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from gateway.clients import token_matches
 from gateway.problems import Problem
 from gateway.representations import task_representation
+from gateway.schemas import CLIENT_ID, TASK_ID
 from gateway.state import current_state
 from gateway.store import find_task, list_tasks
 
@@ -25,7 +27,12 @@ MAX_LIMIT = 100
 
 def _authorize(session: Session, client_id: str) -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token or not token_matches(session, client_id, token.strip()):
+    if (
+        scheme.lower() != "bearer"
+        or not token
+        or not re.fullmatch(CLIENT_ID, client_id)
+        or not token_matches(session, client_id, token.strip())
+    ):
         raise Problem(
             401,
             "a valid bearer token of this client is required",
@@ -37,7 +44,7 @@ def _authorize(session: Session, client_id: str) -> None:
 def get_task(client_id: str, task_id: str):
     with Session(current_state().engine) as session:
         _authorize(session, client_id)
-        task = find_task(session, client_id, task_id)
+        task = find_task(session, client_id, task_id) if re.fullmatch(TASK_ID, task_id) else None
     if task is None:
         raise Problem(404, f"no task {task_id!r}")
     return task_representation(task, request.path)
@@ -89,8 +96,11 @@ def _decode_cursor(cursor: str | None) -> tuple | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         received_at, task_uuid = json.loads(raw)
-        return datetime.fromisoformat(received_at), uuid.UUID(task_uuid)
-    except (ValueError, TypeError, binascii.Error):
+        after = datetime.fromisoformat(received_at), uuid.UUID(task_uuid)
+        if after[0].tzinfo is None:
+            raise ValueError("naive time")
+        return after
+    except (ValueError, TypeError, AttributeError, binascii.Error):
         raise Problem(
             422, "invalid query", errors={"cursor": ["is not a cursor this API returned"]}
         ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from flask import Blueprint, g, request, url_for
@@ -16,7 +17,7 @@ from gateway.identity import task_uuid as make_task_uuid
 from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
 from gateway.representations import task_representation
-from gateway.schemas import validate_task
+from gateway.schemas import CLIENT_ID, has_unstorable_text, validate_task
 from gateway.state import current_state
 from gateway.store import TaskConflict, accept_task, find_task
 
@@ -31,8 +32,10 @@ def submit_task(client_id: str):
         raise Problem(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
 
-    with Session(state.engine) as session:
-        client = find_client(session, client_id)
+    client = None
+    if re.fullmatch(CLIENT_ID, client_id):
+        with Session(state.engine) as session:
+            client = find_client(session, client_id)
     if client is None:
         raise Problem(401, "unknown client or invalid signature")
     g.known_client = client_id
@@ -51,6 +54,10 @@ def submit_task(client_id: str):
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise Problem(400, f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise Problem(400, "malformed JSON: nested too deeply") from None
+    if has_unstorable_text(body):
+        raise Problem(400, "the body holds a NUL character or an unpaired surrogate")
     try:
         task = validate_task(body)
     except ValidationError as error:

@@ -88,6 +88,15 @@ class MessageWorker(ConsumerMixin):
 
     def on_message(self, body, message) -> None:
         try:
+            self._process(body, message)
+        except Exception as error:  # never let one message kill the consumer
+            if message.acknowledged:
+                raise
+            log.exception("unexpected failure processing a message")
+            self.dead_letter(message, f"unexpected failure: {type(error).__name__}: {error}")
+
+    def _process(self, body, message) -> None:
+        try:
             envelope = Envelope.from_body(body)
         except InvalidEnvelope as error:
             self.dead_letter(message, f"invalid envelope: {error}")

@@ -80,6 +80,8 @@ class Envelope:
             raise InvalidEnvelope("body is not a JSON object")
         try:
             causation = body.get("causation_id")
+            if causation is not None and not isinstance(causation, str):
+                raise InvalidEnvelope("causation_id must be a string")
             payload = body["payload"]
             if not isinstance(payload, dict):
                 raise InvalidEnvelope("payload is not a JSON object")
@@ -95,7 +97,7 @@ class Envelope:
             )
         except KeyError as missing:
             raise InvalidEnvelope(f"missing field {missing}") from None
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, AttributeError) as error:
             if isinstance(error, InvalidEnvelope):
                 raise
             raise InvalidEnvelope(f"malformed field: {error}") from None

@@ -2,7 +2,7 @@
 
 kombu's virtual transports sleep ``polling_interval`` between empty polls. Here a consumer instead
 waits on a condition that every put signals, so a hop costs no idle latency and an idle process
-burns no CPU.
+burns no CPU. It also honours an exchange's ``alternate-exchange`` argument, like RabbitMQ.
 """
 
 from __future__ import annotations
@@ -25,6 +25,16 @@ def _signal_arrival() -> None:
 
 
 class Channel(memory.Channel):
+    def _lookup(self, exchange, routing_key, default=None):
+        # As RabbitMQ does: what no binding of an exchange takes goes to its alternate-exchange.
+        queues = super()._lookup(exchange, routing_key, default)
+        if not queues and exchange:
+            declared = self.state.exchanges.get(exchange) or {}
+            alternate = (declared.get("arguments") or {}).get("alternate-exchange")
+            if alternate:
+                return super()._lookup(alternate, routing_key, default)
+        return queues
+
     def _put(self, queue, message, **kwargs):
         super()._put(queue, message, **kwargs)
         _signal_arrival()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from kombu import Connection, Producer
@@ -34,6 +35,7 @@ from messaging.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 PERSISTENT = 2
+PURGE_INTERVAL_SECONDS = 60
 
 
 def make_outbox_table(metadata: MetaData, owner: str) -> Table:
@@ -111,9 +113,13 @@ class OutboxRelay:
         if self.keep_published:
             self.republish_kept()
         backoff = 0.5
+        next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
         while not stop.is_set():
             try:
                 published = self.relay_batch()
+                if self.keep_published and time.monotonic() >= next_purge:
+                    self.purge_kept()
+                    next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
                 backoff = 0.5
             except Exception:
                 log.exception("outbox relay failed; retrying", extra={"outbox": self.table.name})
@@ -123,11 +129,19 @@ class OutboxRelay:
             if published < self.batch_size:
                 self.wakeup.wait(self.idle_interval)
 
-    def republish_kept(self) -> int:
-        """Mark every kept row pending again, forgetting those older than keep_published."""
+    def purge_kept(self) -> int:
+        """Forget kept rows published longer than keep_published ago."""
         table = self.table
         with Session(self.engine) as session, session.begin():
-            session.execute(delete(table).where(table.c.published_at < utcnow() - self.keep_published))
+            return session.execute(
+                delete(table).where(table.c.published_at < utcnow() - self.keep_published)
+            ).rowcount
+
+    def republish_kept(self) -> int:
+        """Mark every kept row pending again, forgetting those older than keep_published."""
+        self.purge_kept()
+        table = self.table
+        with Session(self.engine) as session, session.begin():
             again = session.execute(
                 update(table).where(table.c.published_at.is_not(None)).values(published_at=None)
             ).rowcount

@@ -6,7 +6,13 @@ from kombu import Exchange, Queue, binding
 
 from messaging import vocabulary
 
-tasks = Exchange(vocabulary.TASKS_EXCHANGE, type="topic", durable=True)
+# A task no queue takes (no context subscribes to its type) goes to the dead letters, not nowhere.
+tasks = Exchange(
+    vocabulary.TASKS_EXCHANGE,
+    type="topic",
+    durable=True,
+    arguments={"alternate-exchange": vocabulary.DEAD_LETTER_EXCHANGE},
+)
 events = Exchange(vocabulary.EVENTS_EXCHANGE, type="topic", durable=True)
 results = Exchange(vocabulary.RESULTS_EXCHANGE, type="topic", durable=True)
 dead_letter = Exchange(vocabulary.DEAD_LETTER_EXCHANGE, type="topic", durable=True)

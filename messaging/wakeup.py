@@ -2,7 +2,7 @@
 
 In one process a threading.Event is enough. On PostgreSQL, NOTIFY (sent at commit) reaches the
 loops of every process, so a relay in a worker process learns about a task the HTTP process
-accepted without polling.
+accepted without polling. The listening connection is SQLAlchemy's (psycopg 3) driver connection.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 
-import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -42,9 +41,9 @@ class PostgresWakeup(Wakeup):
 
     def __init__(self, engine: Engine, channel: str) -> None:
         super().__init__()
+        self.engine = engine
         self.channel = channel
-        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._listener: psycopg.Connection | None = None
+        self._listener = None  # a pooled connection kept out of the pool while listening
 
     def notify(self, session: Session | None = None) -> None:
         if session is None:
@@ -58,25 +57,27 @@ class PostgresWakeup(Wakeup):
             self._event.clear()
             return True
         try:
-            listener = self._listen()
-            notified = any(True for _ in listener.notifies(timeout=timeout, stop_after=1))
-        except psycopg.Error:
-            log.warning("LISTEN %s failed; polling until it works again", self.channel)
+            notified = any(True for _ in self._listen().notifies(timeout=timeout, stop_after=1))
+        except Exception:
+            log.warning("LISTEN %s failed; polling until it works again", self.channel, exc_info=True)
             self._drop_listener()
             return super().wait(timeout)
         if self._event.is_set():  # closed meanwhile; the waiting thread owns the listener
             self._drop_listener()
         return notified
 
-    def _listen(self) -> psycopg.Connection:
-        if self._listener is None or self._listener.closed:
-            self._listener = psycopg.connect(self._conninfo, autocommit=True)
-            self._listener.execute(f'LISTEN "{self.channel}"')
-        return self._listener
+    def _listen(self):
+        """The driver (psycopg) connection listening on the channel."""
+        if self._listener is None:
+            self._listener = self.engine.raw_connection()
+            connection = self._listener.driver_connection
+            connection.autocommit = True
+            connection.execute(f'LISTEN "{self.channel}"')
+        return self._listener.driver_connection
 
     def _drop_listener(self) -> None:
         if self._listener is not None:
-            self._listener.close()
+            self._listener.invalidate()  # never give a LISTENing connection back to the pool
             self._listener = None
 
 

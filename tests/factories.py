@@ -42,3 +42,49 @@ def wait_for(condition, timeout=20.0, interval=0.02, message="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def survey_task(task_id="S-1", customer_id="C-42", survey_id="SRV-7", due_date="2026-12-31") -> dict:
+    return {
+        "task_id": task_id,
+        "type": "survey.assign",
+        "customer_id": customer_id,
+        "payload": {"survey_id": survey_id, "due_date": due_date},
+    }
+
+
+def schedule_task(task_id, starts_at, *, customer_id="C-42", resource_id="R-1", minutes=60) -> dict:
+    return {
+        "task_id": task_id,
+        "type": "appointment.schedule",
+        "customer_id": customer_id,
+        "payload": {"resource_id": resource_id, "starts_at": starts_at, "duration_minutes": minutes},
+    }
+
+
+def cancel_task(task_id, appointment_task_id, *, customer_id="C-42") -> dict:
+    return {
+        "task_id": task_id,
+        "type": "appointment.cancel",
+        "customer_id": customer_id,
+        "payload": {"appointment_task_id": appointment_task_id},
+    }
+
+
+def maintenance_task(
+    task_id, starts_at, *, position="bay-1", customer_id="C-42", minutes=120, appointment_task_id=None
+):
+    payload = {
+        "vin": "WVWZZZ1JZXW000001",
+        "position": position,
+        "starts_at": starts_at,
+        "duration_minutes": minutes,
+    }
+    if appointment_task_id:
+        payload["appointment_task_id"] = appointment_task_id
+    return {
+        "task_id": task_id,
+        "type": "maintenance.schedule",
+        "customer_id": customer_id,
+        "payload": payload,
+    }

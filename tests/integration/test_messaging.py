@@ -149,7 +149,12 @@ def _queue_is_drained(connection):
 
 @pytest.mark.parametrize(
     ("body", "reason"),
-    [(b"{not json", "undecodable"), (json.dumps({"type": "customer.upsert"}).encode(), "invalid envelope")],
+    [
+        (b"{not json", "undecodable"),
+        (json.dumps({"type": "customer.upsert"}).encode(), "invalid envelope"),
+        (json.dumps({**upsert().to_body(), "causation_id": 1}).encode(), "invalid envelope"),
+    ],
+    ids=["not-json", "missing-fields", "causation-not-a-string"],
 )
 def test_an_unreadable_message_is_dead_lettered_with_its_reason(engine, connection, broker_url, body, reason):
     with RunningWorker(broker_url, engine):
@@ -230,3 +235,11 @@ def test_kept_messages_are_forgotten_after_their_time(engine):
     assert relay.republish_kept() == 0
     assert count(engine, CUSTOMERS.outbox) == 0
     relay.broker.release()
+
+
+def test_a_task_no_context_takes_is_dead_lettered_not_dropped(connection):
+    Producer(connection.default_channel).publish(
+        b"{}", exchange=topology.tasks, routing_key="nobody.listens", content_type="application/json"
+    )
+    dead = get_one(connection, topology.dead_letters)
+    assert dead.delivery_info["routing_key"] == "nobody.listens"

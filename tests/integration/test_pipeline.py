@@ -7,45 +7,12 @@ stubbed with `responses`.
 import contextlib
 import json
 
-import pytest
-import responses
 from kombu import Queue, binding
 
-from gateway import create_app, signatures
-from gateway.tables import outbox as gateway_outbox
+from gateway import signatures
 from messaging import broker, topology
-from messaging.db import make_engine
-from messaging.outbox import wakeup_channel
-from taskgate.registry import NAMES
-from taskgate.runtime import Runtime
-from tests.conftest import make_settings
-from tests.factories import register_client, signed, upsert_task, wait_for
-
-CALLBACK_URL = "http://client.test/callbacks"
-
-
-@pytest.fixture
-def callbacks():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def gateway(stack, callbacks):
-    database_url, broker_url = stack
-    settings = make_settings(database_url, broker_url, callback_retry_schedule=(0, 0.05, 0.05))
-    engine = make_engine(database_url)
-    runtime = Runtime(settings, engine)
-    runtime.start(NAMES)
-    app = create_app(settings, engine=engine, outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)))
-    yield app
-    runtime.stop()
-    engine.dispose()
-
-
-@pytest.fixture
-def credentials(gateway):
-    return register_client(gateway.extensions["taskgate"].engine, callback_url=CALLBACK_URL)
+from tests.factories import signed, upsert_task, wait_for
+from tests.integration.conftest import CALLBACK_URL
 
 
 def submit(gateway, credentials, task, webhook_id="msg_1"):

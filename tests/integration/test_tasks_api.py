@@ -1,5 +1,9 @@
 """GET /v1/clients/{client_id}/tasks[/{task_id}] with bearer tokens, per CONTRACT §4."""
 
+import base64
+import json
+import uuid
+
 import pytest
 from sqlalchemy.orm import Session
 
@@ -113,3 +117,15 @@ def test_a_bad_query_names_the_parameter(client, token, query, field):
     response = client.get(f"/v1/clients/acme/tasks?{query}", headers=bearer(token))
     assert response.status_code == 422
     assert field in response.get_json()["errors"]
+
+
+def test_a_task_id_outside_the_contract_is_404(client, token):
+    assert client.get("/v1/clients/acme/tasks/T%00x", headers=bearer(token)).status_code == 404
+
+
+def test_a_cursor_with_a_naive_time_is_422(client, token):
+    cursor = base64.urlsafe_b64encode(
+        json.dumps(["2026-01-01T00:00:00", str(uuid.uuid4())]).encode()
+    ).decode()
+    response = client.get(f"/v1/clients/acme/tasks?cursor={cursor}", headers=bearer(token))
+    assert response.status_code == 422

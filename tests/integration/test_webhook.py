@@ -168,3 +168,35 @@ def test_twenty_concurrent_duplicates_are_one_task_and_one_routed_event(app, sec
         codes = sorted(pool.map(submit, range(20)))
     assert codes == [200] * 19 + [202]
     assert stored(app) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({**upsert_task(), "type": ["customer.upsert"]}, 422),
+        (b"[" * 20_000 + b"]" * 20_000, 400),
+        (b'{"task_id": "T-1", "type": "customer.upsert", "customer_id": "C-\\ud800", "payload": {}}', 400),
+        (upsert_task(name="Ada\x00Lovelace"), 400),
+        ({**upsert_task(), "payload": {"name": "Ada", "email": "ada@example.com", "\x00": 1}}, 400),
+    ],
+    ids=["type-not-a-string", "deeply-nested", "lone-surrogate", "nul-in-value", "nul-in-key"],
+)
+def test_crafted_bodies_get_a_clear_4xx_never_a_500(app, client, secret, body, status):
+    assert_problem(post(client, secret, body), status)
+    assert stored(app) == (0, 0)
+
+
+def test_a_signature_that_is_not_ascii_is_401(client, secret):
+    raw, headers = signed(secret, upsert_task())
+    headers["webhook-signature"] = "v1,é"
+    assert_problem(client.post(URL, data=raw, headers=headers), 401)
+
+
+def test_a_signature_is_checked_against_the_timestamp_as_sent(client, secret):
+    raw, headers = signed(secret, upsert_task())
+    headers["webhook-timestamp"] = "0" + headers["webhook-timestamp"]  # same number, other text
+    assert_problem(client.post(URL, data=raw, headers=headers), 401)
+
+
+def test_a_client_id_outside_the_contract_is_401_without_a_query(client, secret):
+    assert_problem(post(client, secret, upsert_task(), url="/v1/clients/a%00b/tasks"), 401)

@@ -1,0 +1,148 @@
+"""The callback dispatcher against a stubbed endpoint: retries, 410, Retry-After, what is recorded."""
+
+import random
+import uuid
+from datetime import timedelta
+
+import pytest
+import requests
+import responses
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.callbacks import CallbackDispatcher, retry_after_seconds
+from gateway.config import DEFAULT_NAMESPACE
+from gateway.identity import task_uuid
+from gateway.store import accept_task, record_result
+from gateway.tables import deliveries, delivery_attempts
+from messaging import vocabulary
+from messaging.db import make_engine, utcnow
+from messaging.envelope import Envelope
+from messaging.wakeup import Wakeup
+from tests.factories import register_client, upsert_task
+
+SECRET_QUERY = "token=s3cr3t"
+URL = f"http://client.test/callbacks?{SECRET_QUERY}"
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = make_engine(database_url)
+    register_client(engine, callback_url=URL)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def result_id(engine):
+    """A recorded result of task T-1001, due for delivery."""
+    identity = task_uuid(DEFAULT_NAMESPACE, "acme", "T-1001")
+    cause = Envelope("customer.upsert", "T-1001", identity, "acme", {})
+    result = vocabulary.result(cause, context="customers", outcome="customer.registered", status="succeeded")
+    with Session(engine) as session, session.begin():
+        accept_task(session, "acme", identity, upsert_task())
+        record_result(session, result)
+    return uuid.UUID(result.payload["result_id"])
+
+
+@pytest.fixture
+def endpoint():
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+def dispatcher(engine, schedule=(0, 60, 60)):
+    return CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=schedule, rng=random.Random(1))
+
+
+def delivery(engine, result_id):
+    with Session(engine) as session:
+        return session.execute(select(deliveries).where(deliveries.c.result_id == result_id)).one()
+
+
+def attempts(engine, result_id):
+    with Session(engine) as session:
+        return session.execute(
+            select(delivery_attempts).where(delivery_attempts.c.result_id == result_id)
+        ).all()
+
+
+def test_a_2xx_is_delivered_and_the_attempt_recorded(engine, result_id, endpoint):
+    endpoint.post(URL, status=202, body="thanks")
+    assert dispatcher(engine).deliver_due() == 1
+    row = delivery(engine, result_id)
+    assert (row.status, row.attempts, row.last_status_code) == ("delivered", 1, 202)
+    [attempt] = attempts(engine, result_id)
+    assert (attempt.status_code, attempt.response_body) == (202, "thanks")
+    assert attempt.duration_ms >= 0
+
+
+def test_a_failure_is_rescheduled_per_the_schedule_with_jitter(engine, result_id, endpoint):
+    endpoint.post(URL, status=500)
+    before = utcnow()
+    dispatcher(engine).deliver_due()
+    row = delivery(engine, result_id)
+    assert row.status == "pending"
+    assert before + timedelta(seconds=48) <= row.next_attempt_at <= utcnow() + timedelta(seconds=72)
+    assert dispatcher(engine).deliver_due() == 0  # not due yet
+
+
+def test_410_gone_stops_at_once(engine, result_id, endpoint):
+    endpoint.post(URL, status=410)
+    dispatcher(engine).deliver_due()
+    row = delivery(engine, result_id)
+    assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 1, None)
+
+
+def test_retry_after_postpones_beyond_the_schedule(engine, result_id, endpoint):
+    endpoint.post(URL, status=429, headers={"Retry-After": "600"})
+    before = utcnow()
+    dispatcher(engine, schedule=(0, 1, 1)).deliver_due()
+    assert delivery(engine, result_id).next_attempt_at >= before + timedelta(seconds=600)
+
+
+def test_only_4_kib_of_the_response_body_is_kept(engine, result_id, endpoint):
+    endpoint.post(URL, status=200, body="x" * 100_000)
+    dispatcher(engine).deliver_due()
+    assert len(attempts(engine, result_id)[0].response_body) == 4096
+
+
+def test_a_connection_error_is_recorded_without_the_urls_secrets(engine, result_id, endpoint):
+    endpoint.post(
+        URL, body=requests.ConnectionError(f"cannot reach http://client.test/callbacks?{SECRET_QUERY}")
+    )
+    dispatcher(engine).deliver_due()
+    row = delivery(engine, result_id)
+    assert row.status == "pending" and row.last_status_code is None
+    assert "ConnectionError" in row.last_error
+    assert "s3cr3t" not in row.last_error
+    assert "s3cr3t" not in attempts(engine, result_id)[0].error
+
+
+def test_a_late_record_does_not_overwrite_a_newer_one(engine, result_id, endpoint):
+    endpoint.post(URL, status=200)  # answers the other dispatcher
+    endpoint.post(URL, status=500)  # answers our stale attempt
+    first = dispatcher(engine)
+    row = first._lease_next()
+    # Our lease ran out and another dispatcher delivered meanwhile.
+    with Session(engine) as session, session.begin():
+        session.execute(deliveries.update().values(next_attempt_at=utcnow()))
+    dispatcher(engine).deliver_due()
+    first._attempt(row)  # a stale attempt #1 that failed
+    assert delivery(engine, result_id).status == "delivered"
+    assert delivery(engine, result_id).attempts == 1
+    assert len(attempts(engine, result_id)) == 2  # both attempts are in the log
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("120", 120), ("0", 0), ("999999999", 86400), ("soon", None), (None, None)],
+)
+def test_retry_after_in_seconds(header, expected):
+    assert retry_after_seconds(header, utcnow()) == expected
+
+
+def test_retry_after_as_an_http_date():
+    now = utcnow().replace(microsecond=0)
+    header = (now + timedelta(seconds=90)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert retry_after_seconds(header, now) == pytest.approx(90, abs=1)

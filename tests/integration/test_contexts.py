@@ -1,0 +1,114 @@
+"""Every task type through the running system, on SQLite + in-process broker and PostgreSQL + RabbitMQ."""
+
+import json
+
+import pytest
+
+from tests.factories import cancel_task, maintenance_task, schedule_task, survey_task, upsert_task, wait_for
+from tests.integration.conftest import CALLBACK_URL
+
+
+@pytest.fixture(autouse=True)
+def endpoint(callbacks):
+    callbacks.post(CALLBACK_URL, status=204)
+
+
+@pytest.fixture
+def known_customer(client):
+    """C-42, replicated in every context."""
+    client.submit(upsert_task())
+    client.wait_for_status("T-1001", "succeeded")
+    # Customer events reach the other contexts through their own queues: prove it with a survey.
+    client.submit(survey_task("S-0"))
+    client.wait_for_status("S-0", "succeeded")
+
+
+def test_survey_invitation_carries_the_replicated_email(client, known_customer):
+    client.submit(survey_task("S-1"))
+    task = client.wait_for_status("S-1", "succeeded")
+    outcome, result = client.outcome("S-1")
+    assert outcome == "survey.assigned"
+    assert result["email"] == "ada@example.com"
+    assert result["invitation_id"]
+    assert task["results"][0]["context"] == "survey"
+
+
+def test_a_task_for_an_unknown_customer_waits_and_resumes_when_the_customer_arrives(client):
+    client.submit(survey_task("S-1", customer_id="C-7"))
+    client.wait_for_status("S-1", "waiting")
+    client.submit(upsert_task("T-7", customer_id="C-7", email="grace@example.com"))
+    client.wait_for_status("S-1", "succeeded")
+    assert client.outcome("S-1")[1]["email"] == "grace@example.com"
+
+
+def test_an_appointment_is_scheduled_and_a_clash_is_rejected(client, known_customer):
+    client.submit(schedule_task("A-1", "2026-12-01T09:00:00+01:00"))
+    client.wait_for_status("A-1", "succeeded")
+    outcome, result = client.outcome("A-1")
+    assert outcome == "appointment.scheduled" and result["appointment_id"]
+
+    # Same resource, overlapping (08:30Z-09:30Z vs 08:00Z-09:00Z), another customer: resource_busy
+    client.submit(upsert_task("T-2", customer_id="C-2", email="c2@example.com"))
+    client.wait_for_status("T-2", "succeeded")
+    client.submit(schedule_task("A-2", "2026-12-01T08:30:00Z", customer_id="C-2"))
+    assert client.wait_for_status("A-2", "rejected")
+    assert client.outcome("A-2") == ("appointment.rejected", {"reason": "resource_busy"})
+
+    # Another resource, same customer, overlapping: customer_busy
+    client.submit(schedule_task("A-3", "2026-12-01T08:15:00Z", resource_id="R-2"))
+    client.wait_for_status("A-3", "rejected")
+    assert client.outcome("A-3") == ("appointment.rejected", {"reason": "customer_busy"})
+
+    # Back to back is no overlap
+    client.submit(schedule_task("A-4", "2026-12-01T09:00:00Z"))
+    client.wait_for_status("A-4", "succeeded")
+
+
+def test_cancel_frees_the_slot_and_cascades_to_the_linked_maintenance_job(client, known_customer, callbacks):
+    client.submit(schedule_task("A-1", "2026-12-01T09:00:00Z"))
+    client.wait_for_status("A-1", "succeeded")
+    client.submit(maintenance_task("M-1", "2026-12-01T10:00:00Z", appointment_task_id="A-1"))
+    client.wait_for_status("M-1", "succeeded")
+    assert client.outcome("M-1")[0] == "maintenance.scheduled"
+
+    client.submit(cancel_task("X-1", "A-1"))
+    task = client.wait_for_results("X-1", 2)
+    assert task["status"] == "succeeded"  # follows the appointment context, the primary one
+    by_context = {result["context"]: result for result in task["results"]}
+    assert by_context["appointment"]["outcome"] == "appointment.canceled"
+    assert by_context["maintenance"]["outcome"] == "maintenance.canceled"
+    assert by_context["maintenance"]["result"]["job_id"] == client.outcome("M-1")[1]["job_id"]
+
+    # one callback per result, each tagged with the cancel task
+    def cancel_callbacks():
+        bodies = [json.loads(call.request.body)["data"] for call in callbacks.calls]
+        return [body for body in bodies if body["task_id"] == "X-1"]
+
+    delivered = wait_for(lambda: len(cancel_callbacks()) == 2 and cancel_callbacks())
+    assert {body["outcome"] for body in delivered} == {"appointment.canceled", "maintenance.canceled"}
+
+    # the slot is free again
+    client.submit(schedule_task("A-2", "2026-12-01T09:30:00Z"))
+    client.wait_for_status("A-2", "succeeded")
+
+
+def test_cancelling_an_unknown_or_canceled_appointment_is_not_found(client, known_customer):
+    client.submit(cancel_task("X-1", "A-404"))
+    client.wait_for_status("X-1", "rejected")
+    assert client.outcome("X-1") == ("appointment.rejected", {"reason": "not_found"})
+    client.submit(schedule_task("A-1", "2026-12-01T09:00:00Z"))
+    client.wait_for_status("A-1", "succeeded")
+    client.submit(cancel_task("X-2", "A-1"))
+    client.wait_for_status("X-2", "succeeded")
+    client.submit(cancel_task("X-3", "A-1"))
+    client.wait_for_status("X-3", "rejected")
+
+
+def test_maintenance_rejects_a_busy_position(client, known_customer):
+    client.submit(maintenance_task("M-1", "2026-12-01T10:00:00Z"))
+    client.wait_for_status("M-1", "succeeded")
+    client.submit(maintenance_task("M-2", "2026-12-01T11:00:00Z"))
+    client.wait_for_status("M-2", "rejected")
+    assert client.outcome("M-2") == ("maintenance.rejected", {"reason": "position_busy"})
+    client.submit(maintenance_task("M-3", "2026-12-01T11:00:00Z", position="bay-2"))
+    client.wait_for_status("M-3", "succeeded")
