@@ -20,7 +20,7 @@ from gateway.config import Settings
 from gateway.tables import outbox as gateway_outbox
 from messaging.db import make_engine
 from messaging.outbox import wakeup_channel
-from taskgate import database, logs
+from taskgate import database, logs, operations
 from taskgate.registry import NAMES
 from taskgate.runtime import Runtime
 
@@ -157,6 +157,28 @@ def clients_list(settings: Settings) -> None:
     with Session(engine) as session:
         for client in list_clients(session):
             click.echo(json.dumps(client))
+
+
+@main.group("contexts")
+def contexts_group() -> None:
+    """The bounded contexts."""
+
+
+@contexts_group.command("rebuild-read-models")
+@click.option(
+    "--context",
+    "names",
+    multiple=True,
+    type=click.Choice(operations.replicating_contexts()),
+    help="Repeatable; every context with a customer replica when omitted.",
+)
+@click.pass_obj
+def rebuild_read_models(settings: Settings, names: tuple[str, ...]) -> None:
+    """Rebuild the contexts' customer replicas from the customers' current state."""
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    outcome = operations.rebuild_read_models(engine, names or operations.replicating_contexts())
+    click.echo(json.dumps(outcome))
 
 
 @main.command()

@@ -21,7 +21,7 @@ def upsert_customer(session: Session, task: Envelope) -> list[Envelope]:
     decision = model.upsert(existing, customer_id, task.payload["name"], task.payload["email"])
     customer = decision.customer
     if decision.changed:
-        _save(session, task.client_id, customer, is_new=existing is None)
+        _save(session, task, customer, is_new=existing is None)
     messages = []
     if decision.changed:
         messages.append(
@@ -58,12 +58,15 @@ def _load_for_update(session: Session, client_id: str, customer_id: str) -> mode
     return model.Customer(*row) if row else None
 
 
-def _save(session: Session, client_id: str, customer: model.Customer, *, is_new: bool) -> None:
+def _save(session: Session, task: Envelope, customer: model.Customer, *, is_new: bool) -> None:
+    client_id = task.client_id
     values = {
         "name": customer.name,
         "email": customer.email,
         "version": customer.version,
         "updated_at": utcnow(),
+        "last_task_id": task.task_id,
+        "last_task_uuid": task.task_uuid,
     }
     if is_new:
         # A concurrent first upsert of the same customer fails here on the primary key and is retried.
@@ -76,6 +79,30 @@ def _save(session: Session, client_id: str, customer: model.Customer, *, is_new:
             .where(customers.c.client_id == client_id, customers.c.customer_id == customer.customer_id)
             .values(**values)
         )
+
+
+def current_state(session: Session) -> list[Envelope]:
+    """Every customer's current state as a customer.snapshot event, tagged with the task that made it.
+
+    Other contexts rebuild their read models from these; applied by version, they change nothing
+    where a copy is already current.
+    """
+    rows = session.execute(select(customers).order_by(customers.c.client_id, customers.c.customer_id))
+    return [
+        Envelope(
+            type=vocabulary.CUSTOMER_SNAPSHOT,
+            task_id=row.last_task_id,
+            task_uuid=row.last_task_uuid,
+            client_id=row.client_id,
+            payload={
+                "customer_id": row.customer_id,
+                "name": row.name,
+                "email": row.email,
+                "version": row.version,
+            },
+        )
+        for row in rows
+    ]
 
 
 HANDLERS = {"customer.upsert": upsert_customer}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, PrimaryKeyConstraint, String, Table
+from sqlalchemy import Column, Integer, MetaData, PrimaryKeyConstraint, String, Table, Uuid
 
 from messaging.db import UtcDateTime
 from messaging.inbox import make_inbox_table
@@ -19,6 +19,9 @@ customers = Table(
     Column("email", String(320), nullable=False),
     Column("version", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The task that made this version: snapshots of the customer are tagged with it.
+    Column("last_task_id", String(128)),
+    Column("last_task_uuid", Uuid),
     PrimaryKeyConstraint("client_id", "customer_id"),
 )
 
