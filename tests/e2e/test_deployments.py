@@ -33,6 +33,7 @@ def test_serve_on_embedded_defaults(tmp_path, receiver):
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", serve)
         scenario.upsert_comes_back_signed(f"http://127.0.0.1:{port}", credentials, receiver)
+        scenario.every_task_type_and_the_cancel_cascade(f"http://127.0.0.1:{port}", credentials, receiver)
     finally:
         code = serve.stop()
     assert code == 0, serve.output()
@@ -57,10 +58,25 @@ def test_split_processes_on_postgresql_and_rabbitmq(tmp_path, receiver, postgres
         ),
         Process([str(BIN / "taskgate"), "worker", "--context", "gateway"], env, tmp_path / "gateway.log"),
         Process([str(BIN / "taskgate"), "worker", "--context", "customers"], env, tmp_path / "customers.log"),
+        Process(
+            [
+                str(BIN / "taskgate"),
+                "worker",
+                "--context",
+                "survey",
+                "--context",
+                "appointment",
+                "--context",
+                "maintenance",
+            ],
+            env,
+            tmp_path / "contexts.log",
+        ),
     ]
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", processes[0])
         scenario.upsert_comes_back_signed(f"http://127.0.0.1:{port}", credentials, receiver)
+        scenario.every_task_type_and_the_cancel_cascade(f"http://127.0.0.1:{port}", credentials, receiver)
     finally:
         codes = [process.stop() for process in processes]
-    assert codes == [0, 0, 0], "\n".join(process.output() for process in processes)
+    assert codes == [0] * len(processes), "\n".join(process.output() for process in processes)
