@@ -12,9 +12,10 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet --editable ".[test]"
 	touch $@
 
-## run: taskgate serve on the embedded defaults (SQLite under ./data, in-process broker)
+## run: taskgate serve on the embedded defaults (SQLite under ./data, in-process broker); for local
+## development it allows callback URLs on private addresses (e.g. a receiver on 127.0.0.1)
 run: $(BIN)/.installed
-	$(BIN)/taskgate serve --port $(PORT)
+	TASKGATE_ALLOW_PRIVATE_CALLBACKS=$${TASKGATE_ALLOW_PRIVATE_CALLBACKS:-1} $(BIN)/taskgate serve --port $(PORT)
 
 ## test: lint, then the whole suite (PostgreSQL/RabbitMQ parts need TASKGATE_TEST_* set, see README)
 test: $(BIN)/.installed lint

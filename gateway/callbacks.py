@@ -3,6 +3,10 @@
 Due times live in the database, so retries survive restarts. A dispatcher leases a delivery by
 moving its next_attempt_at past the attempt's timeout before posting, so another dispatcher (or
 this one after a crash) takes it up again only if the attempt never got recorded.
+
+Attempts run on a small pool with a cap per client, so one client's dead endpoint cannot hold up
+another client's deliveries. Results of one task go out in the order they occurred: a delivery
+waits while an earlier result of its task is still pending.
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, and_, exists, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from gateway import signatures
+from gateway.clients import Client
 from gateway.metrics import DELIVERY_ATTEMPTS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
+from gateway.urls import UnsafeURL, check_callback_url
 from messaging.db import is_postgresql, utcnow
 from messaging.wakeup import Wakeup
 
@@ -52,7 +60,8 @@ def callback_body(row, now: datetime) -> bytes:
 
 
 def next_delay(schedule: tuple[float, ...], attempts_made: int, rng: random.Random) -> float | None:
-    """Seconds until the next attempt after attempts_made attempts, with ±20% jitter; None when spent."""
+    """Seconds until the next attempt after attempts_made attempts (of this round: a replay starts a
+    new one), with ±20% jitter; None when the schedule is spent."""
     if attempts_made >= len(schedule):
         return None
     base = schedule[attempts_made]
@@ -67,8 +76,9 @@ class CallbackDispatcher:
         *,
         timeout: float,
         schedule: tuple[float, ...],
-        http: requests.Session | None = None,
-        batch_size: int = 20,
+        allow_private: bool = False,
+        concurrency: int = 8,
+        per_client: int = 2,
         idle_interval: float = 1.0,
         rng: random.Random | None = None,
     ):
@@ -76,37 +86,84 @@ class CallbackDispatcher:
         self.wakeup = wakeup
         self.timeout = timeout
         self.schedule = schedule
-        self.http = http or requests.Session()
-        self.batch_size = batch_size
+        self.allow_private = allow_private
+        self.concurrency = concurrency
+        self.per_client = per_client
         self.idle_interval = idle_interval
         self.rng = rng or random.Random()
+        self._sessions = threading.local()
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                sent = self.deliver_due()
-            except Exception:
-                log.exception("callback dispatch failed; retrying")
-                stop.wait(1.0)
-                continue
-            if sent < self.batch_size:
-                self.wakeup.wait(self.idle_interval)
+        """Lease and attempt due deliveries until stop; in-flight attempts finish before it returns."""
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback") as pool:
+            while not stop.is_set():
+                try:
+                    while sum(self._in_flight.values()) < self.concurrency:
+                        row = self._lease_next(exclude_clients=self._busy_clients())
+                        if row is None:
+                            break
+                        self._started(row.client_id)
+                        pool.submit(self._attempt_and_release, row)
+                except Exception:
+                    log.exception("callback dispatch failed; retrying")
+                    stop.wait(1.0)
+                    continue
+                self.wakeup.wait(self.idle_interval)  # a finished attempt or a new result wakes us
 
-    def deliver_due(self) -> int:
-        """Attempt due deliveries (up to batch_size), one lease at a time; returns how many."""
+    def deliver_due(self, limit: int = 100) -> int:
+        """Attempt due deliveries one after another in this thread (tests, tools); returns how many."""
         attempted = 0
-        while attempted < self.batch_size and (row := self._lease_next()) is not None:
+        while attempted < limit and (row := self._lease_next()) is not None:
             self._attempt(row)
             attempted += 1
         return attempted
 
-    def _lease_next(self):
-        """The most overdue delivery, leased for as long as one attempt can take."""
+    def _busy_clients(self) -> list[str]:
+        with self._lock:
+            return [client for client, count in self._in_flight.items() if count >= self.per_client]
+
+    def _started(self, client_id: str) -> None:
+        with self._lock:
+            self._in_flight[client_id] += 1
+
+    def _attempt_and_release(self, row) -> None:
+        try:
+            self._attempt(row)
+        except Exception:
+            log.exception(
+                "callback attempt crashed", extra={"task_id": row.task_id, "task_uuid": str(row.task_uuid)}
+            )
+        finally:
+            with self._lock:
+                self._in_flight[row.client_id] -= 1
+                if self._in_flight[row.client_id] <= 0:
+                    del self._in_flight[row.client_id]
+            self.wakeup.notify()
+
+    def _lease_next(self, exclude_clients: list[str] = ()):
+        """The most overdue delivery whose task has no earlier pending result, leased for as long as
+        one attempt can take."""
         now = utcnow()
+        earlier_result, earlier_delivery = aliased(results), aliased(deliveries)
+        earlier_pending = exists().where(
+            earlier_delivery.c.result_id == earlier_result.c.result_id,
+            earlier_delivery.c.status == "pending",
+            earlier_result.c.task_uuid == results.c.task_uuid,
+            or_(
+                earlier_result.c.occurred_at < results.c.occurred_at,
+                and_(
+                    earlier_result.c.occurred_at == results.c.occurred_at,
+                    earlier_result.c.result_id < results.c.result_id,
+                ),
+            ),
+        )
         query = (
             select(
                 deliveries.c.result_id,
                 deliveries.c.attempts,
+                deliveries.c.replayed_after_attempts,
                 results.c.context,
                 results.c.outcome,
                 results.c.status,
@@ -116,14 +173,18 @@ class CallbackDispatcher:
                 clients.c.client_id,
                 clients.c.callback_url,
                 clients.c.signing_secret,
+                clients.c.previous_signing_secret,
+                clients.c.previous_secret_expires_at,
             )
             .join(results, results.c.result_id == deliveries.c.result_id)
             .join(tasks, tasks.c.task_uuid == results.c.task_uuid)
             .join(clients, clients.c.client_id == deliveries.c.client_id)
-            .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+            .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now, ~earlier_pending)
             .order_by(deliveries.c.next_attempt_at)
             .limit(1)
         )
+        if exclude_clients:
+            query = query.where(deliveries.c.client_id.not_in(exclude_clients))
         if is_postgresql(self.engine):
             query = query.with_for_update(of=deliveries, skip_locked=True)
         with Session(self.engine) as session, session.begin():
@@ -136,18 +197,31 @@ class CallbackDispatcher:
                 )
         return row
 
+    def _http(self) -> requests.Session:
+        if not hasattr(self._sessions, "http"):
+            self._sessions.http = requests.Session()
+        return self._sessions.http
+
     def _attempt(self, row) -> None:
         now = utcnow()
+        client = Client(
+            row.client_id,
+            row.callback_url,
+            row.signing_secret,
+            row.previous_signing_secret,
+            row.previous_secret_expires_at,
+        )
         body = callback_body(row, now)
         headers = signatures.signed_headers(
-            row.signing_secret, str(row.result_id), int(now.timestamp()), body
+            client.secrets(now), str(row.result_id), int(now.timestamp()), body
         )
         headers["Content-Type"] = "application/json"
         headers["User-Agent"] = "taskgate"
         attempt = Attempt(attempted_at=now)
         started = time.monotonic()
         try:
-            with self.http.post(
+            check_callback_url(row.callback_url, allow_private=self.allow_private)
+            with self._http().post(
                 row.callback_url,
                 data=body,
                 headers=headers,
@@ -161,6 +235,8 @@ class CallbackDispatcher:
                 attempt.response_body = response.raw.read(RESPONSE_BODY_LIMIT, decode_content=True).decode(
                     "utf-8", errors="replace"
                 )
+        except UnsafeURL as error:
+            attempt.error = str(error)
         except requests.RequestException as error:
             attempt.error = _redact(f"{type(error).__name__}: {error}", row.callback_url)[:1000]
         attempt.duration_ms = int((time.monotonic() - started) * 1000)
@@ -175,7 +251,10 @@ class CallbackDispatcher:
             outcome = "delivered"
             log.info("callback delivered", extra={**fields, **detail})
         else:
-            delay = None if attempt.status_code == 410 else next_delay(self.schedule, attempts, self.rng)
+            round_attempts = attempts - row.replayed_after_attempts
+            delay = (
+                None if attempt.status_code == 410 else next_delay(self.schedule, round_attempts, self.rng)
+            )
             if delay is None:
                 values = {"status": "failed", "next_attempt_at": None}
                 outcome = "failed"
@@ -212,6 +291,8 @@ class CallbackDispatcher:
                     **values,
                 )
             )
+        if outcome != "retry":
+            self.wakeup.notify()  # a later result of the same task may be free to go now
 
 
 @dataclasses.dataclass

@@ -7,15 +7,16 @@ import hashlib
 import hmac
 import re
 import secrets
-from urllib.parse import urlsplit
+from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import signatures
 from gateway.schemas import CLIENT_ID
 from gateway.tables import clients
+from gateway.urls import UnsafeURL, check_callback_url
 from messaging.db import utcnow
 
 
@@ -28,19 +29,34 @@ class Client:
     client_id: str
     callback_url: str
     signing_secret: str
+    previous_signing_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+
+    def secrets(self, now: datetime) -> list[str]:
+        """The secrets in force: the current one, and the previous one during its grace period."""
+        if (
+            self.previous_signing_secret
+            and self.previous_secret_expires_at
+            and now < self.previous_secret_expires_at
+        ):
+            return [self.signing_secret, self.previous_signing_secret]
+        return [self.signing_secret]
 
 
 def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_client(session: Session, client_id: str, callback_url: str) -> dict[str, str]:
+def add_client(
+    session: Session, client_id: str, callback_url: str, *, allow_private: bool = False
+) -> dict[str, str]:
     """Register a client; returns its credentials (the API token is shown only this once)."""
     if not re.fullmatch(CLIENT_ID, client_id):
         raise ClientError(f"client id must match {CLIENT_ID}")
-    parts = urlsplit(callback_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ClientError("callback URL must be an absolute http(s) URL")
+    try:
+        check_callback_url(callback_url, allow_private=allow_private)
+    except UnsafeURL as error:
+        raise ClientError(str(error)) from None
     if _exists(session, client_id):
         raise ClientError(f"client {client_id!r} already exists")
     credentials = {
@@ -83,11 +99,38 @@ def list_clients(session: Session) -> list[dict]:
 
 def find_client(session: Session, client_id: str) -> Client | None:
     row = session.execute(
-        select(clients.c.client_id, clients.c.callback_url, clients.c.signing_secret).where(
-            clients.c.client_id == client_id
-        )
+        select(
+            clients.c.client_id,
+            clients.c.callback_url,
+            clients.c.signing_secret,
+            clients.c.previous_signing_secret,
+            clients.c.previous_secret_expires_at,
+        ).where(clients.c.client_id == client_id)
     ).one_or_none()
     return Client(*row) if row else None
+
+
+def rotate_secret(session: Session, client_id: str, grace: timedelta) -> dict[str, str]:
+    """Give the client a new signing secret; the current one stays in force for grace."""
+    client = find_client(session, client_id)
+    if client is None:
+        raise ClientError(f"no client {client_id!r}")
+    new_secret = signatures.new_secret()
+    expires_at = utcnow() + grace
+    session.execute(
+        update(clients)
+        .where(clients.c.client_id == client_id)
+        .values(
+            signing_secret=new_secret,
+            previous_signing_secret=client.signing_secret,
+            previous_secret_expires_at=expires_at,
+        )
+    )
+    return {
+        "client_id": client_id,
+        "signing_secret": new_secret,
+        "previous_secret_expires_at": expires_at.isoformat(),
+    }
 
 
 def token_matches(session: Session, client_id: str, token: str) -> bool:

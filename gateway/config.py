@@ -23,6 +23,10 @@ class Settings:
     callback_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     retry_after_seconds: int = 5
     log_level: str = "INFO"
+    allow_private_callbacks: bool = False
+    secret_rotation_grace_seconds: int = 86400
+    callback_concurrency: int = 8
+    callback_concurrency_per_client: int = 2
 
     @property
     def embedded(self) -> bool:
@@ -45,6 +49,10 @@ class Settings:
             "callback_retry_schedule": ("TASKGATE_CALLBACK_RETRY_SCHEDULE", _seconds_list),
             "retry_after_seconds": ("TASKGATE_RETRY_AFTER_SECONDS", int),
             "log_level": ("TASKGATE_LOG_LEVEL", str.upper),
+            "allow_private_callbacks": ("TASKGATE_ALLOW_PRIVATE_CALLBACKS", _flag),
+            "secret_rotation_grace_seconds": ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", int),
+            "callback_concurrency": ("TASKGATE_CALLBACK_CONCURRENCY", _positive_int),
+            "callback_concurrency_per_client": ("TASKGATE_CALLBACK_CONCURRENCY_PER_CLIENT", _positive_int),
         }
         for field, (name, parse) in parsers.items():
             if env.get(name):
@@ -60,6 +68,21 @@ class Settings:
         if self.database_url.startswith(prefix) and len(self.database_url) > len(prefix):
             return Path(self.database_url[len(prefix) :])
         return None
+
+
+def _flag(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected a positive integer")
+    return value
 
 
 def _seconds_list(text: str) -> tuple[float, ...]:

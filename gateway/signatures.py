@@ -29,11 +29,13 @@ def sign(secret: str, webhook_id: str, timestamp: int | str, body: bytes) -> str
     return "v1," + base64.b64encode(digest).decode()
 
 
-def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def signed_headers(secrets_: str | list[str], webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """webhook-* headers signed with each secret (several during a secret rotation)."""
+    keys = [secrets_] if isinstance(secrets_, str) else secrets_
     return {
         "webhook-id": webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, webhook_id, timestamp, body),
+        "webhook-signature": " ".join(sign(secret, webhook_id, timestamp, body) for secret in keys),
     }
 
 

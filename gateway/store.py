@@ -8,11 +8,11 @@ import json
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.metrics import RESULTS_RECORDED
-from gateway.tables import deliveries, outbox, results, tasks
+from gateway.tables import deliveries, outbox, results, tasks, webhook_ids
 from messaging import vocabulary
 from messaging.db import insert_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
@@ -84,6 +84,27 @@ def accept_task(session: Session, client_id: str, task_uuid: uuid.UUID, task: di
     return Acceptance(task_uuid, created=True)
 
 
+def task_of_webhook_id(session: Session, client_id: str, webhook_id: str) -> uuid.UUID | None:
+    """The task a request with this webhook-id created or replayed, if one was seen recently."""
+    return session.scalar(
+        select(webhook_ids.c.task_uuid).where(
+            webhook_ids.c.client_id == client_id, webhook_ids.c.webhook_id == webhook_id
+        )
+    )
+
+
+def remember_webhook_id(session: Session, client_id: str, webhook_id: str, task_uuid: uuid.UUID) -> None:
+    insert_ignoring_duplicates(
+        session,
+        webhook_ids,
+        {"client_id": client_id, "webhook_id": webhook_id, "task_uuid": task_uuid, "received_at": utcnow()},
+    )
+
+
+def forget_webhook_ids(session: Session, older_than: datetime) -> int:
+    return session.execute(delete(webhook_ids).where(webhook_ids.c.received_at < older_than)).rowcount
+
+
 def record_result(session: Session, envelope: Envelope) -> list[Envelope]:
     """Handler for result messages: store the result, move the task's status, queue the callback."""
     result = envelope.payload
@@ -149,11 +170,13 @@ def record_status(session: Session, envelope: Envelope) -> list[Envelope]:
     return []
 
 
-def find_task(session: Session, client_id: str, task_id: str) -> dict | None:
-    """The task's representation per CONTRACT §4, or None."""
-    row = session.execute(
-        select(tasks).where(tasks.c.client_id == client_id, tasks.c.task_id == task_id)
-    ).one_or_none()
+def find_task(session: Session, client_id: str, task_id: str | None = None, *, task_uuid=None) -> dict | None:
+    """The task's representation per CONTRACT §4 (by task_id or task_uuid), or None."""
+    query = select(tasks).where(tasks.c.client_id == client_id)
+    query = (
+        query.where(tasks.c.task_uuid == task_uuid) if task_uuid else query.where(tasks.c.task_id == task_id)
+    )
+    row = session.execute(query).one_or_none()
     return _with_results(session, [row])[0] if row else None
 
 

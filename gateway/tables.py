@@ -9,6 +9,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -28,6 +29,9 @@ clients = Table(
     Column("client_id", String(63), primary_key=True),
     Column("callback_url", String(2048), nullable=False),
     Column("signing_secret", String(200), nullable=False),
+    # After a rotation the previous secret still verifies and co-signs until it expires.
+    Column("previous_signing_secret", String(200)),
+    Column("previous_secret_expires_at", UtcDateTime),
     Column("api_token_sha256", String(64), nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
 )
@@ -69,6 +73,8 @@ deliveries = Table(
     Column("client_id", String(63), ForeignKey("gateway_clients.client_id"), nullable=False),
     Column("status", String(16), nullable=False),  # pending | delivered | failed
     Column("attempts", Integer, nullable=False, default=0),
+    # Attempts made before the latest replay: the retry schedule starts over from there.
+    Column("replayed_after_attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("last_status_code", Integer),
     Column("last_error", Text),
     Column("next_attempt_at", UtcDateTime),
@@ -87,6 +93,17 @@ delivery_attempts = Table(
     Column("status_code", Integer),
     Column("error", Text),
     Column("response_body", Text),
+)
+
+# webhook-ids seen within the signature tolerance window: a replayed request is answered, not processed.
+webhook_ids = Table(
+    "gateway_webhook_ids",
+    metadata,
+    Column("client_id", String(63), nullable=False),
+    Column("webhook_id", String(255), nullable=False),
+    Column("task_uuid", Uuid, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False, index=True),
+    PrimaryKeyConstraint("client_id", "webhook_id"),
 )
 
 inbox = make_inbox_table(metadata, "gateway")

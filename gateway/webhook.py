@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+from datetime import UTC, datetime
 
 from flask import Blueprint, g, request, url_for
 from marshmallow import ValidationError
@@ -19,7 +20,7 @@ from gateway.problems import Problem
 from gateway.representations import task_representation
 from gateway.schemas import CLIENT_ID, has_unstorable_text, validate_task
 from gateway.state import current_state
-from gateway.store import TaskConflict, accept_task, find_task
+from gateway.store import TaskConflict, accept_task, find_task, remember_webhook_id, task_of_webhook_id
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -39,16 +40,25 @@ def submit_task(client_id: str):
     if client is None:
         raise Problem(401, "unknown client or invalid signature")
     g.known_client = client_id
+    now = time.time()
     try:
-        signatures.verify(
-            [client.signing_secret],
+        webhook_id = signatures.verify(
+            client.secrets(datetime.fromtimestamp(now, UTC)),
             request.headers,
             raw,
-            now=time.time(),
+            now=now,
             tolerance=state.settings.signature_tolerance_seconds,
         )
     except signatures.SignatureError as error:
         raise Problem(401, str(error)) from None
+    with Session(state.engine) as session:
+        replayed = task_of_webhook_id(session, client_id, webhook_id)
+        task = find_task(session, client_id, task_uuid=replayed) if replayed else None
+    if task is not None:  # the same request again: answered, not processed
+        log.info("webhook-id replayed", extra={"task_id": task["task_id"], "task_uuid": str(replayed)})
+        return task_representation(
+            task, url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
+        ), 200
 
     try:
         body = json.loads(raw)
@@ -71,6 +81,7 @@ def submit_task(client_id: str):
     try:
         with Session(state.engine) as session, session.begin():
             acceptance = accept_task(session, client_id, task_uuid, task)
+            remember_webhook_id(session, client_id, webhook_id, task_uuid)
             if acceptance.created:
                 state.outbox_wakeup.notify(session)
     except TaskConflict:

@@ -142,7 +142,9 @@ def clients_add(settings: Settings, client_id: str, callback_url: str) -> None:
     _require_schema(settings, engine)
     try:
         with Session(engine) as session, session.begin():
-            credentials = add_client(session, client_id, callback_url)
+            credentials = add_client(
+                session, client_id, callback_url, allow_private=settings.allow_private_callbacks
+            )
     except ClientError as error:
         raise click.ClickException(str(error)) from None
     click.echo(json.dumps(credentials))

@@ -96,6 +96,9 @@ class Runtime:
             callbacks_wakeup,
             timeout=self.settings.callback_timeout_seconds,
             schedule=self.settings.callback_retry_schedule,
+            allow_private=self.settings.allow_private_callbacks,
+            concurrency=self.settings.callback_concurrency,
+            per_client=self.settings.callback_concurrency_per_client,
         )
         self._spawn("gateway-callbacks", dispatcher.run)
 

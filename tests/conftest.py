@@ -48,4 +48,5 @@ def stack(request, tmp_path):
 
 
 def make_settings(database_url: str, broker_url: str = "memory://", **overrides) -> Settings:
+    overrides.setdefault("allow_private_callbacks", True)  # the tests' endpoints are local or stubbed
     return Settings.from_env({}, database_url=database_url, broker_url=broker_url, **overrides)

@@ -84,6 +84,7 @@ class Process:
 
 def environment(**variables: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TASKGATE_")}
+    env["TASKGATE_ALLOW_PRIVATE_CALLBACKS"] = "1"  # the receiver listens on 127.0.0.1
     env.update(variables)
     return env
 
