@@ -75,7 +75,14 @@ def build_spec() -> dict:
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for name, schema in schemas.PAYLOAD_SCHEMAS.items():
         spec.components.schema(_payload_name(name), schema=schema)
-    for schema in (schemas.TaskSubmission, schemas.Accepted, schemas.Task, schemas.TaskPage, schemas.Problem):
+    for schema in (
+        schemas.TaskSubmission,
+        schemas.Accepted,
+        schemas.Task,
+        schemas.TaskPage,
+        schemas.DeliveryDetail,
+        schemas.Problem,
+    ):
         spec.components.schema(schema.__name__, schema=schema)
     spec.path(path="/v1/clients/{client_id}/tasks", operations=_task_collection())
     spec.path(
@@ -86,6 +93,25 @@ def build_spec() -> dict:
                 "security": [{"bearer": []}],
                 "parameters": [CLIENT_ID, TASK_ID],
                 "responses": {"200": _json("The task", "Task"), **_problems(401, 404, 503)},
+            }
+        },
+    )
+    spec.path(
+        path="/v1/clients/{client_id}/deliveries/{result_id}",
+        operations={
+            "get": {
+                "summary": "Read one result's delivery with every attempt",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    CLIENT_ID,
+                    {
+                        "name": "result_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    },
+                ],
+                "responses": {"200": _json("The delivery", "DeliveryDetail"), **_problems(401, 404, 503)},
             }
         },
     )

@@ -137,6 +137,24 @@ class Delivery(Schema):
     next_attempt_at = fields.AwareDateTime(allow_none=True)
 
 
+class AttemptRecord(Schema):
+    attempted_at = fields.AwareDateTime()
+    duration_ms = fields.Integer()
+    status_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    response_body = fields.String(allow_none=True)
+
+
+class DeliveryDetail(Delivery):
+    task_id = fields.String()
+    task_uuid = fields.UUID()
+    context = fields.String()
+    outcome = fields.String()
+    last_error = fields.String(allow_none=True)
+    delivered_at = fields.AwareDateTime(allow_none=True)
+    attempt_log = fields.List(fields.Nested(AttemptRecord))
+
+
 class Task(Schema):
     task_id = fields.String()
     task_uuid = fields.UUID()

@@ -12,7 +12,9 @@ from datetime import datetime
 from flask import Blueprint, request, url_for
 from sqlalchemy.orm import Session
 
+from gateway import schemas
 from gateway.clients import token_matches
+from gateway.deliveries import find_delivery
 from gateway.problems import Problem
 from gateway.representations import task_representation
 from gateway.schemas import CLIENT_ID, TASK_ID
@@ -82,6 +84,19 @@ def get_tasks(client_id: str):
             "tasks.get_tasks", client_id=client_id, status=status, limit=limit, cursor=next_cursor
         )
     return page
+
+
+@bp.get("/v1/clients/<client_id>/deliveries/<result_id>")
+def get_delivery(client_id: str, result_id: str):
+    with Session(current_state().engine) as session:
+        _authorize(session, client_id)
+        try:
+            delivery = find_delivery(session, client_id, uuid.UUID(result_id))
+        except ValueError:
+            delivery = None
+    if delivery is None:
+        raise Problem(404, f"no delivery {result_id!r}")
+    return schemas.DeliveryDetail().dump(delivery)
 
 
 def _encode_cursor(key: tuple) -> str:

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, timedelta
 
 import click
 import requests
@@ -15,7 +16,8 @@ import uuid6
 from sqlalchemy.orm import Session
 
 from gateway import create_app, signatures
-from gateway.clients import ClientError, add_client, find_client, list_clients
+from gateway import deliveries as delivery_store
+from gateway.clients import ClientError, add_client, find_client, list_clients, rotate_secret
 from gateway.config import Settings
 from gateway.tables import outbox as gateway_outbox
 from messaging.db import make_engine
@@ -159,6 +161,70 @@ def clients_list(settings: Settings) -> None:
     with Session(engine) as session:
         for client in list_clients(session):
             click.echo(json.dumps(client))
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@click.pass_obj
+def clients_rotate_secret(settings: Settings, client_id: str) -> None:
+    """Give CLIENT_ID a new signing secret; the old one keeps working for the grace period."""
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    grace = timedelta(seconds=settings.secret_rotation_grace_seconds)
+    try:
+        with Session(engine) as session, session.begin():
+            rotated = rotate_secret(session, client_id, grace)
+    except ClientError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(rotated))
+
+
+@main.group()
+def deliveries() -> None:
+    """Result callbacks: list them, replay dead ones."""
+
+
+@deliveries.command("list")
+@click.option("--client", "client_id", help="Only this client's deliveries.")
+@click.option("--status", type=click.Choice(delivery_store.STATUSES))
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_obj
+def deliveries_list(settings: Settings, client_id: str | None, status: str | None, limit: int) -> None:
+    """Print deliveries, newest first, as JSON lines."""
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    with Session(engine) as session:
+        for delivery in delivery_store.list_deliveries(
+            session, client_id=client_id, status=status, limit=limit
+        ):
+            click.echo(json.dumps(delivery, default=str))
+
+
+@deliveries.command("retry")
+@click.option("--result-id", type=click.UUID, help="Replay this one delivery.")
+@click.option("--client", "client_id", help="Replay this client's failed deliveries (with --failed).")
+@click.option("--failed", is_flag=True, help="With --client: every failed delivery.")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+    help="With --client --failed: only deliveries created since this time (UTC unless given).",
+)
+@click.pass_obj
+def deliveries_retry(settings: Settings, result_id, client_id, failed: bool, since) -> None:
+    """Put dead deliveries back in line now, with a fresh schedule and the same webhook-id."""
+    if (result_id is None) == (client_id is None) or (client_id and not failed) or (since and not client_id):
+        raise click.UsageError("use --result-id ID, or --client C --failed [--since T]")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    with Session(engine) as session, session.begin():
+        replayed = delivery_store.replay(session, result_id=result_id, client_id=client_id, since=since)
+    if result_id is not None and not replayed:
+        raise click.ClickException(
+            f"no delivery {result_id} that could be replayed (unknown, or still pending)"
+        )
+    click.echo(json.dumps({"replayed": [str(result) for result in replayed]}))
 
 
 @main.group("contexts")
