@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 CLIENT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -26,9 +28,17 @@ class SurveyAssign(StrictSchema):
     due_date = fields.Date(load_default=None, allow_none=True)
 
 
+# Far enough for any calendar, and far from datetime's limits (weeks and months are computed around it).
+_plausible_time = validate.Range(
+    min=datetime(1970, 1, 1, tzinfo=UTC),
+    max=datetime(9000, 1, 1, tzinfo=UTC),
+    error="must be between {min} and {max}",
+)
+
+
 class AppointmentSchedule(StrictSchema):
     resource_id = fields.String(required=True, validate=_identifier)
-    starts_at = fields.AwareDateTime(required=True, format="iso")
+    starts_at = fields.AwareDateTime(required=True, format="iso", validate=_plausible_time)
     duration_minutes = fields.Integer(strict=True, required=True, validate=validate.Range(5, 480))
 
 
@@ -42,7 +52,7 @@ class MaintenanceSchedule(StrictSchema):
         validate=validate.Regexp(r"^[A-Za-z0-9]{17}$", error="must be 17 letters or digits"),
     )
     position = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    starts_at = fields.AwareDateTime(required=True, format="iso")
+    starts_at = fields.AwareDateTime(required=True, format="iso", validate=_plausible_time)
     duration_minutes = fields.Integer(strict=True, required=True, validate=validate.Range(5, 1440))
     appointment_task_id = fields.String(load_default=None, allow_none=True, validate=_task_id)
 

@@ -134,9 +134,10 @@ def record_result(session: Session, envelope: Envelope) -> list[Envelope]:
     RESULTS_RECORDED.labels(result["context"], result["status"]).inc()
     now = utcnow()
     if vocabulary.PRIMARY_CONTEXT.get(task.type) == result["context"]:
+        # The first result of the primary context decides; none may overturn a final status.
         session.execute(
             update(tasks)
-            .where(tasks.c.task_uuid == task.task_uuid)
+            .where(tasks.c.task_uuid == task.task_uuid, tasks.c.status.in_((ACCEPTED, vocabulary.WAITING)))
             .values(status=result["status"], updated_at=now)
         )
     session.execute(

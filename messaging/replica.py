@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import (
@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from uuid6 import uuid7
 
 from messaging import vocabulary
 from messaging.db import JsonDocument, UtcDateTime, is_postgresql, serialize_on, utcnow
@@ -121,8 +122,13 @@ class CustomerReplica:
 
     # -- customer events -----------------------------------------------------------------------
 
-    def event_handlers(self, task_handlers: Mapping[str, Handler]) -> dict[str, Handler]:
-        """Handlers for the customer events: apply to the replica, then resume parked tasks."""
+    def event_handlers(self) -> dict[str, Handler]:
+        """Handlers for the customer events: apply to the replica, then resume parked tasks.
+
+        A resumed task is sent again (a new message, caused by the event) rather than handled in the
+        event's transaction: each task then takes its own locks in its own transaction, so resuming
+        several cannot deadlock, and one that fails cannot take the event down with it.
+        """
 
         def when_customer_changed(session: Session, event: Envelope) -> list[Envelope]:
             customer_id = event.payload["customer_id"]
@@ -131,7 +137,7 @@ class CustomerReplica:
             resumed = []
             for task in self._unpark(session, event.client_id, customer_id):
                 log.info("resuming parked task", extra=task.log_fields)
-                resumed += task_handlers[task.type](session, task)
+                resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=event.message_id))
             return resumed
 
         return dict.fromkeys(vocabulary.CUSTOMER_EVENTS, when_customer_changed)
@@ -157,12 +163,15 @@ class CustomerReplica:
         session.execute(statement)
 
     def _unpark(self, session: Session, client_id: str, customer_id: str) -> list[Envelope]:
+        """Take the customer's parked tasks, oldest first: only those this transaction removed, so a
+        task the sweeper is failing at the same moment is not resumed too."""
         table = self.parked
-        where = (table.c.client_id == client_id, table.c.customer_id == customer_id)
-        rows = session.execute(select(table.c.envelope).where(*where).order_by(table.c.parked_at)).all()
-        if rows:
-            session.execute(delete(table).where(*where))
-        return [Envelope.from_body(row.envelope) for row in rows]
+        rows = session.execute(
+            delete(table)
+            .where(table.c.client_id == client_id, table.c.customer_id == customer_id)
+            .returning(table.c.envelope, table.c.parked_at)
+        ).all()
+        return [Envelope.from_body(row.envelope) for row in sorted(rows, key=lambda row: row.parked_at)]
 
     def clear(self, session: Session) -> int:
         """Forget every replicated customer (before rebuilding from the customers' current state)."""
@@ -183,7 +192,14 @@ class CustomerReplica:
             query = query.with_for_update(skip_locked=True)
         rows = session.execute(query).all()
         if rows:
-            session.execute(delete(table).where(table.c.message_id.in_([row.message_id for row in rows])))
+            # RETURNING: a row an event resumed meanwhile is not failed as well.
+            taken = session.execute(
+                delete(table)
+                .where(table.c.message_id.in_([row.message_id for row in rows]))
+                .returning(table.c.message_id)
+            ).scalars()
+            taken = set(taken)
+            rows = [row for row in rows if row.message_id in taken]
         failures = []
         for row in rows:
             task = Envelope.from_body(row.envelope)

@@ -170,4 +170,4 @@ def build_handlers(limits: model.Limits) -> dict:
         "appointment.schedule": replica.needs_customer(make_schedule(limits)),
         "appointment.cancel": cancel_appointment,
     }
-    return {**tasks, **replica.event_handlers(tasks)}
+    return {**tasks, **replica.event_handlers()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
+from uuid6 import uuid7
 
 from contexts.customers import model
 from contexts.customers.tables import customers
@@ -82,17 +83,19 @@ def _save(session: Session, task: Envelope, customer: model.Customer, *, is_new:
 
 
 def current_state(session: Session) -> list[Envelope]:
-    """Every customer's current state as a customer.snapshot event, tagged with the task that made it.
+    """Every customer's current state as a customer.snapshot event, tagged with the task that made
+    that version (or, for customers stored before taskgate recorded it, with one id for this rebuild).
 
     Other contexts rebuild their read models from these; applied by version, they change nothing
     where a copy is already current.
     """
+    rebuild = uuid7()
     rows = session.execute(select(customers).order_by(customers.c.client_id, customers.c.customer_id))
     return [
         Envelope(
             type=vocabulary.CUSTOMER_SNAPSHOT,
-            task_id=row.last_task_id,
-            task_uuid=row.last_task_uuid,
+            task_id=row.last_task_id or f"rebuild-{rebuild}",
+            task_uuid=row.last_task_uuid or rebuild,
             client_id=row.client_id,
             payload={
                 "customer_id": row.customer_id,

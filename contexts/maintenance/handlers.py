@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from contexts.maintenance import model
-from contexts.maintenance.tables import ACTIVE, CANCELED, jobs, positions, replica
+from contexts.maintenance.tables import ACTIVE, CANCELED, canceled_appointments, jobs, positions, replica
 from messaging import vocabulary
-from messaging.db import insert_ignoring_duplicates, is_postgresql, utcnow
+from messaging.db import insert_ignoring_duplicates, is_postgresql, serialize_on, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer
 
@@ -30,12 +30,16 @@ def lock_position(session: Session, client_id: str, position: str) -> None:
 
 
 def schedule_maintenance(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
-    """maintenance.schedule: book the position for the car unless it is taken."""
+    """maintenance.schedule: book the position for the car unless it is taken (or the linked
+    appointment is already canceled)."""
     existing = session.scalar(
         select(jobs.c.job_id).where(jobs.c.client_id == task.client_id, jobs.c.task_id == task.task_id)
     )
     if existing is not None:
         return [_scheduled(task, existing)]
+    appointment_task_id = task.payload.get("appointment_task_id")
+    if appointment_task_id and _appointment_canceled(session, task.client_id, appointment_task_id):
+        return [_rejected(task, model.APPOINTMENT_CANCELED)]
     requested = model.Booking.of(
         datetime.fromisoformat(task.payload["starts_at"]), task.payload["duration_minutes"]
     )
@@ -52,15 +56,7 @@ def schedule_maintenance(session: Session, task: Envelope, customer: Customer) -
     )
     reason = model.rejection(requested, [model.Booking(row.starts_at, row.ends_at) for row in rows])
     if reason is not None:
-        return [
-            vocabulary.result(
-                task,
-                context=CONTEXT,
-                outcome="maintenance.rejected",
-                status=vocabulary.REJECTED,
-                result={"reason": reason},
-            )
-        ]
+        return [_rejected(task, reason)]
     job_id = uuid7()
     session.execute(
         jobs.insert().values(
@@ -72,12 +68,25 @@ def schedule_maintenance(session: Session, task: Envelope, customer: Customer) -
             position=position,
             starts_at=requested.starts_at,
             ends_at=requested.ends_at,
-            appointment_task_id=task.payload.get("appointment_task_id"),
+            appointment_task_id=appointment_task_id,
             status=ACTIVE,
             created_at=utcnow(),
         )
     )
     return [_scheduled(task, job_id)]
+
+
+def _appointment_canceled(session: Session, client_id: str, appointment_task_id: str) -> bool:
+    """Whether the linked appointment is canceled; serialized with that cancel's cascade, so a job
+    is either refused here or canceled there, never missed."""
+    serialize_on(session, CONTEXT, "appointment", client_id, appointment_task_id)
+    canceled = session.scalar(
+        select(canceled_appointments.c.appointment_task_id).where(
+            canceled_appointments.c.client_id == client_id,
+            canceled_appointments.c.appointment_task_id == appointment_task_id,
+        )
+    )
+    return canceled is not None
 
 
 def _scheduled(task: Envelope, job_id) -> Envelope:
@@ -90,13 +99,35 @@ def _scheduled(task: Envelope, job_id) -> Envelope:
     )
 
 
+def _rejected(task: Envelope, reason: str) -> Envelope:
+    return vocabulary.result(
+        task,
+        context=CONTEXT,
+        outcome="maintenance.rejected",
+        status=vocabulary.REJECTED,
+        result={"reason": reason},
+    )
+
+
 def when_appointment_canceled(session: Session, event: Envelope) -> list[Envelope]:
     """Cancel the jobs linked to the canceled appointment; each result is tagged with the cancel task."""
+    appointment_task_id = event.payload["appointment_task_id"]
+    serialize_on(session, CONTEXT, "appointment", event.client_id, appointment_task_id)
+    insert_ignoring_duplicates(
+        session,
+        canceled_appointments,
+        {
+            "client_id": event.client_id,
+            "appointment_task_id": appointment_task_id,
+            "canceled_by_task_id": event.task_id,
+            "canceled_at": utcnow(),
+        },
+    )
     canceled = session.execute(
         update(jobs)
         .where(
             jobs.c.client_id == event.client_id,
-            jobs.c.appointment_task_id == event.payload["appointment_task_id"],
+            jobs.c.appointment_task_id == appointment_task_id,
             jobs.c.status == ACTIVE,
         )
         .values(status=CANCELED, canceled_by_task_id=event.task_id)
@@ -117,6 +148,6 @@ def when_appointment_canceled(session: Session, event: Envelope) -> list[Envelop
 TASK_HANDLERS = {"maintenance.schedule": replica.needs_customer(schedule_maintenance)}
 HANDLERS = {
     **TASK_HANDLERS,
-    **replica.event_handlers(TASK_HANDLERS),
+    **replica.event_handlers(),
     vocabulary.APPOINTMENT_CANCELED: when_appointment_canceled,
 }

@@ -47,6 +47,18 @@ positions = Table(
     PrimaryKeyConstraint("client_id", "position"),
 )
 
+# Appointments canceled so far (from appointment.canceled events): a job linked to one of them is
+# refused even if its task arrives, or waits for its customer, until after the cancel.
+canceled_appointments = Table(
+    "maintenance_canceled_appointments",
+    metadata,
+    Column("client_id", String(63), nullable=False),
+    Column("appointment_task_id", String(128), nullable=False),
+    Column("canceled_by_task_id", String(128), nullable=False),
+    Column("canceled_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("client_id", "appointment_task_id"),
+)
+
 replica = CustomerReplica(metadata, "maintenance")
 inbox = make_inbox_table(metadata, "maintenance")
 outbox = make_outbox_table(metadata, "maintenance")

@@ -53,4 +53,4 @@ def assign_survey(session: Session, task: Envelope, customer: Customer) -> list[
 
 
 TASK_HANDLERS = {"survey.assign": replica.needs_customer(assign_survey)}
-HANDLERS = {**TASK_HANDLERS, **replica.event_handlers(TASK_HANDLERS)}
+HANDLERS = {**TASK_HANDLERS, **replica.event_handlers()}

@@ -112,3 +112,24 @@ def test_maintenance_rejects_a_busy_position(client, known_customer):
     assert client.outcome("M-2") == ("maintenance.rejected", {"reason": "position_busy"})
     client.submit(maintenance_task("M-3", "2026-12-01T11:00:00Z", position="bay-2"))
     client.wait_for_status("M-3", "succeeded")
+
+
+def test_a_job_linked_to_an_already_canceled_appointment_is_refused(client, known_customer):
+    client.submit(schedule_task("A-1", "2026-12-01T09:00:00Z"))
+    client.wait_for_status("A-1", "succeeded")
+    client.submit(cancel_task("X-1", "A-1"))
+    client.wait_for_status("X-1", "succeeded")
+    client.submit(maintenance_task("M-1", "2026-12-01T10:00:00Z", appointment_task_id="A-1"))
+    client.wait_for_status("M-1", "rejected")
+    assert client.outcome("M-1") == ("maintenance.rejected", {"reason": "appointment_canceled"})
+
+
+def test_several_parked_tasks_of_one_customer_all_resume(client):
+    for task_id in ("S-1", "S-2"):
+        client.submit(survey_task(task_id, customer_id="C-8"))
+    client.submit(schedule_task("A-8", "2026-12-01T09:00:00Z", customer_id="C-8"))
+    for task_id in ("S-1", "S-2", "A-8"):
+        client.wait_for_status(task_id, "waiting")
+    client.submit(upsert_task("T-8", customer_id="C-8"))
+    for task_id in ("S-1", "S-2", "A-8"):
+        client.wait_for_status(task_id, "succeeded")

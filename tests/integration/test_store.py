@@ -9,9 +9,11 @@ from sqlalchemy.orm import Session
 
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import TaskConflict, accept_task, find_task
+from gateway.store import TaskConflict, accept_task, find_task, record_result
 from gateway.tables import outbox, tasks
+from messaging import vocabulary
 from messaging.db import make_engine
+from messaging.envelope import Envelope
 from tests.factories import register_client, upsert_task
 
 
@@ -85,3 +87,15 @@ def test_concurrent_duplicates_yield_one_task_and_one_message(engine):
         created = list(pool.map(submit, range(20)))
     assert created.count(True) == 1
     assert counts(engine) == (1, 1)
+
+
+def test_a_second_primary_result_does_not_overturn_the_status(engine):
+    acceptance = accept(engine, upsert_task())
+    cause = Envelope("customer.upsert", "T-1001", acceptance.task_uuid, "acme", {})
+    for status in ("failed", "succeeded"):
+        with Session(engine) as session, session.begin():
+            record_result(session, vocabulary.result(cause, context="customers", outcome="x", status=status))
+    with Session(engine) as session:
+        task = find_task(session, "acme", "T-1001")
+    assert task["status"] == "failed"
+    assert len(task["results"]) == 2

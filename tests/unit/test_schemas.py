@@ -82,3 +82,9 @@ def test_invalid_fields_are_named(body, field):
 
 def test_a_body_that_is_not_an_object():
     assert "_schema" in errors_of(["a", "list"])
+
+
+@pytest.mark.parametrize("type_", ["appointment.schedule", "maintenance.schedule"])
+def test_times_near_the_end_of_the_calendar_are_refused(type_):
+    body = task(type_, {**VALID[type_], "starts_at": "9999-12-31T23:00:00+00:00"})
+    assert "payload.starts_at" in errors_of(body)
