@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from gateway.callbacks import CallbackDispatcher
 from gateway.config import Settings
+from gateway.housekeeping import run_housekeeping
 from messaging import broker, topology
 from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
@@ -101,6 +102,8 @@ class Runtime:
             per_client=self.settings.callback_concurrency_per_client,
         )
         self._spawn("gateway-callbacks", dispatcher.run)
+        tolerance = self.settings.signature_tolerance_seconds
+        self._spawn("gateway-housekeeping", lambda stop: run_housekeeping(self.engine, tolerance, stop))
 
     def _connect(self):
         connection = broker.connect(self.settings.broker_url)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import requests
@@ -23,39 +20,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-class Receiver:
-    """The client's callback endpoint: records every POST and answers 204."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        received = self.requests
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append({"headers": dict(self.headers), "body": body})
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/callbacks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(request["body"]) for request in self.requests]
 
 
 class Process:

@@ -12,7 +12,8 @@ import pytest
 
 from tests import backends
 from tests.e2e import scenario
-from tests.e2e.helpers import BIN, Process, Receiver, environment, free_port, run, wait_until_healthy
+from tests.e2e.helpers import BIN, Process, environment, free_port, run, wait_until_healthy
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 

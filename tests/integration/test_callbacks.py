@@ -148,3 +148,19 @@ def test_retry_after_as_an_http_date():
     now = utcnow().replace(microsecond=0)
     header = (now + timedelta(seconds=90)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert retry_after_seconds(header, now) == pytest.approx(90, abs=1)
+
+
+def test_a_timeout_is_an_error_to_retry(engine, result_id, endpoint):
+    endpoint.post(URL, body=requests.ReadTimeout("read timed out"))
+    dispatcher(engine).deliver_due()
+    row = delivery(engine, result_id)
+    assert (row.status, row.last_status_code) == ("pending", None)
+    assert row.last_error.startswith("ReadTimeout")
+
+
+def test_a_redirect_is_not_followed_and_counts_as_a_failure(engine, result_id, endpoint):
+    endpoint.post(URL, status=302, headers={"Location": "http://elsewhere.test/"})
+    dispatcher(engine).deliver_due()  # responses would raise for an unregistered elsewhere.test
+    row = delivery(engine, result_id)
+    assert (row.status, row.last_status_code) == ("pending", 302)
+    assert len(endpoint.calls) == 1
