@@ -104,3 +104,20 @@ def every_task_type_and_the_cancel_cascade(base_url: str, credentials: dict, rec
     task = requests.get(f"{base_url}/v1/clients/{client_id}/tasks/X-1", headers=auth, timeout=10).json()
     assert task["status"] == "succeeded"
     assert sorted(result["context"] for result in task["results"]) == ["appointment", "maintenance"]
+
+
+def a_chunked_body_over_the_limit_is_refused(base_url: str) -> None:
+    """No Content-Length to check up front: the limit must hold while the body streams in."""
+
+    def chunks():
+        for _ in range(100):
+            yield b"x" * 1024  # 100 KiB in all, over the 64 KiB limit
+
+    response = requests.post(
+        f"{base_url}/v1/clients/acme/tasks",
+        data=chunks(),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 413, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"

@@ -35,6 +35,7 @@ def test_serve_on_embedded_defaults(tmp_path, receiver):
         wait_until_healthy(f"http://127.0.0.1:{port}", serve)
         scenario.upsert_comes_back_signed(f"http://127.0.0.1:{port}", credentials, receiver)
         scenario.every_task_type_and_the_cancel_cascade(f"http://127.0.0.1:{port}", credentials, receiver)
+        scenario.a_chunked_body_over_the_limit_is_refused(f"http://127.0.0.1:{port}")
     finally:
         code = serve.stop()
     assert code == 0, serve.output()
