@@ -110,6 +110,12 @@ class OutboxRelay:
 
     def run(self, stop: threading.Event) -> None:
         """Relay until stop is set; waits for a wake-up (or idle_interval) when the outbox is empty."""
+        try:
+            self._relay_until(stop)
+        finally:
+            self.wakeup.release()
+
+    def _relay_until(self, stop: threading.Event) -> None:
         if self.keep_published:
             self.republish_kept()
         backoff = 0.5

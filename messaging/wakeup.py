@@ -33,7 +33,11 @@ class Wakeup:
         return notified
 
     def close(self) -> None:
+        """Wake the waiter for good (it is shutting down)."""
         self._event.set()
+
+    def release(self) -> None:
+        """Called by the waiting thread when it stops waiting for good: frees what waiting holds."""
 
 
 class PostgresWakeup(Wakeup):
@@ -62,9 +66,10 @@ class PostgresWakeup(Wakeup):
             log.warning("LISTEN %s failed; polling until it works again", self.channel, exc_info=True)
             self._drop_listener()
             return super().wait(timeout)
-        if self._event.is_set():  # closed meanwhile; the waiting thread owns the listener
-            self._drop_listener()
         return notified
+
+    def release(self) -> None:
+        self._drop_listener()
 
     def _listen(self):
         """The driver (psycopg) connection listening on the channel."""
