@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 
 from messaging.db import JsonDocument, UtcDateTime
+from messaging.dead_letters import make_dead_letter_table
 from messaging.inbox import make_inbox_table
 from messaging.outbox import make_outbox_table
 
@@ -106,5 +107,6 @@ webhook_ids = Table(
     PrimaryKeyConstraint("client_id", "webhook_id"),
 )
 
+dead_letters = make_dead_letter_table(metadata, "gateway")
 inbox = make_inbox_table(metadata, "gateway")
 outbox = make_outbox_table(metadata, "gateway")

@@ -26,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from uuid6 import uuid7
 
 from messaging import topology, vocabulary
 from messaging.db import JsonDocument, UtcDateTime, is_postgresql, utcnow
@@ -79,6 +80,23 @@ def add_to_outbox(session: Session, table: Table, envelopes: list[Envelope]) -> 
             }
         )
     session.execute(insert(table), rows)
+
+
+def add_raw_to_outbox(
+    session: Session, table: Table, exchange: str, routing_key: str, envelope: Envelope
+) -> None:
+    """Stage envelope for one given exchange and routing key (replaying a dead letter), as a new
+    broker message: the outbox row gets a fresh id, the body keeps the envelope's message_id."""
+    session.execute(
+        insert(table).values(
+            message_id=uuid7(),
+            exchange=exchange,
+            routing_key=routing_key,
+            body=envelope.to_body(),
+            headers=envelope.headers,
+            created_at=utcnow(),
+        )
+    )
 
 
 class OutboxRelay:

@@ -17,11 +17,14 @@ from sqlalchemy.orm import Session
 
 from gateway import create_app, signatures
 from gateway import deliveries as delivery_store
+from gateway import tables as gateway_tables
 from gateway.clients import ClientError, add_client, find_client, list_clients, rotate_secret
 from gateway.config import Settings
 from gateway.tables import outbox as gateway_outbox
+from messaging import dead_letters
 from messaging.db import make_engine
 from messaging.outbox import wakeup_channel
+from messaging.wakeup import make_wakeup
 from taskgate import database, logs, operations
 from taskgate.registry import NAMES
 from taskgate.runtime import Runtime
@@ -42,8 +45,11 @@ def main(ctx: click.Context) -> None:
 
 
 def _engine(settings: Settings):
+    """The command's engine, disposed of (connections closed) when the command ends."""
     database.ensure_sqlite_directory(settings.database_url)
-    return make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)
+    click.get_current_context().call_on_close(engine.dispose)
+    return engine
 
 
 def _require_schema(settings: Settings, engine) -> None:
@@ -225,6 +231,53 @@ def deliveries_retry(settings: Settings, result_id, client_id, failed: bool, sin
             f"no delivery {result_id} that could be replayed (unknown, or still pending)"
         )
     click.echo(json.dumps({"replayed": [str(result) for result in replayed]}))
+
+
+@main.group("dead-letters")
+def dead_letters_group() -> None:
+    """Messages no worker could handle, with the reason: list them, replay them."""
+
+
+@dead_letters_group.command("list")
+@click.option("--all", "include_replayed", is_flag=True, help="Include those already replayed.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_obj
+def dead_letters_list(settings: Settings, include_replayed: bool, limit: int) -> None:
+    """Print dead letters, newest first, as JSON lines."""
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    with Session(engine) as session:
+        for row in dead_letters.list_dead_letters(
+            session, gateway_tables.dead_letters, include_replayed=include_replayed, limit=limit
+        ):
+            click.echo(json.dumps(row, default=str))
+
+
+@dead_letters_group.command("replay")
+@click.argument("ids", nargs=-1, type=click.UUID)
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter not replayed yet.")
+@click.pass_obj
+def dead_letters_replay(settings: Settings, ids: tuple, replay_all: bool) -> None:
+    """Publish dead letters (by id, or --all) again on their original exchange."""
+    if bool(ids) == replay_all:
+        raise click.UsageError("give dead letter ids, or --all")
+    engine = _engine(settings)
+    _require_schema(settings, engine)
+    table = gateway_tables.dead_letters
+    with Session(engine) as session:
+        chosen = ids or [row["id"] for row in dead_letters.list_dead_letters(session, table, limit=10_000)]
+    replayed, refused = [], {}
+    for dead_letter_id in chosen:
+        try:
+            with Session(engine) as session, session.begin():
+                dead_letters.replay(session, table, gateway_tables.outbox, dead_letter_id)
+                make_wakeup(engine, wakeup_channel(gateway_tables.outbox)).notify(session)
+            replayed.append(str(dead_letter_id))
+        except dead_letters.NotReplayable as error:
+            refused[str(dead_letter_id)] = str(error)
+    click.echo(json.dumps({"replayed": replayed, "refused": refused}))
+    if refused and not replayed:
+        sys.exit(1)
 
 
 @main.group("contexts")

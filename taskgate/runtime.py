@@ -9,12 +9,14 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from gateway import tables as gateway_tables
 from gateway.callbacks import CallbackDispatcher
 from gateway.config import Settings
 from gateway.housekeeping import run_housekeeping
 from messaging import broker, topology
 from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
+from messaging.dead_letters import DeadLetterKeeper
 from messaging.outbox import OutboxRelay, wakeup_channel
 from messaging.replica import ParkingSweeper
 from messaging.wakeup import Wakeup, make_wakeup
@@ -102,6 +104,8 @@ class Runtime:
             per_client=self.settings.callback_concurrency_per_client,
         )
         self._spawn("gateway-callbacks", dispatcher.run)
+        keeper = DeadLetterKeeper(self._connect(), self.engine, gateway_tables.dead_letters)
+        self._spawn("gateway-dead-letters", keeper.run_until)
         tolerance = self.settings.signature_tolerance_seconds
         self._spawn("gateway-housekeeping", lambda stop: run_housekeeping(self.engine, tolerance, stop))
 

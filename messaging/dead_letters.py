@@ -1,0 +1,150 @@
+"""Keeping dead letters where an operator can see and replay them: in the database.
+
+Whatever reaches `taskgate.dead-letters` (dead-lettered by a worker with its reason, by the broker
+after too many deliveries, or unroutable) is stored by a keeper and acked. Replaying one puts the
+original message back on its exchange through an outbox, so it is published like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+from kombu import Connection
+from kombu.mixins import ConsumerMixin
+from sqlalchemy import Column, Engine, MetaData, String, Table, Text, Uuid, select, update
+from sqlalchemy.orm import Session
+from uuid6 import uuid7
+
+from messaging import topology
+from messaging.db import JsonDocument, UtcDateTime, utcnow
+from messaging.envelope import Envelope, InvalidEnvelope
+from messaging.outbox import add_raw_to_outbox
+
+log = logging.getLogger(__name__)
+
+
+def make_dead_letter_table(metadata: MetaData, owner: str) -> Table:
+    return Table(
+        f"{owner}_dead_letters",
+        metadata,
+        Column("id", Uuid, primary_key=True),
+        Column("queue", String(255)),
+        Column("reason", Text, nullable=False),
+        Column("exchange", String(255)),
+        Column("routing_key", String(255)),
+        Column("message_id", String(64)),
+        Column("task_id", String(128)),
+        Column("headers", JsonDocument, nullable=False),
+        Column("body", Text, nullable=False),
+        Column("dead_lettered_at", UtcDateTime, nullable=False, index=True),
+        Column("replayed_at", UtcDateTime),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    queue: str | None
+    reason: str
+    exchange: str | None
+    routing_key: str | None
+
+
+def origin_of(headers: dict[str, Any], delivery_info: dict[str, Any]) -> Origin:
+    """Where a dead letter came from and why: our own headers, else RabbitMQ's x-death, else unroutable."""
+    if "x-taskgate-reason" in headers:
+        return Origin(
+            headers.get("x-taskgate-queue"),
+            headers["x-taskgate-reason"],
+            headers.get("x-taskgate-original-exchange"),
+            headers.get("x-taskgate-original-routing-key"),
+        )
+    deaths = headers.get("x-death") or []
+    if deaths:
+        death = deaths[0]
+        keys = death.get("routing-keys") or [None]
+        return Origin(death.get("queue"), f"broker: {death.get('reason')}", death.get("exchange"), keys[0])
+    return Origin(
+        None, "unroutable: no queue takes it", delivery_info.get("exchange"), delivery_info.get("routing_key")
+    )
+
+
+class DeadLetterKeeper(ConsumerMixin):
+    """Consumes taskgate.dead-letters into a table; acks only after the row is committed."""
+
+    def __init__(self, broker: Connection, engine: Engine, table: Table):
+        self.connection = broker
+        self.engine = engine
+        self.table = table
+
+    def get_consumers(self, Consumer, channel):
+        return [
+            Consumer(queues=[topology.dead_letters], on_message=self.keep, accept=["json"], prefetch_count=10)
+        ]
+
+    def run_until(self, stop: threading.Event) -> None:
+        threading.Thread(
+            target=lambda: (stop.wait(), setattr(self, "should_stop", True)), daemon=True
+        ).start()
+        self.run()
+
+    def keep(self, message) -> None:
+        headers = dict(message.headers or {})
+        origin = origin_of(headers, message.delivery_info or {})
+        body = (
+            message.body if isinstance(message.body, str) else message.body.decode("utf-8", errors="replace")
+        )
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                self.table.insert().values(
+                    id=uuid7(),
+                    queue=origin.queue,
+                    reason=origin.reason[:2000],
+                    exchange=origin.exchange,
+                    routing_key=origin.routing_key,
+                    message_id=(message.properties or {}).get("message_id"),
+                    task_id=headers.get("x-task-id"),
+                    headers=json.loads(json.dumps(headers, default=str)),
+                    body=body,
+                    dead_lettered_at=utcnow(),
+                )
+            )
+        message.ack()
+        log.warning("dead letter kept: %s", origin.reason, extra={"task_id": headers.get("x-task-id", "")})
+
+
+def list_dead_letters(
+    session: Session, table: Table, *, include_replayed: bool = False, limit: int = 100
+) -> list[dict]:
+    query = select(table).order_by(table.c.dead_lettered_at.desc()).limit(limit)
+    if not include_replayed:
+        query = query.where(table.c.replayed_at.is_(None))
+    return [dict(row._mapping) for row in session.execute(query)]
+
+
+class NotReplayable(ValueError):
+    """The dead letter cannot be published again as it is (message safe to show)."""
+
+
+def replay(session: Session, table: Table, outbox: Table, dead_letter_id: uuid.UUID) -> None:
+    """Stage the dead letter's original message for publication on its original exchange."""
+    row = session.execute(select(table).where(table.c.id == dead_letter_id).with_for_update()).one_or_none()
+    if row is None:
+        raise NotReplayable(f"no dead letter {dead_letter_id}")
+    if row.replayed_at is not None:
+        raise NotReplayable(f"dead letter {dead_letter_id} was already replayed")
+    if row.exchange not in topology.EXCHANGES or not row.routing_key:
+        raise NotReplayable(f"dead letter {dead_letter_id} has no known exchange to go back to")
+    try:
+        envelope = Envelope.from_body(json.loads(row.body))
+    except (ValueError, InvalidEnvelope) as error:
+        raise NotReplayable(
+            f"dead letter {dead_letter_id} is not a message taskgate can read: {error}"
+        ) from None
+    # The body (and so the message id consumers deduplicate on) stays; the broker message is new.
+    add_raw_to_outbox(session, outbox, row.exchange, row.routing_key, envelope)
+    session.execute(update(table).where(table.c.id == dead_letter_id).values(replayed_at=utcnow()))
