@@ -1,0 +1,273 @@
+"""Nothing lost, nothing doubled: taskgate on PostgreSQL + RabbitMQ while its processes are killed,
+the broker restarts, the database goes away, or the gateway dies between accept and publish.
+
+Each scenario ends with the same invariant check over the database and the callback receiver and
+prints one summary line. Select them with `-m faults`.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import shutil
+import subprocess
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from contexts.survey.tables import invitations
+from messaging.db import make_engine
+from tests import backends
+from tests.e2e.helpers import environment
+from tests.factories import (
+    cancel_task,
+    maintenance_task,
+    register_client,
+    schedule_task,
+    survey_task,
+    upsert_task,
+    wait_for,
+)
+from tests.faults.system import Client, System, outcomes, received_result_ids, wait_until_settled
+from tests.receiver import Receiver
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+CUSTOMERS = 30
+DAY = datetime(2026, 12, 1, 8, tzinfo=UTC)
+
+
+def first_wave() -> list[dict]:
+    """210 mixed tasks in a shuffled order (so that many wait for their customer first)."""
+    wave = []
+    for c in range(CUSTOMERS):
+        customer = f"C-{c}"
+        wave.append(upsert_task(f"U-{c}", customer_id=customer, email=f"c{c}@example.com"))
+        wave += [survey_task(f"S-{c}-{k}", customer_id=customer) for k in range(2)]
+        # each appointment on its own resource and time: none may ever be rejected
+        wave += [
+            schedule_task(
+                f"A-{c}-{k}",
+                (DAY + timedelta(hours=k)).isoformat(),
+                customer_id=customer,
+                resource_id=f"R-{c}-{k}",
+            )
+            for k in range(3)
+        ]
+        wave.append(
+            maintenance_task(
+                f"M-{c}",
+                (DAY + timedelta(days=1)).isoformat(),
+                position=f"bay-{c}",
+                customer_id=customer,
+                appointment_task_id=f"A-{c}-0",
+            )
+        )
+    random.Random(11).shuffle(wave)
+    return wave
+
+
+def second_wave() -> list[dict]:
+    """Cancels of half the first appointments: each cascades to its maintenance job."""
+    return [cancel_task(f"X-{c}", f"A-{c}-0", customer_id=f"C-{c}") for c in range(0, CUSTOMERS, 2)]
+
+
+EXPECTED = {
+    "U": [("customers", "customer.registered")],
+    "S": [("survey", "survey.assigned")],
+    "A": [("appointment", "appointment.scheduled")],
+    "M": [("maintenance", "maintenance.scheduled")],
+    "X": [("appointment", "appointment.canceled"), ("maintenance", "maintenance.canceled")],
+}
+
+
+@pytest.fixture
+def deployment(tmp_path, postgres_database):
+    broker_url = backends.require(backends.RABBITMQ_URL, "TASKGATE_TEST_RABBITMQ_URL")
+    postgres_database.empty()
+    backends.empty_broker(broker_url)
+    url = make_url(postgres_database.url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy, Receiver() as receiver:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        env = environment(
+            TASKGATE_DATABASE_URL=proxied,
+            TASKGATE_BROKER_URL=broker_url,
+            TASKGATE_CALLBACK_TIMEOUT_SECONDS="2",
+            TASKGATE_CALLBACK_RETRY_SCHEDULE="0,0.5,1,1,2,2,3,5,5,10,10,20,30",
+            TASKGATE_LOG_LEVEL="WARNING",
+        )
+        engine = make_engine(postgres_database.url)
+        credentials = register_client(engine, callback_url=receiver.url)
+        system = System(env, tmp_path)
+        try:
+            yield system, engine, receiver, proxy, Client(system.base_url, credentials)
+        finally:
+            codes = system.stop()
+            engine.dispose()
+        assert all(code in (0, -9) for code in codes), system.logs()
+
+
+def send_all(client: Client, wave: list[dict]) -> None:
+    for task in wave:
+        client.send(task)
+
+
+def check_invariants(engine, receiver, sent: list[dict], scenario: str, **counts) -> None:
+    """Every task has exactly its expected results, stored once; every result reached the receiver."""
+    found = outcomes(engine)
+    lost, doubled = [], []
+    for task in sent:
+        expected = collections.Counter(EXPECTED[task["task_id"].split("-")[0]])
+        actual = collections.Counter(found.get(task["task_id"], []))
+        if actual - expected or any(actual[key] > 1 for key in actual):
+            doubled.append((task["task_id"], dict(actual)))
+        if expected - actual:
+            lost.append((task["task_id"], dict(actual)))
+    with Session(engine) as session:
+        invitation_count = session.scalar(select(func.count()).select_from(invitations))
+    surveys = sum(task["type"] == "survey.assign" for task in sent)
+    delivered = received_result_ids(receiver)
+    stored_results = sum(len(results) for results in found.values())
+    result_ids = set(delivered)
+    undelivered = stored_results - len(result_ids)
+    repeats = len(delivered) - len(result_ids)
+    extras = " ".join(f"{key}={value}" for key, value in counts.items())
+    print(
+        f"\n{scenario}: {len(sent)} tasks, {extras}, lost={len(lost)}, duplicated={len(doubled)}, "
+        f"results={stored_results}, callbacks={len(delivered)} (repeated webhook-ids: {repeats}), "
+        f"undelivered={undelivered}"
+    )
+    assert lost == [] and doubled == []
+    assert invitation_count == surveys
+    assert undelivered == 0
+
+
+def run_waves(system: System, engine, client: Client) -> list[dict]:
+    first, second = first_wave(), second_wave()
+    send_all(client, first)
+    wait_until_settled(engine, [task["task_id"] for task in first])
+    send_all(client, second)
+    sent = first + second
+    wait_until_settled(engine, [task["task_id"] for task in sent])
+    return sent
+
+
+def test_worker_processes_killed_at_random(deployment):
+    system, engine, receiver, _, client = deployment
+    system.start_http()
+    system.start_all(per_context=2)
+    rng = random.Random(5)
+    chaos = threading.Event()
+
+    def kill_now_and_then():
+        while not chaos.wait(rng.uniform(0.3, 0.9)):
+            system.kill_random(rng)
+
+    killer = threading.Thread(target=kill_now_and_then, daemon=True)
+    killer.start()
+    first, second = first_wave(), second_wave()
+    send_all(client, first)
+    wait_for(lambda: system.kills >= 10, timeout=60, message="ten kills")
+    wait_until_settled(engine, [task["task_id"] for task in first])
+    send_all(client, second)
+    wait_for(lambda: system.kills >= 15, timeout=60, message="fifteen kills")
+    chaos.set()
+    killer.join(30)
+    sent = first + second
+    wait_until_settled(engine, [task["task_id"] for task in sent])
+    check_invariants(engine, receiver, sent, "worker kills", kills=system.kills, restarts=system.restarts)
+    assert system.kills >= 15
+    assert {context for context in system.workers} == {
+        "gateway",
+        "customers",
+        "survey",
+        "appointment",
+        "maintenance",
+    }
+
+
+def _rabbitmq(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+def _rabbitmq_running() -> bool:
+    return (
+        subprocess.run(
+            ["rabbitmq-diagnostics", "-q", "check_running"], capture_output=True, timeout=60
+        ).returncode
+        == 0
+    )
+
+
+def test_the_broker_restarts_mid_flow(deployment):
+    backends.require(shutil.which("rabbitmqctl"), "rabbitmqctl (to restart the local RabbitMQ)")
+    system, engine, receiver, _, client = deployment
+    system.start_http()
+    system.start_all()
+    first, second = first_wave(), second_wave()
+    half = len(first) // 2
+    send_all(client, first[:half])
+    try:
+        _rabbitmq("stop_app")
+        # the client keeps sending while the broker is away: it is told 503 and tries again
+        sender = threading.Thread(target=send_all, args=(client, first[half:]), daemon=True)
+        sender.start()
+        wait_for(lambda: client.statuses.count(503) >= 10, timeout=60, message="the webhook to answer 503")
+    finally:
+        _rabbitmq("start_app")
+        wait_for(_rabbitmq_running, timeout=120, interval=1, message="RabbitMQ back")
+    sender.join(180)
+    wait_until_settled(engine, [task["task_id"] for task in first])
+    send_all(client, second)
+    sent = first + second
+    wait_until_settled(engine, [task["task_id"] for task in sent])
+    check_invariants(
+        engine, receiver, sent, "broker restart", restarts=1, refused_503=client.statuses.count(503)
+    )
+
+
+def test_the_database_goes_away_for_a_while(deployment):
+    system, engine, receiver, proxy, client = deployment
+    system.start_http()
+    system.start_all()
+    first, second = first_wave(), second_wave()
+    half = len(first) // 2
+    send_all(client, first[:half])
+    proxy.cut()
+    try:
+        sender = threading.Thread(target=send_all, args=(client, first[half:]), daemon=True)
+        sender.start()
+        wait_for(lambda: client.statuses.count(503) >= 10, timeout=60, message="the webhook to answer 503")
+        # while it is away: readiness says so, and nothing answers 500
+        ready = requests.get(f"{system.base_url}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["checks"]["database"] == "down"
+    finally:
+        proxy.restore()
+    sender.join(180)
+    assert 500 not in client.statuses
+    wait_until_settled(engine, [task["task_id"] for task in first])
+    send_all(client, second)
+    sent = first + second
+    wait_until_settled(engine, [task["task_id"] for task in sent])
+    check_invariants(
+        engine, receiver, sent, "database outage", outages=1, refused_503=client.statuses.count(503)
+    )
+
+
+def test_the_gateway_dies_between_accept_and_publish(deployment):
+    system, engine, receiver, _, client = deployment
+    system.start_http()  # accepting, but no relay runs yet: tasks stay in the outbox
+    first = first_wave()
+    send_all(client, first)
+    system.http.process.kill()  # kill -9 the HTTP side too
+    system.http.stop()
+    system.http = None
+    system.start_all()
+    wait_until_settled(engine, [task["task_id"] for task in first])
+    check_invariants(engine, receiver, first, "crash before publish", kills=1)
