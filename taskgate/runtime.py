@@ -30,8 +30,20 @@ KEEP_PUBLISHED = timedelta(hours=1)
 
 
 def declare_topology(url: str) -> None:
-    """Declare every exchange and queue up front, so nothing is published before its queue exists."""
+    """Declare every exchange and queue up front, so nothing is published before its queue exists.
+
+    A process that starts while the broker is down waits for it rather than giving up.
+    """
     with broker.connect(url) as connection:
+        connection.ensure_connection(
+            errback=lambda error, interval: log.warning(
+                "broker unreachable (%s); retrying in %.0f s", error, interval
+            ),
+            max_retries=None,
+            interval_start=0.5,
+            interval_step=1,
+            interval_max=5,
+        )
         channel = connection.default_channel
         for exchange in topology.EXCHANGES.values():
             exchange(channel).declare()
