@@ -28,9 +28,12 @@ def is_reachable(url: str, timeout: float = 2.0) -> bool:
     """True if a connection to the broker can be opened now."""
     if url.startswith("memory://"):
         return True
-    with Connection(url, connect_timeout=timeout) as connection:
+    # Read and write timeouts too: a broker that is shutting down may accept the TCP connection and
+    # then never answer the handshake.
+    options = {"read_timeout": timeout, "write_timeout": timeout}
+    with Connection(url, connect_timeout=timeout, transport_options=options) as connection:
         try:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
+            connection.ensure_connection(max_retries=0, timeout=timeout)
         except Exception:
             return False
         return True

@@ -13,6 +13,7 @@ from datetime import UTC, timedelta
 import click
 import requests
 import uuid6
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway import create_app, signatures
@@ -22,7 +23,7 @@ from gateway.clients import ClientError, add_client, find_client, list_clients, 
 from gateway.config import Settings
 from gateway.tables import outbox as gateway_outbox
 from messaging import dead_letters
-from messaging.db import make_engine
+from messaging.db import is_unavailable, make_engine
 from messaging.outbox import wakeup_channel
 from messaging.wakeup import make_wakeup
 from taskgate import database, logs, operations
@@ -60,6 +61,22 @@ def _require_schema(settings: Settings, engine) -> None:
         raise click.ClickException("the database schema is not current: run `taskgate db upgrade` first")
 
 
+def _wait_for_schema(settings: Settings, engine) -> None:
+    """Like _require_schema, but a long-running process that starts while the database is away
+    waits for it (SIGTERM still ends the wait) rather than giving up."""
+    pause = 0.5
+    while True:
+        try:
+            _require_schema(settings, engine)
+            return
+        except SQLAlchemyError as error:
+            if not is_unavailable(error):
+                raise
+            log.warning("database unavailable (%s); retrying in %.1f s", type(error).__name__, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
 def _until_signalled(runtime: Runtime) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -78,7 +95,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     from waitress.server import create_server
 
     engine = _engine(settings)
-    _require_schema(settings, engine)
+    _wait_for_schema(settings, engine)
     runtime = Runtime(settings, engine)
     runtime.start(NAMES)
     app = create_app(settings, engine=engine, outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)))
@@ -112,7 +129,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     """Consumers (and outbox relays) of the given contexts, without HTTP."""
     engine = _engine(settings)
-    _require_schema(settings, engine)
+    _wait_for_schema(settings, engine)
     runtime = Runtime(settings, engine)
     runtime.start(dict.fromkeys(contexts))
     log.info("worker running: %s", ", ".join(contexts))

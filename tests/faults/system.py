@@ -114,7 +114,7 @@ class Client:
                 assert response.status_code == 503, (response.status_code, response.text)
                 assert response.headers["Content-Type"] == "application/problem+json"
                 assert response.headers["Retry-After"].isdigit()
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, reset or timed out: try again later
                 self.statuses.append(0)
             if time.monotonic() > end:
                 raise AssertionError(f"{task['task_id']} was never accepted")
