@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Engine, create_engine, event, exc, text
+from sqlalchemy import JSON, DateTime, Engine, create_engine, event, exc, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
 
@@ -124,3 +124,15 @@ def serialize_on(session, *key: str) -> None:
     session.execute(
         text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest, "big", signed=True)}
     )
+
+
+def lock_row(session, table, **key: str) -> None:
+    """Hold table's row for key (created if missing) until the transaction ends, so that every
+    other transaction locking the same row waits its turn. SQLite's single writer already does that."""
+    insert_ignoring_duplicates(session, table, key)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(*table.primary_key.columns)
+            .where(*(table.c[column] == value for column, value in key.items()))
+            .with_for_update()
+        )

@@ -11,22 +11,11 @@ from uuid6 import uuid7
 from contexts.appointment import model
 from contexts.appointment.tables import ACTIVE, CANCELED, appointments, replica, resources
 from messaging import vocabulary
-from messaging.db import insert_ignoring_duplicates, is_postgresql, utcnow
+from messaging.db import lock_row, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer
 
 CONTEXT = "appointment"
-
-
-def lock_resource(session: Session, client_id: str, resource_id: str) -> None:
-    """Take the resource's lock row: bookings of one resource are decided one at a time."""
-    insert_ignoring_duplicates(session, resources, {"client_id": client_id, "resource_id": resource_id})
-    if is_postgresql(session.get_bind()):
-        session.execute(
-            select(resources.c.resource_id)
-            .where(resources.c.client_id == client_id, resources.c.resource_id == resource_id)
-            .with_for_update()
-        )
 
 
 def _slots(session: Session, *conditions) -> list[model.Slot]:
@@ -49,7 +38,7 @@ def make_schedule(limits: model.Limits):
         )
         resource_id = task.payload["resource_id"]
         # The customer is already serialized by needs_customer; now the resource.
-        lock_resource(session, task.client_id, resource_id)
+        lock_row(session, resources, client_id=task.client_id, resource_id=resource_id)
         span = model.window(requested)
         resource_slots = _slots(
             session,

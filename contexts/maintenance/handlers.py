@@ -11,22 +11,11 @@ from uuid6 import uuid7
 from contexts.maintenance import model
 from contexts.maintenance.tables import ACTIVE, CANCELED, canceled_appointments, jobs, positions, replica
 from messaging import vocabulary
-from messaging.db import insert_ignoring_duplicates, is_postgresql, serialize_on, utcnow
+from messaging.db import insert_ignoring_duplicates, lock_row, serialize_on, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer
 
 CONTEXT = "maintenance"
-
-
-def lock_position(session: Session, client_id: str, position: str) -> None:
-    """Take the position's lock row: bookings of one position are decided one at a time."""
-    insert_ignoring_duplicates(session, positions, {"client_id": client_id, "position": position})
-    if is_postgresql(session.get_bind()):
-        session.execute(
-            select(positions.c.position)
-            .where(positions.c.client_id == client_id, positions.c.position == position)
-            .with_for_update()
-        )
 
 
 def schedule_maintenance(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
@@ -44,7 +33,7 @@ def schedule_maintenance(session: Session, task: Envelope, customer: Customer) -
         datetime.fromisoformat(task.payload["starts_at"]), task.payload["duration_minutes"]
     )
     position = task.payload["position"]
-    lock_position(session, task.client_id, position)
+    lock_row(session, positions, client_id=task.client_id, position=position)  # one booking of it at a time
     rows = session.execute(
         select(jobs.c.starts_at, jobs.c.ends_at).where(
             jobs.c.client_id == task.client_id,
