@@ -177,9 +177,15 @@ class Task(Schema):
     links = fields.Nested(Links)
 
 
+class PageLinks(Schema):
+    self = fields.String()
+    next = fields.String()
+
+
 class TaskPage(Schema):
     items = fields.List(fields.Nested(Task))
     next_cursor = fields.String(allow_none=True)
+    links = fields.Nested(PageLinks)
 
 
 class Problem(Schema):
