@@ -91,6 +91,9 @@ class CallbackDispatcher:
         self.per_client = per_client
         self.idle_interval = idle_interval
         self.rng = rng or random.Random()
+        # An attempt lasts at most about two timeouts (connect and headers, then one body read past
+        # its deadline); the lease outlasts that, so nobody else takes the delivery meanwhile.
+        self.lease_seconds = 3 * timeout + LEASE_MARGIN_SECONDS
         self._sessions = threading.local()
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
@@ -193,7 +196,7 @@ class CallbackDispatcher:
                 session.execute(
                     update(deliveries)
                     .where(deliveries.c.result_id == row.result_id)
-                    .values(next_attempt_at=now + timedelta(seconds=self.timeout + LEASE_MARGIN_SECONDS))
+                    .values(next_attempt_at=now + timedelta(seconds=self.lease_seconds))
                 )
         return row
 
@@ -231,19 +234,22 @@ class CallbackDispatcher:
             ) as response:
                 attempt.status_code = response.status_code
                 attempt.retry_after = response.headers.get("Retry-After")
-                # Read no more than we keep: a client cannot hold the dispatcher with a huge body.
-                attempt.response_body = response.raw.read(RESPONSE_BODY_LIMIT, decode_content=True).decode(
-                    "utf-8", errors="replace"
-                )
+                attempt.response_body = _read_some(response, deadline=started + self.timeout)
         except UnsafeURL as error:
             attempt.error = str(error)
         except requests.RequestException as error:
             attempt.error = _redact(f"{type(error).__name__}: {error}", row.callback_url)[:1000]
+        except Exception as error:  # whatever happened, the attempt is recorded and the schedule moves on
+            log.exception(
+                "callback attempt broke", extra={"task_id": row.task_id, "task_uuid": str(row.task_uuid)}
+            )
+            attempt.error = f"{type(error).__name__}: {error}"[:1000]
         attempt.duration_ms = int((time.monotonic() - started) * 1000)
         self._record(row, attempt)
 
     def _record(self, row, attempt: Attempt) -> None:
         attempts = row.attempts + 1
+        attempt.error = _storable(attempt.error) if attempt.error else None
         fields = {"task_id": row.task_id, "task_uuid": str(row.task_uuid), "result_id": str(row.result_id)}
         detail = {"status_code": attempt.status_code, "error": attempt.error}
         if attempt.delivered:
@@ -314,7 +320,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         seconds = float(value)
     else:
         try:
@@ -322,6 +328,22 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
         except (TypeError, ValueError, IndexError):
             return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _read_some(response: requests.Response, deadline: float) -> str:
+    """Up to RESPONSE_BODY_LIMIT bytes of the answer, read a byte at a time from the buffer so that
+    an endpoint trickling its body cannot hold the attempt past its deadline (plus one read)."""
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=1):
+        body += chunk
+        if len(body) >= RESPONSE_BODY_LIMIT or time.monotonic() > deadline:
+            break
+    return _storable(bytes(body).decode("utf-8", errors="replace"))
+
+
+def _storable(text: str) -> str:
+    """No database stores NUL in text."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _redact(text: str, url: str) -> str:

@@ -8,6 +8,7 @@ import hmac
 import secrets
 
 SECRET_PREFIX = "whsec_"
+MAX_WEBHOOK_ID = 255
 
 
 class SignatureError(Exception):
@@ -46,6 +47,8 @@ def verify(secrets_: list[str], headers, body: bytes, *, now: float, tolerance: 
     signatures = headers.get("webhook-signature")
     if not webhook_id or not timestamp or not signatures:
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if len(webhook_id) > MAX_WEBHOOK_ID:
+        raise SignatureError(f"webhook-id is longer than {MAX_WEBHOOK_ID} characters")
     try:
         sent_at = int(timestamp)
     except ValueError:

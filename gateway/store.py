@@ -223,6 +223,7 @@ def _with_results(session: Session, rows) -> list[dict]:
         {
             "task_id": row.task_id,
             "task_uuid": row.task_uuid,
+            "content_sha256": row.content_sha256,
             "type": row.type,
             "customer_id": row.customer_id,
             "status": row.status,

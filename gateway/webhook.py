@@ -20,7 +20,14 @@ from gateway.problems import Problem
 from gateway.representations import task_representation
 from gateway.schemas import CLIENT_ID, has_unstorable_text, validate_task
 from gateway.state import current_state
-from gateway.store import TaskConflict, accept_task, find_task, remember_webhook_id, task_of_webhook_id
+from gateway.store import (
+    TaskConflict,
+    accept_task,
+    content_digest,
+    find_task,
+    remember_webhook_id,
+    task_of_webhook_id,
+)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -51,15 +58,6 @@ def submit_task(client_id: str):
         )
     except signatures.SignatureError as error:
         raise Problem(401, str(error)) from None
-    with Session(state.engine) as session:
-        replayed = task_of_webhook_id(session, client_id, webhook_id)
-        task = find_task(session, client_id, task_uuid=replayed) if replayed else None
-    if task is not None:  # the same request again: answered, not processed
-        log.info("webhook-id replayed", extra={"task_id": task["task_id"], "task_uuid": str(replayed)})
-        return task_representation(
-            task, url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
-        ), 200
-
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
@@ -68,6 +66,16 @@ def submit_task(client_id: str):
         raise Problem(400, "malformed JSON: nested too deeply") from None
     if has_unstorable_text(body):
         raise Problem(400, "the body holds a NUL character or an unpaired surrogate")
+    with Session(state.engine) as session:
+        replayed = task_of_webhook_id(session, client_id, webhook_id)
+        task = find_task(session, client_id, task_uuid=replayed) if replayed else None
+    if task is not None:  # the same request again: answered, not processed
+        if task["content_sha256"] != content_digest(body):
+            raise Problem(409, "this webhook-id was already used for a request with other content")
+        log.info("webhook-id replayed", extra={"task_id": task["task_id"], "task_uuid": str(replayed)})
+        return task_representation(
+            task, url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
+        ), 200
     try:
         task = validate_task(body)
     except ValidationError as error:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from messaging import topology
-from messaging.db import JsonDocument, UtcDateTime, utcnow
+from messaging.db import JsonDocument, UtcDateTime, is_unavailable, utcnow
 from messaging.envelope import Envelope, InvalidEnvelope
 from messaging.outbox import add_raw_to_outbox
 
@@ -93,6 +94,24 @@ class DeadLetterKeeper(ConsumerMixin):
         self.run()
 
     def keep(self, message) -> None:
+        """Store the dead letter, then ack. While the database is away, hold it and retry; any other
+        failure leaves it unacked for redelivery rather than ending the keeper."""
+        pause = 0.5
+        while not self.should_stop:
+            try:
+                self._store(message)
+                message.ack()
+                return
+            except Exception as error:
+                if is_unavailable(error):
+                    log.warning("database unavailable; holding a dead letter")
+                else:
+                    log.exception("could not keep a dead letter; it stays queued")
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+        message.requeue()
+
+    def _store(self, message) -> None:
         headers = dict(message.headers or {})
         origin = origin_of(headers, message.delivery_info or {})
         body = (
@@ -102,19 +121,28 @@ class DeadLetterKeeper(ConsumerMixin):
             session.execute(
                 self.table.insert().values(
                     id=uuid7(),
-                    queue=origin.queue,
-                    reason=origin.reason[:2000],
-                    exchange=origin.exchange,
-                    routing_key=origin.routing_key,
-                    message_id=(message.properties or {}).get("message_id"),
-                    task_id=headers.get("x-task-id"),
-                    headers=json.loads(json.dumps(headers, default=str)),
-                    body=body,
+                    queue=_text(origin.queue, 255),
+                    reason=_text(origin.reason, 2000) or "unknown",
+                    exchange=_text(origin.exchange, 255),
+                    routing_key=_text(origin.routing_key, 255),
+                    message_id=_text((message.properties or {}).get("message_id"), 64),
+                    task_id=_text(headers.get("x-task-id"), 128),
+                    headers=json.loads(_text(json.dumps(headers, default=str), None)),
+                    body=_text(body, None),
                     dead_lettered_at=utcnow(),
                 )
             )
-        message.ack()
-        log.warning("dead letter kept: %s", origin.reason, extra={"task_id": headers.get("x-task-id", "")})
+        log.warning(
+            "dead letter kept: %s", origin.reason, extra={"task_id": str(headers.get("x-task-id", ""))}
+        )
+
+
+def _text(value, limit: int | None) -> str | None:
+    """value as text a database will store: no NUL characters, at most limit characters."""
+    if value is None:
+        return None
+    text = str(value).replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd")
+    return text if limit is None else text[:limit]
 
 
 def list_dead_letters(

@@ -47,7 +47,7 @@ class PostgresWakeup(Wakeup):
         super().__init__()
         self.engine = engine
         self.channel = channel
-        self._listener = None  # a pooled connection kept out of the pool while listening
+        self._listener = None  # the driver's (psycopg) connection while listening
 
     def notify(self, session: Session | None = None) -> None:
         if session is None:
@@ -74,16 +74,19 @@ class PostgresWakeup(Wakeup):
     def _listen(self):
         """The driver (psycopg) connection listening on the channel."""
         if self._listener is None:
-            self._listener = self.engine.raw_connection()
-            connection = self._listener.driver_connection
-            connection.autocommit = True
-            connection.execute(f'LISTEN "{self.channel}"')
-        return self._listener.driver_connection
+            # A connection of its own, outside the pool: it stays checked out as long as we listen.
+            args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+            self._listener = self.engine.dialect.connect(*args, **kwargs)
+            self._listener.autocommit = True
+            self._listener.execute(f'LISTEN "{self.channel}"')
+        return self._listener
 
     def _drop_listener(self) -> None:
         if self._listener is not None:
-            self._listener.invalidate()  # never give a LISTENing connection back to the pool
-            self._listener = None
+            try:
+                self._listener.close()
+            finally:
+                self._listener = None
 
 
 def make_wakeup(engine: Engine, channel: str) -> Wakeup:

@@ -164,3 +164,18 @@ def test_a_redirect_is_not_followed_and_counts_as_a_failure(engine, result_id, e
     row = delivery(engine, result_id)
     assert (row.status, row.last_status_code) == ("pending", 302)
     assert len(endpoint.calls) == 1
+
+
+def test_a_strange_retry_after_does_not_stop_the_attempt_being_recorded(engine, result_id, endpoint):
+    endpoint.post(URL, status=503, headers={"Retry-After": "²"})
+    dispatcher(engine).deliver_due()
+    row = delivery(engine, result_id)
+    assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 503)
+
+
+def test_a_response_body_with_nul_bytes_is_recorded(engine, result_id, endpoint):
+    endpoint.post(URL, status=500, body=b"binary\x00page")
+    dispatcher(engine).deliver_due()
+    [attempt] = attempts(engine, result_id)
+    assert attempt.status_code == 500 and attempt.response_body.startswith("binary")
+    assert delivery(engine, result_id).attempts == 1

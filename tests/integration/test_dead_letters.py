@@ -87,3 +87,20 @@ def test_a_dead_letter_is_replayed_once_its_cause_is_fixed(stack, gateway, clien
     assert kept(engine) == []  # no longer pending replay
     again = CliRunner().invoke(main, ["dead-letters", "replay", str(letter["id"])])
     assert again.exit_code != 0 and "already replayed" in again.output
+
+
+def test_a_dead_letter_no_database_would_store_as_is_is_kept_cleaned(stack, gateway):
+    engine = gateway.extensions["taskgate"].engine
+    with broker.connect(stack[1]) as connection:
+        Producer(connection.default_channel).publish(
+            b"garbage\x00body",
+            exchange=topology.dead_letter,
+            routing_key="taskgate.customers",
+            content_type="application/octet-stream",
+            message_id="x" * 200,  # AMQP allows 255; the column keeps 64
+            headers={"x-taskgate-reason": "bad\x00reason", "x-task-id": "T" * 500},
+        )
+    [letter] = wait_for(lambda: kept(engine), message="the dead letter to be kept")
+    assert letter["reason"] == "bad\ufffdreason"
+    assert len(letter["message_id"]) == 64 and len(letter["task_id"]) == 128
+    assert letter["body"] == "garbage\ufffdbody"

@@ -44,12 +44,19 @@ def test_a_replayed_webhook_id_is_answered_not_processed(app, engine):
     raw, headers = signed(secret, upsert_task("T-1"), webhook_id="msg_same")
     assert http.post(URL, data=raw, headers=headers).status_code == 202
     # the same request again, and even another (validly signed) body under the same webhook-id
-    assert http.post(URL, data=raw, headers=headers).status_code == 200
+    replay = http.post(URL, data=raw, headers=headers)
+    assert replay.status_code == 200 and replay.get_json()["task_id"] == "T-1"
+    # the same webhook-id for another (validly signed) request is a client error, not a silent drop
     raw2, headers2 = signed(secret, upsert_task("T-2"), webhook_id="msg_same")
-    replay = http.post(URL, data=raw2, headers=headers2)
-    assert replay.status_code == 200
-    assert replay.get_json()["task_id"] == "T-1"
+    assert http.post(URL, data=raw2, headers=headers2).status_code == 409
     assert count_tasks(engine) == 1
+
+
+def test_an_overlong_webhook_id_is_refused_not_a_500(app, engine):
+    secret = register_client(engine)["signing_secret"]
+    raw, headers = signed(secret, upsert_task("T-1"), webhook_id="m" * 300)
+    response = app.test_client().post(URL, data=raw, headers=headers)
+    assert response.status_code == 401 and "webhook-id" in response.get_json()["detail"]
 
 
 def test_after_a_rotation_both_secrets_verify_until_the_grace_period_ends(app, engine):
