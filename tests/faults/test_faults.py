@@ -205,56 +205,54 @@ def _rabbitmq_running() -> bool:
     )
 
 
-def test_the_broker_restarts_mid_flow(deployment):
-    backends.require(shutil.which("rabbitmqctl"), "rabbitmqctl (to restart the local RabbitMQ)")
-    system, engine, receiver, _, client = deployment
+def through_an_outage(deployment, begin, end, while_down=lambda system: None) -> list[dict]:
+    """Send half the first wave, begin() an outage, keep sending (the client is told 503 and tries
+    again), end() it, then send the rest; returns every task sent, all settled."""
+    system, engine, _, _, client = deployment
     system.start_http()
     system.start_all()
     first, second = first_wave(), second_wave()
     half = len(first) // 2
     send_all(client, first[:half])
-    try:
-        _rabbitmq("stop_app")
-        # the client keeps sending while the broker is away: it is told 503 and tries again
-        sender = threading.Thread(target=send_all, args=(client, first[half:]), daemon=True)
-        sender.start()
-        wait_for(lambda: client.statuses.count(503) >= 10, timeout=60, message="the webhook to answer 503")
-    finally:
-        _rabbitmq("start_app")
-        wait_for(_rabbitmq_running, timeout=120, interval=1, message="RabbitMQ back")
-    sender.join(180)
-    wait_until_settled(engine, [task["task_id"] for task in first])
-    send_all(client, second)
-    sent = first + second
-    wait_until_settled(engine, [task["task_id"] for task in sent])
-    check_invariants(
-        engine, receiver, sent, "broker restart", restarts=1, refused_503=client.statuses.count(503)
-    )
-
-
-def test_the_database_goes_away_for_a_while(deployment):
-    system, engine, receiver, proxy, client = deployment
-    system.start_http()
-    system.start_all()
-    first, second = first_wave(), second_wave()
-    half = len(first) // 2
-    send_all(client, first[:half])
-    proxy.cut()
+    begin()
     try:
         sender = threading.Thread(target=send_all, args=(client, first[half:]), daemon=True)
         sender.start()
         wait_for(lambda: client.statuses.count(503) >= 10, timeout=60, message="the webhook to answer 503")
-        # while it is away: readiness says so, and nothing answers 500
-        ready = requests.get(f"{system.base_url}/readyz", timeout=10)
-        assert ready.status_code == 503 and ready.json()["checks"]["database"] == "down"
+        while_down(system)
     finally:
-        proxy.restore()
+        end()
     sender.join(180)
     assert 500 not in client.statuses
     wait_until_settled(engine, [task["task_id"] for task in first])
     send_all(client, second)
     sent = first + second
     wait_until_settled(engine, [task["task_id"] for task in sent])
+    return sent
+
+
+def test_the_broker_restarts_mid_flow(deployment):
+    backends.require(shutil.which("rabbitmqctl"), "rabbitmqctl (to restart the local RabbitMQ)")
+    _, engine, receiver, _, client = deployment
+
+    def broker_back():
+        _rabbitmq("start_app")
+        wait_for(_rabbitmq_running, timeout=120, interval=1, message="RabbitMQ back")
+
+    sent = through_an_outage(deployment, lambda: _rabbitmq("stop_app"), broker_back)
+    check_invariants(
+        engine, receiver, sent, "broker restart", restarts=1, refused_503=client.statuses.count(503)
+    )
+
+
+def test_the_database_goes_away_for_a_while(deployment):
+    _, engine, receiver, proxy, client = deployment
+
+    def readiness_says_so(system):
+        ready = requests.get(f"{system.base_url}/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["checks"]["database"] == "down"
+
+    sent = through_an_outage(deployment, proxy.cut, proxy.restore, while_down=readiness_says_so)
     check_invariants(
         engine, receiver, sent, "database outage", outages=1, refused_503=client.statuses.count(503)
     )
