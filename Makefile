@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean bench
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,15 @@ run: $(BIN)/.installed
 ## test: lint, then the whole suite (PostgreSQL/RabbitMQ parts need TASKGATE_TEST_* set, see README)
 test: $(BIN)/.installed lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## bench: throughput and latency of both modes plus the bare stages (needs PostgreSQL, RabbitMQ and
+## rabbitmqctl, see README "Performance"); options via BENCH_ARGS, e.g. BENCH_ARGS="--quick"
+bench: $(BIN)/.bench-installed
+	$(BIN)/python -m bench --unpaced $(BENCH_ARGS)
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet --editable ".[test,bench]"
+	touch $@
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -9,7 +9,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from gateway.backpressure import Backpressure
 from gateway.config import Settings
+from gateway.overview import Sources
 from gateway.problems import Problem, problem_response
 from gateway.state import BrokerProbe, GatewayState
 from gateway.tables import outbox
@@ -25,23 +27,36 @@ def create_app(
     *,
     engine: Engine | None = None,
     outbox_wakeup: Wakeup | None = None,
+    overview_sources: Sources | None = None,
 ) -> Flask:
-    """The Flask app; settings from TASKGATE_* unless given. Builds no connection until a request."""
+    """The Flask app; settings from TASKGATE_* unless given. Builds no connection until a request.
+
+    overview_sources: the outboxes and heartbeat table that /metrics (and the console) report on;
+    by default the gateway's own outbox only.
+    """
     settings = config or Settings.from_env()
     engine = engine or make_engine(settings.database_url)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
+    overview_sources = overview_sources or Sources()
     app.extensions["taskgate"] = GatewayState(
         settings=settings,
         engine=engine,
         outbox_wakeup=outbox_wakeup or make_wakeup(engine, wakeup_channel(outbox)),
         broker_probe=BrokerProbe(settings.broker_url),
+        backpressure=Backpressure(
+            engine,
+            overview_sources.outboxes.values(),
+            max_outbox=settings.max_outbox_backlog,
+            max_undelivered=settings.max_undelivered_callbacks,
+        ),
+        overview_sources=overview_sources,
     )
 
-    from gateway import health, metrics, openapi, tasks, webhook
+    from gateway import console, health, metrics, openapi, tasks, webhook
 
-    for blueprint in (webhook.bp, tasks.bp, health.bp, metrics.bp, openapi.bp):
+    for blueprint in (webhook.bp, tasks.bp, health.bp, metrics.bp, openapi.bp, console.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app, settings)
     return app

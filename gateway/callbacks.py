@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, aliased
 
 from gateway import signatures
 from gateway.clients import Client
-from gateway.metrics import DELIVERY_ATTEMPTS
+from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
 from gateway.urls import UnsafeURL, check_callback_url
 from messaging.db import is_postgresql, utcnow
@@ -103,11 +103,7 @@ class CallbackDispatcher:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback") as pool:
             while not stop.is_set():
                 try:
-                    while sum(self._in_flight.values()) < self.concurrency:
-                        row = self._lease_next(exclude_clients=self._busy_clients())
-                        if row is None:
-                            break
-                        self._started(row.client_id)
+                    for row in self._lease_due(self.concurrency - self._in_flight_total()):
                         pool.submit(self._attempt_and_release, row)
                 except Exception:
                     log.exception("callback dispatch failed; retrying")
@@ -118,18 +114,14 @@ class CallbackDispatcher:
     def deliver_due(self, limit: int = 100) -> int:
         """Attempt due deliveries one after another in this thread (tests, tools); returns how many."""
         attempted = 0
-        while attempted < limit and (row := self._lease_next()) is not None:
-            self._attempt(row)
+        while attempted < limit and (leased := self._lease_due(1)):
+            self._attempt_and_release(leased[0])
             attempted += 1
         return attempted
 
-    def _busy_clients(self) -> list[str]:
+    def _in_flight_total(self) -> int:
         with self._lock:
-            return [client for client, count in self._in_flight.items() if count >= self.per_client]
-
-    def _started(self, client_id: str) -> None:
-        with self._lock:
-            self._in_flight[client_id] += 1
+            return sum(self._in_flight.values())
 
     def _attempt_and_release(self, row) -> None:
         try:
@@ -145,9 +137,15 @@ class CallbackDispatcher:
                     del self._in_flight[row.client_id]
             self.wakeup.notify()
 
-    def _lease_next(self, exclude_clients: list[str] = ()):
-        """The most overdue delivery whose task has no earlier pending result, leased for as long as
-        one attempt can take."""
+    def _lease_due(self, room: int) -> list:
+        """Up to room of the most overdue deliveries whose task has no earlier pending result, at
+        most per_client in flight per client, leased (in one transaction) for as long as one attempt
+        can take; each counts as in flight until _attempt_and_release."""
+        if room <= 0:
+            return []
+        with self._lock:
+            in_flight = Counter(self._in_flight)
+        busy = [client for client, count in in_flight.items() if count >= self.per_client]
         now = utcnow()
         earlier_result, earlier_delivery = aliased(results), aliased(deliveries)
         earlier_pending = exists().where(
@@ -173,6 +171,7 @@ class CallbackDispatcher:
                 results.c.result,
                 tasks.c.task_id,
                 tasks.c.task_uuid,
+                tasks.c.received_at,
                 clients.c.client_id,
                 clients.c.callback_url,
                 clients.c.signing_secret,
@@ -184,21 +183,28 @@ class CallbackDispatcher:
             .join(clients, clients.c.client_id == deliveries.c.client_id)
             .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now, ~earlier_pending)
             .order_by(deliveries.c.next_attempt_at)
-            .limit(1)
+            .limit(room * self.per_client)  # enough to fill the room even if some clients are full
         )
-        if exclude_clients:
-            query = query.where(deliveries.c.client_id.not_in(exclude_clients))
+        if busy:
+            query = query.where(deliveries.c.client_id.not_in(busy))
         if is_postgresql(self.engine):
             query = query.with_for_update(of=deliveries, skip_locked=True)
         with Session(self.engine) as session, session.begin():
-            row = session.execute(query).one_or_none()
-            if row is not None:
+            leased = []
+            for row in session.execute(query):
+                if len(leased) < room and in_flight[row.client_id] < self.per_client:
+                    in_flight[row.client_id] += 1
+                    leased.append(row)
+            if leased:
                 session.execute(
                     update(deliveries)
-                    .where(deliveries.c.result_id == row.result_id)
+                    .where(deliveries.c.result_id.in_([row.result_id for row in leased]))
                     .values(next_attempt_at=now + timedelta(seconds=self.lease_seconds))
                 )
-        return row
+        with self._lock:
+            for row in leased:
+                self._in_flight[row.client_id] += 1
+        return leased
 
     def _http(self) -> requests.Session:
         if not hasattr(self._sessions, "http"):
@@ -253,8 +259,12 @@ class CallbackDispatcher:
         fields = {"task_id": row.task_id, "task_uuid": str(row.task_uuid), "result_id": str(row.result_id)}
         detail = {"status_code": attempt.status_code, "error": attempt.error}
         if attempt.delivered:
-            values = {"status": "delivered", "delivered_at": utcnow(), "next_attempt_at": None}
+            delivered_at = utcnow()
+            values = {"status": "delivered", "delivered_at": delivered_at, "next_attempt_at": None}
             outcome = "delivered"
+            TASK_TO_CALLBACK_SECONDS.labels(row.context).observe(
+                max(0.0, (delivered_at - row.received_at).total_seconds())
+            )
             log.info("callback delivered", extra={**fields, **detail})
         else:
             round_attempts = attempts - row.replayed_after_attempts

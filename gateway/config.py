@@ -27,6 +27,10 @@ class Settings:
     secret_rotation_grace_seconds: int = 86400
     callback_concurrency: int = 8
     callback_concurrency_per_client: int = 2
+    heartbeat_seconds: float = 5.0
+    max_outbox_backlog: int = 20_000
+    max_undelivered_callbacks: int = 50_000
+    operator_token: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -53,6 +57,10 @@ class Settings:
             "secret_rotation_grace_seconds": ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", int),
             "callback_concurrency": ("TASKGATE_CALLBACK_CONCURRENCY", _positive_int),
             "callback_concurrency_per_client": ("TASKGATE_CALLBACK_CONCURRENCY_PER_CLIENT", _positive_int),
+            "heartbeat_seconds": ("TASKGATE_HEARTBEAT_SECONDS", _positive_float),
+            "max_outbox_backlog": ("TASKGATE_MAX_OUTBOX_BACKLOG", _non_negative_int),
+            "max_undelivered_callbacks": ("TASKGATE_MAX_UNDELIVERED_CALLBACKS", _non_negative_int),
+            "operator_token": ("TASKGATE_OPERATOR_TOKEN", str),
         }
         for field, (name, parse) in parsers.items():
             if env.get(name):
@@ -90,3 +98,17 @@ def _seconds_list(text: str) -> tuple[float, ...]:
     if not schedule or any(seconds < 0 for seconds in schedule):
         raise ValueError("expected comma-separated non-negative seconds")
     return schedule
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 (off) or more")
+    return value

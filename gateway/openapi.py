@@ -1,10 +1,12 @@
-"""GET /openapi.json: the HTTP contract as OpenAPI 3, generated from the marshmallow schemas."""
+"""GET /openapi.json: the HTTP contract as OpenAPI 3, generated from the marshmallow schemas;
+GET /docs: the same, readable, in Swagger UI (served from the swagger-ui-bundle package, no CDN)."""
 
 from __future__ import annotations
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint
+from flask import Blueprint, Response, abort, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
 
 from gateway import schemas
 
@@ -60,7 +62,7 @@ _PROBLEM_TEXT = {
     413: "Body over the limit",
     415: "Not JSON",
     422: "Invalid task or query; `errors` names the fields",
-    503: "Storage or broker unavailable; see Retry-After",
+    503: "Storage or broker unavailable, or (submissions) taskgate too far behind; see Retry-After",
 }
 
 
@@ -192,3 +194,52 @@ def _payload_name(task_type: str) -> str:
 @bp.get("/openapi.json")
 def openapi_json():
     return build_spec()
+
+
+DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <title>taskgate API</title>
+    <link rel="stylesheet" href="/docs/static/swagger-ui.css">
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="/docs/static/swagger-ui-bundle.js"></script>
+    <script src="/docs/init.js"></script>
+  </body>
+</html>
+"""
+
+DOCS_INIT = """window.onload = () => {
+  window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+};
+"""
+
+# Only what the page loads: nothing else of the bundle's directory is reachable.
+DOCS_ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js"})
+
+
+@bp.get("/docs")
+def docs():
+    return Response(DOCS_PAGE, mimetype="text/html", headers=_DOCS_HEADERS)
+
+
+@bp.get("/docs/init.js")
+def docs_init():
+    return Response(DOCS_INIT, mimetype="text/javascript", headers=_DOCS_HEADERS)
+
+
+@bp.get("/docs/static/<name>")
+def docs_asset(name: str):
+    if name not in DOCS_ASSETS:
+        abort(404)
+    response = send_from_directory(str(swagger_ui_path), name, max_age=86400)
+    response.headers.update(_DOCS_HEADERS)
+    return response
+
+
+_DOCS_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+}

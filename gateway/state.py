@@ -9,7 +9,9 @@ import time
 from flask import current_app
 from sqlalchemy import Engine
 
+from gateway.backpressure import Backpressure
 from gateway.config import Settings
+from gateway.overview import Sources
 from messaging import broker
 from messaging.wakeup import Wakeup
 
@@ -38,6 +40,8 @@ class GatewayState:
     engine: Engine
     outbox_wakeup: Wakeup
     broker_probe: BrokerProbe
+    backpressure: Backpressure
+    overview_sources: Sources = dataclasses.field(default_factory=Sources)
 
 
 def current_state() -> GatewayState:

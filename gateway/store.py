@@ -253,3 +253,8 @@ def _with_results(session: Session, rows) -> list[dict]:
         }
         for row in rows
     ]
+
+
+def tasks_with_results(session: Session, rows) -> list[dict]:
+    """Rows of the tasks table as find_task describes them (results and deliveries included)."""
+    return _with_results(session, rows)

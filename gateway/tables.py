@@ -53,6 +53,7 @@ tasks = Table(
     # The idempotency guarantee: one task per client and task-id, whatever the interleaving.
     UniqueConstraint("client_id", "task_id", name="uq_gateway_tasks_client_task"),
     Index("ix_gateway_tasks_client_received", "client_id", "received_at", "task_uuid"),
+    Index("ix_gateway_tasks_status", "status"),
 )
 
 results = Table(

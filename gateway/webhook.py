@@ -40,33 +40,13 @@ def submit_task(client_id: str):
         raise Problem(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
 
-    client = None
-    if re.fullmatch(CLIENT_ID, client_id):
-        with Session(state.engine) as session:
-            client = find_client(session, client_id)
-    if client is None:
-        raise Problem(401, "unknown client or invalid signature")
-    g.known_client = client_id
-    now = time.time()
-    try:
-        webhook_id = signatures.verify(
-            client.secrets(datetime.fromtimestamp(now, UTC)),
-            request.headers,
-            raw,
-            now=now,
-            tolerance=state.settings.signature_tolerance_seconds,
-        )
-    except signatures.SignatureError as error:
-        raise Problem(401, str(error)) from None
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise Problem(400, f"malformed JSON: {error}") from None
-    except RecursionError:
-        raise Problem(400, "malformed JSON: nested too deeply") from None
-    if has_unstorable_text(body):
-        raise Problem(400, "the body holds a NUL character or an unpaired surrogate")
+    # One read transaction for who is asking and whether this exact request was seen before.
     with Session(state.engine) as session:
+        client = find_client(session, client_id) if re.fullmatch(CLIENT_ID, client_id) else None
+        if client is None:
+            raise Problem(401, "unknown client or invalid signature")
+        g.known_client = client_id
+        webhook_id, body = _verified_body(client, raw, state.settings.signature_tolerance_seconds)
         replayed = task_of_webhook_id(session, client_id, webhook_id)
         task = find_task(session, client_id, task_uuid=replayed) if replayed else None
     if task is not None:  # the same request again: answered, not processed
@@ -86,6 +66,8 @@ def submit_task(client_id: str):
     fields = {"task_id": task["task_id"], "task_uuid": str(task_uuid), "client_id": client_id}
     if not state.broker_probe.is_up():
         raise Problem(503, "the broker is unavailable", headers=_retry_after(state))
+    if reason := state.backpressure.reason_to_refuse():
+        raise Problem(503, reason, headers=_retry_after(state))
     try:
         with Session(state.engine) as session, session.begin():
             acceptance = accept_task(session, client_id, task_uuid, task)
@@ -109,6 +91,30 @@ def submit_task(client_id: str):
         "links": {"self": self_url},
     }
     return body, 202, {"Location": self_url}
+
+
+def _verified_body(client, raw: bytes, tolerance: int) -> tuple[str, object]:
+    """The request's webhook-id and parsed JSON body, once its signature checks out."""
+    now = time.time()
+    try:
+        webhook_id = signatures.verify(
+            client.secrets(datetime.fromtimestamp(now, UTC)),
+            request.headers,
+            raw,
+            now=now,
+            tolerance=tolerance,
+        )
+    except signatures.SignatureError as error:
+        raise Problem(401, str(error)) from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise Problem(400, f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise Problem(400, "malformed JSON: nested too deeply") from None
+    if has_unstorable_text(body):
+        raise Problem(400, "the body holds a NUL character or an unpaired surrogate")
+    return webhook_id, body
 
 
 def _retry_after(state) -> dict[str, str]:

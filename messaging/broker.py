@@ -2,21 +2,95 @@
 
 from __future__ import annotations
 
+import time
+
 from kombu import Connection
 
 from messaging import inproc
 
 
-def connect(url: str, *, heartbeat: int = 0) -> Connection:
-    """A new (lazy) connection; publisher confirms on for RabbitMQ."""
+def connect(url: str, *, heartbeat: int = 0, confirm_each: bool = True) -> Connection:
+    """A new (lazy) connection. On RabbitMQ each publish waits for its publisher confirm, unless
+    confirm_each is False: then the caller confirms batches itself (see BatchConfirms)."""
     if url.startswith("memory://"):
         return Connection(transport=inproc.Transport)
     return Connection(
         url,
         heartbeat=heartbeat,
         connect_timeout=5,
-        transport_options={"confirm_publish": True},
+        transport_options={"confirm_publish": confirm_each},
     )
+
+
+class BrokerRefused(Exception):
+    """The broker nacked a message, or did not confirm it in time: the batch must be published again."""
+
+
+class BatchConfirms:
+    """Publisher confirms per batch rather than per message: publish a batch, then wait once.
+
+    RabbitMQ numbers the messages published on a confirm-mode channel 1, 2, … and acks them, one at
+    a time or many at once (`multiple`). The in-process broker is synchronous, and a connection made
+    with confirm_each has each publish confirmed already: neither needs any of this.
+    """
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self._enabled = False
+        self._channel = None
+        self._published = 0
+        self._unconfirmed: set[int] = set()
+        self._refused = False
+
+    def channel(self):
+        """The connection's channel, in confirm mode (again, after a reconnection)."""
+        channel = self.connection.default_channel
+        if channel is not self._channel:
+            self._channel, self._published, self._unconfirmed, self._refused = channel, 0, set(), False
+            confirmed_each = self.connection.transport_options.get("confirm_publish")
+            self._enabled = hasattr(channel, "confirm_select") and not confirmed_each
+            if self._enabled:
+                channel.confirm_select()
+                channel.events["basic_ack"].add(self._on_ack)
+                channel.events["basic_nack"].add(self._on_nack)
+        return channel
+
+    def published(self) -> None:
+        """Count one message published on channel()."""
+        if self._enabled:
+            self._published += 1
+            self._unconfirmed.add(self._published)
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Return once the broker has confirmed every message published; raise BrokerRefused if it
+        refused one or did not confirm them all within timeout."""
+        deadline = time.monotonic() + timeout
+        while self._unconfirmed and not self._refused:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                self.connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                break
+        if self._refused or self._unconfirmed:
+            missing = len(self._unconfirmed)
+            self._unconfirmed.clear()
+            self._refused = False
+            raise BrokerRefused(f"{missing} message(s) not confirmed by the broker")
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._refused = True
+        self._settle(tag, multiple)
+
+    def _settle(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._unconfirmed = {t for t in self._unconfirmed if t > tag}
+        else:
+            self._unconfirmed.discard(tag)
 
 
 def is_volatile(url: str) -> bool:

@@ -1,8 +1,13 @@
-"""A reconnecting consumer that handles each message in one database transaction.
+"""A reconnecting consumer that handles messages in database transactions.
 
 For every message: record it in the inbox, run its handler, stage the handler's messages in the
 outbox, commit, and only then ack. A redelivered message finds its inbox row and is acked without
 a second effect. A message that cannot be handled is dead-lettered with the reason, never dropped.
+
+Messages that have already arrived together (up to batch_size; the prefetch lets the broker send
+ahead) are handled in one transaction and acked after its commit: one commit for many messages.
+If anything in a batch fails, the batch is rolled back and its messages are handled one by one,
+each in its own transaction, with the retries and dead-lettering of a single message.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class MessageWorker(ConsumerMixin):
         outbox: Table,
         after_commit: Callable[[], None] = lambda: None,
         outbox_wakeup: Wakeup | None = None,
-        prefetch_count: int = 10,
+        prefetch_count: int = 100,
+        batch_size: int = 50,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
     ):
         self.connection = broker
@@ -61,7 +67,10 @@ class MessageWorker(ConsumerMixin):
         self.after_commit = after_commit
         self.outbox_wakeup = outbox_wakeup
         self.prefetch_count = prefetch_count
+        self.batch_size = batch_size
         self.retry_delays = retry_delays
+        self._batch: list[tuple[Envelope, Handler, object]] = []
+        self._consuming = None
 
     def get_consumers(self, Consumer, channel):
         return [
@@ -86,25 +95,88 @@ class MessageWorker(ConsumerMixin):
         stop.wait()
         self.should_stop = True
 
+    def on_consume_ready(self, connection, channel, consumers, **kwargs) -> None:
+        self._consuming = connection
+
+    def on_consume_end(self, connection, channel) -> None:
+        # Whatever was taken but not handled is redelivered by the broker; it was not acked.
+        self._batch.clear()
+
+    def on_iteration(self) -> None:
+        """Before waiting for the next message: take what has already arrived, then handle it all."""
+        if not self._batch:
+            return
+        while len(self._batch) < self.batch_size:
+            try:
+                self._consuming.drain_events(timeout=0)
+            except TimeoutError:
+                break
+        self.flush()
+
     def on_message(self, body, message) -> None:
         try:
-            self._process(body, message)
+            taken = self._take(body, message)
         except Exception as error:  # never let one message kill the consumer
-            if message.acknowledged:
-                raise
-            log.exception("unexpected failure processing a message")
+            log.exception("unexpected failure taking a message")
             self.dead_letter(message, f"unexpected failure: {type(error).__name__}: {error}")
+            return
+        if taken is not None:
+            self._batch.append(taken)
 
-    def _process(self, body, message) -> None:
+    def _take(self, body, message) -> tuple[Envelope, Handler, object] | None:
+        """The message's envelope and handler; a message that has neither is dead-lettered."""
         try:
             envelope = Envelope.from_body(body)
         except InvalidEnvelope as error:
             self.dead_letter(message, f"invalid envelope: {error}")
-            return
+            return None
         handler = self.handlers.get(envelope.type)
         if handler is None:
             self.dead_letter(message, f"no handler for message type {envelope.type!r}", envelope)
-            return
+            return None
+        return envelope, handler, message
+
+    def flush(self) -> None:
+        """Handle the messages taken so far: together if they can be, else one by one."""
+        batch, self._batch = self._batch, []
+        if len(batch) > 1:
+            try:
+                self._handle_together(batch)
+            except Exception as error:
+                log.info(
+                    "a batch of %d failed (%s); handling them one by one", len(batch), type(error).__name__
+                )
+            else:
+                for _, _, message in batch:
+                    message.ack()
+                self.after_commit()
+                return
+        for envelope, handler, message in batch:
+            try:
+                self._process(envelope, handler, message)
+            except Exception as error:  # never let one message kill the consumer
+                if message.acknowledged:
+                    raise
+                log.exception("unexpected failure processing a message")
+                self.dead_letter(message, f"unexpected failure: {type(error).__name__}: {error}")
+
+    def _handle_together(self, batch) -> None:
+        handled = []
+        with Session(self.engine) as session, session.begin():
+            caused = []
+            for envelope, handler, _ in batch:
+                if first_delivery(session, self.inbox, envelope.message_id, envelope.type):
+                    caused += handler(session, envelope)
+                    handled.append(envelope)
+                else:
+                    log.info("duplicate message ignored", extra=envelope.log_fields)
+            add_to_outbox(session, self.outbox, caused)
+            if caused and self.outbox_wakeup is not None:
+                self.outbox_wakeup.notify(session)
+        for envelope in handled:
+            log.info("handled %s", envelope.type, extra=envelope.log_fields)
+
+    def _process(self, envelope: Envelope, handler: Handler, message) -> None:
         try:
             outcome = self._handle_with_retries(handler, envelope)
         except PermanentError as error:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import sqlite3
+import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event, exc, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
+
+SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for the write lock
 
 JsonDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -38,7 +43,8 @@ def utcnow() -> datetime:
 def make_engine(url: str, **options) -> Engine:
     """An engine for url; SQLite gets WAL, a busy timeout and one writer at a time."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **options)
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False}
+        engine = create_engine(url, connect_args=connect_args, **options)
         _serialize_sqlite_writers(engine)
         return engine
     options.setdefault("pool_pre_ping", True)
@@ -51,7 +57,11 @@ def make_engine(url: str, **options) -> Engine:
 def _serialize_sqlite_writers(engine: Engine) -> None:
     # pysqlite opens transactions lazily and as DEFERRED, so two writers can each hold a read lock
     # and deadlock on upgrade. Taking the write lock at BEGIN (IMMEDIATE) makes SQLite a single
-    # writer that others wait for (busy timeout), which is also what the calendar rules rely on.
+    # writer that others wait for, which is also what the calendar rules rely on. Within a process
+    # the writers queue on a lock of ours first: SQLite's own busy handler waits by sleeping and
+    # retrying (up to 100 ms a time), which starves threads when many take turns quickly.
+    writers = _writer_lock(str(engine.url))
+
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
@@ -63,17 +73,82 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        writers.acquire(connection.connection)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writers.release(connection.connection)
+            raise
+
+    dialect = engine.dialect
+    for name in ("do_commit", "do_rollback", "do_close"):
+        _release_after(dialect, name, writers)
+    for name in (
+        "checkin",
+        "invalidate",
+        "close",
+    ):  # in case a connection goes without ending its transaction
+        event.listen(engine, name, lambda dbapi_connection, *_: writers.release(dbapi_connection))
+
+
+def _release_after(dialect, name: str, writers: _WriterLock) -> None:
+    finish = getattr(dialect, name)
+
+    def finish_then_release(dbapi_connection):
+        try:
+            finish(dbapi_connection)
+        finally:
+            writers.release(dbapi_connection)
+
+    setattr(dialect, name, finish_then_release)
+
+
+class _WriterLock:
+    """The SQLite write lock of one database file, as handed over between this process's threads."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+
+    def acquire(self, connection) -> None:
+        if not self._lock.acquire(timeout=self.timeout):
+            raise sqlite3.OperationalError("database is locked")
+        self._holder = _identity(connection)
+
+    def release(self, connection) -> None:
+        if self._holder == _identity(connection):
+            self._holder = None
+            self._lock.release()
+
+
+def _identity(connection) -> int:
+    """The same for the DBAPI connection and the pool's proxy of it (dialects are handed either)."""
+    return id(getattr(connection, "dbapi_connection", connection))
+
+
+_writer_locks: dict[str, _WriterLock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+def _writer_lock(url: str) -> _WriterLock:
+    with _writer_locks_guard:
+        return _writer_locks.setdefault(url, _WriterLock(timeout=SQLITE_BUSY_TIMEOUT))
 
 
 def insert_ignoring_duplicates(connection_or_session, table, values: dict) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
-    dialect = connection_or_session.get_bind().dialect.name
+    statement = _insert_ignoring_duplicates(connection_or_session.get_bind().dialect.name, table)
+    return connection_or_session.execute(statement, values).first() is not None
+
+
+@functools.cache
+def _insert_ignoring_duplicates(dialect: str, table):
+    """Built once per table: only the parameters change from call to call."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # RETURNING, not rowcount: some drivers report -1 for INSERT ... ON CONFLICT.
     key = next(iter(table.primary_key.columns))
-    statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
-    return connection_or_session.execute(statement).first() is not None
+    return insert(table).on_conflict_do_nothing().returning(key)
 
 
 def is_postgresql(engine: Engine) -> bool:

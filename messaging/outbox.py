@@ -3,11 +3,12 @@ published afterwards by a relay, so a commit and its messages can never part."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from kombu import Connection, Producer
 from sqlalchemy import (
@@ -21,14 +22,17 @@ from sqlalchemy import (
     Table,
     Uuid,
     delete,
+    func,
     insert,
     select,
     update,
 )
+from sqlalchemy.engine import Connection as DatabaseConnection
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from messaging import topology, vocabulary
+from messaging.broker import BatchConfirms
 from messaging.db import JsonDocument, UtcDateTime, is_postgresql, utcnow
 from messaging.envelope import CONTENT_TYPE, Envelope
 from messaging.wakeup import Wakeup
@@ -60,6 +64,27 @@ def make_outbox_table(metadata: MetaData, owner: str) -> Table:
 def wakeup_channel(table: Table) -> str:
     """The name writers notify and the table's relay waits on."""
     return f"taskgate_{table.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Backlog:
+    """Messages of an outbox not yet published, and when the oldest of them was written."""
+
+    pending: int
+    oldest_created_at: datetime | None
+
+    def oldest_age_seconds(self, now: datetime) -> float:
+        return max(0.0, (now - self.oldest_created_at).total_seconds()) if self.oldest_created_at else 0.0
+
+
+def backlog(connection: DatabaseConnection, table: Table) -> Backlog:
+    """What table's relay has still to publish (uses the pending index)."""
+    pending = table.c.published_at.is_(None)
+    count = connection.execute(select(func.count()).select_from(table).where(pending)).scalar_one()
+    oldest = connection.execute(
+        select(table.c.created_at).where(pending).order_by(table.c.id).limit(1)
+    ).scalar_one_or_none()
+    return Backlog(count, oldest)
 
 
 def add_to_outbox(session: Session, table: Table, envelopes: list[Envelope]) -> None:
@@ -100,7 +125,10 @@ def add_raw_to_outbox(
 
 
 class OutboxRelay:
-    """Publishes an outbox's rows in order, with publisher confirms, then deletes them.
+    """Publishes an outbox's rows in order, with publisher confirms per batch, then deletes them.
+
+    Give it a connection made with `broker.connect(url, confirm_each=False)`: it confirms whole
+    batches itself rather than waiting for the broker after every message.
 
     With keep_published (for a broker that loses what it holds when the process dies, like the
     in-process one) rows are marked published and kept that long instead, and published again
@@ -125,6 +153,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle_interval = idle_interval
         self.keep_published = keep_published
+        self._confirms = BatchConfirms(broker)
 
     def run(self, stop: threading.Event) -> None:
         """Relay until stop is set; waits for a wake-up (or idle_interval) when the outbox is empty."""
@@ -147,6 +176,7 @@ class OutboxRelay:
                 backoff = 0.5
             except Exception:
                 log.exception("outbox relay failed; retrying", extra={"outbox": self.table.name})
+                self.broker.collect()  # start over on a fresh connection and channel
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
@@ -174,7 +204,10 @@ class OutboxRelay:
         return again
 
     def relay_batch(self) -> int:
-        """Publish up to batch_size pending messages; returns how many were published."""
+        """Publish up to batch_size pending messages, wait for the broker to confirm them all, then
+        delete (or mark) their rows; returns how many were published. If the broker does not
+        confirm, the transaction rolls back and the batch is published again (consumers' inboxes
+        make the repeats harmless)."""
         table = self.table
         query = (
             select(table).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(self.batch_size)
@@ -186,9 +219,11 @@ class OutboxRelay:
             rows = session.execute(query).all()
             if not rows:
                 return 0
-            producer = Producer(self.broker.default_channel)
+            producer = Producer(self._confirms.channel())
             for row in rows:
                 self._publish(producer, row)
+                self._confirms.published()
+            self._confirms.wait()
             relayed = table.c.id.in_([row.id for row in rows])
             if self.keep_published:
                 session.execute(update(table).where(relayed).values(published_at=utcnow()))
@@ -209,8 +244,6 @@ class OutboxRelay:
             message_id=str(row.message_id),
             correlation_id=body["task_uuid"],
             headers=dict(row.headers),
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         )
         log.debug(
             "published %s to %s",

@@ -1,4 +1,4 @@
-"""The `taskgate` command: serve, worker, clients, db, send."""
+"""The `taskgate` command: serve, worker, clients, db, send, demo."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import time
 from datetime import UTC, timedelta
 
 import click
-import requests
-import uuid6
+from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gateway import create_app, signatures
+from gateway import create_app
 from gateway import deliveries as delivery_store
 from gateway import tables as gateway_tables
 from gateway.clients import ClientError, add_client, find_client, list_clients, rotate_secret
@@ -27,8 +26,9 @@ from messaging.db import is_unavailable, make_engine
 from messaging.outbox import wakeup_channel
 from messaging.wakeup import make_wakeup
 from taskgate import database, logs, operations
-from taskgate.registry import NAMES
+from taskgate.registry import NAMES, overview_sources
 from taskgate.runtime import Runtime
+from taskgate.sender import post_task
 
 log = logging.getLogger("taskgate")
 
@@ -97,8 +97,13 @@ def serve(settings: Settings, host: str, port: int) -> None:
     engine = _engine(settings)
     _wait_for_schema(settings, engine)
     runtime = Runtime(settings, engine)
-    runtime.start(NAMES)
-    app = create_app(settings, engine=engine, outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)))
+    runtime.start(NAMES, role="serve")
+    app = create_app(
+        settings,
+        engine=engine,
+        outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)),
+        overview_sources=overview_sources(),
+    )
     server = create_server(app, host=host, port=port, threads=8, ident="taskgate")
     http = threading.Thread(target=server.run, name="http", daemon=True)
     http.start()
@@ -136,6 +141,22 @@ def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     _until_signalled(runtime)
     runtime.stop()
     log.info("worker stopped")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON document.")
+@click.pass_obj
+def status(settings: Settings, as_json: bool) -> None:
+    """Database, broker, worker processes (heartbeats) and backlogs; exits 1 unless all is well."""
+    from taskgate.status import read_status, render
+
+    current = read_status(settings, _engine(settings))
+    if as_json:
+        click.echo(json.dumps(current.to_json()))
+    else:
+        for line in render(current):
+            click.echo(line)
+    sys.exit(0 if current.healthy else 1)
 
 
 @main.group()
@@ -338,11 +359,7 @@ def send(settings: Settings, client_id: str, body, url: str, secret: str | None)
         if client is None:
             raise click.ClickException(f"no client {client_id!r}; pass --secret")
         secret = client.signing_secret
-    headers = signatures.signed_headers(secret, f"msg_{uuid6.uuid7().hex}", int(time.time()), raw)
-    headers["Content-Type"] = "application/json"
-    response = requests.post(
-        f"{url.rstrip('/')}/v1/clients/{client_id}/tasks", data=raw, headers=headers, timeout=30
-    )
+    response = post_task(url, client_id, secret, raw)
     click.echo(f"{response.status_code} {response.reason}")
     click.echo(response.text)
     sys.exit(0 if response.ok else 1)
@@ -355,7 +372,7 @@ def receive(port: int, secret: str | None) -> None:
     """Act as a client's callback endpoint on 127.0.0.1:PORT: print each result as it arrives."""
     from taskgate.receiver import make_server
 
-    server = make_server(port, secret, lambda line: click.echo(line))
+    server = make_server(port, secret, lambda callback: click.echo(callback.line()))
     click.echo(f"listening on http://127.0.0.1:{port}/callbacks", err=True)
     try:
         server.serve_forever()
@@ -363,3 +380,46 @@ def receive(port: int, secret: str | None) -> None:
         pass
     finally:
         server.server_close()
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="Where taskgate listens.")
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait per step.",
+)
+@click.pass_obj
+def demo(settings: Settings, url: str, timeout: float) -> None:
+    """A guided tour: play a client against the taskgate at URL (started here if none answers)."""
+    from taskgate import demo as tour
+
+    def register(client_id: str, callback_url: str) -> dict:
+        engine = _engine(settings)
+        _require_schema(settings, engine)
+        with Session(engine) as session, session.begin():
+            # The demo's own endpoint is on 127.0.0.1; the server decides whether it may call it.
+            return add_client(session, client_id, callback_url, allow_private=True)
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the tour's own lines are the output
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        code = tour.run(url, register, click.echo, timeout=timeout, database=_shown(settings.database_url))
+    except tour.DemoFailed as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.exit(code)
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def _shown(database_url: str) -> str:
+    return make_url(database_url).render_as_string(hide_password=True)

@@ -17,10 +17,11 @@ from messaging import broker, topology
 from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
+from messaging.heartbeat import Heartbeat
 from messaging.outbox import OutboxRelay, wakeup_channel
 from messaging.replica import ParkingSweeper
 from messaging.wakeup import Wakeup, make_wakeup
-from taskgate import registry
+from taskgate import registry, tables
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class Runtime:
             self._wakeups[name] = make_wakeup(self.engine, name)
         return self._wakeups[name]
 
-    def start(self, contexts: Iterable[str]) -> None:
+    def start(self, contexts: Iterable[str], role: str = "worker") -> None:
+        contexts = list(contexts)
         declare_topology(self.settings.broker_url)
         for name in contexts:
             spec = registry.spec(name, self.environ)
@@ -77,13 +79,28 @@ class Runtime:
                 self._start_gateway(spec)
             else:
                 self._start_context(spec)
+        heartbeat = Heartbeat(
+            self.engine,
+            tables.processes,
+            role=role,
+            contexts=contexts,
+            interval=self.settings.heartbeat_seconds,
+            threads_down=self.threads_down,
+        )
+        self._spawn("heartbeat", heartbeat.run)
+
+    def threads_down(self) -> list[str]:
+        """Loops that ended although the process was not asked to stop."""
+        if self.stopping.is_set():
+            return []
+        return [thread.name for thread in self._threads if not thread.is_alive()]
 
     def _start_context(self, spec: ContextSpec, after_commit: Callable[[], None] = lambda: None) -> None:
         outbox_wakeup = self.wakeup(wakeup_channel(spec.outbox))
         relay = OutboxRelay(
             self.engine,
             spec.outbox,
-            self._connect(),
+            self._connect(confirm_each=False),
             outbox_wakeup,
             keep_published=KEEP_PUBLISHED if broker.is_volatile(self.settings.broker_url) else None,
         )
@@ -121,8 +138,8 @@ class Runtime:
         tolerance = self.settings.signature_tolerance_seconds
         self._spawn("gateway-housekeeping", lambda stop: run_housekeeping(self.engine, tolerance, stop))
 
-    def _connect(self):
-        connection = broker.connect(self.settings.broker_url)
+    def _connect(self, *, confirm_each: bool = True):
+        connection = broker.connect(self.settings.broker_url, confirm_each=confirm_each)
         self._connections.append(connection)
         return connection
 

@@ -78,6 +78,22 @@ class System:
         self.restarts += 1
         return context
 
+    def terminate_and_restart(self, context: str) -> list[int]:
+        """SIGTERM every process of context (or "http"), wait for each to exit, start as many again;
+        returns the exit codes (0 = it stopped cleanly rather than being killed)."""
+        if context == "http":
+            code = self.http.stop()
+            self.start_http()
+            self.restarts += 1
+            return [code]
+        stopping = self.workers[context]
+        self.workers[context] = []
+        codes = [process.stop() for process in stopping]
+        for _ in stopping:
+            self.start(context)
+            self.restarts += 1
+        return codes
+
     def stop(self) -> list[int]:
         processes = [p for ps in self.workers.values() for p in ps] + ([self.http] if self.http else [])
         return [process.stop() for process in processes]

@@ -11,7 +11,7 @@ from gateway import create_app
 from gateway.tables import outbox as gateway_outbox
 from messaging.db import make_engine
 from messaging.outbox import wakeup_channel
-from taskgate.registry import NAMES
+from taskgate.registry import NAMES, overview_sources
 from taskgate.runtime import Runtime
 from tests.conftest import make_settings
 from tests.factories import register_client, signed, wait_for
@@ -38,7 +38,12 @@ def gateway(stack, callbacks, context_environ):
     engine = make_engine(database_url)
     runtime = Runtime(settings, engine, environ=context_environ)
     runtime.start(NAMES)
-    app = create_app(settings, engine=engine, outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)))
+    app = create_app(
+        settings,
+        engine=engine,
+        outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)),
+        overview_sources=overview_sources(),
+    )
     yield app
     runtime.stop()
     engine.dispose()

@@ -203,6 +203,49 @@ def test_a_message_without_a_handler_is_dead_lettered(engine, connection, broker
     assert "no handler" in dead.headers["x-taskgate-reason"]
 
 
+def test_waiting_messages_are_handled_in_batches_and_one_bad_message_spoils_none(
+    engine, connection, broker_url
+):
+    """Published before the worker starts, the messages arrive together; the bad one makes its
+    batch roll back, the others are then handled one by one, the bad one is dead-lettered."""
+    transactions, handled = [], []
+
+    def upsert_unless_poison(session, envelope):
+        if envelope.payload["name"] == "poison":
+            raise PermanentError("poison")
+        transactions.append(session.hash_key)  # unique per session
+        handled.append(envelope.task_id)
+        return []
+
+    tasks = [upsert(task_id=f"T-{n}", name="poison" if n == 30 else "Ada") for n in range(60)]
+    for task in tasks:
+        publish_raw(connection, task)
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": upsert_unless_poison}, batch_size=25):
+        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 59, message="59 messages handled")
+        dead = get_one(connection, topology.dead_letters)
+    assert "poison" in dead.headers["x-taskgate-reason"] and dead.headers["x-task-id"] == "T-30"
+    assert sorted(set(handled)) == sorted(t.task_id for t in tasks if t.task_id != "T-30")
+    assert len(set(transactions)) < 59  # some messages shared a transaction
+
+
+def test_the_relay_confirms_whole_batches_and_every_message_arrives_once(engine, connection, broker_url):
+    tasks = [upsert(task_id=f"T-{number}") for number in range(250)]
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, tasks)
+    relay = OutboxRelay(
+        engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False), Wakeup(), batch_size=100
+    )
+    assert [relay.relay_batch() for _ in range(4)] == [100, 100, 50, 0]
+    assert count(engine, CUSTOMERS.outbox) == 0
+    received = []
+    with connection.Consumer([CUSTOMERS.queue], on_message=received.append, accept=["json"]):
+        wait_for(lambda: _drain(connection) or len(received) >= len(tasks), message="every message")
+    for message in received:
+        message.ack()
+    assert [m.properties["message_id"] for m in received] == [str(t.message_id) for t in tasks]
+    relay.broker.release()
+
+
 def test_the_in_process_broker_gets_kept_messages_again_after_a_restart(engine):
     declare_topology("memory://")
     task = upsert()

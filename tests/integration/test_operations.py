@@ -70,3 +70,16 @@ def test_openapi_is_a_valid_document_covering_the_api(app):
     post = document["paths"]["/v1/clients/{client_id}/tasks"]["post"]
     assert {"webhook-id", "webhook-timestamp", "webhook-signature"} <= {p["name"] for p in post["parameters"]}
     assert {"202", "200", "400", "401", "409", "413", "415", "422", "503"} <= set(post["responses"])
+
+
+def test_docs_page_shows_the_openapi_document_in_swagger_ui(app):
+    client = app.test_client()
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert 'src="/docs/static/swagger-ui-bundle.js"' in html and 'src="/docs/init.js"' in html
+    assert '"/openapi.json"' in client.get("/docs/init.js").get_data(as_text=True)
+    with client.get("/docs/static/swagger-ui-bundle.js") as bundle:
+        assert bundle.status_code == 200 and b"SwaggerUIBundle" in bundle.get_data()
+    assert client.get("/docs/static/index.html").status_code == 404
+    assert client.get("/docs/static/..%2fsetup.cfg").status_code == 404

@@ -1,0 +1,86 @@
+"""taskgate as the benchmark runs it.
+
+- embedded: one `taskgate serve` process (waitress, 8 threads), SQLite in WAL mode, in-process broker.
+- split: PostgreSQL + RabbitMQ; gunicorn with gunicorn.conf.py (gthread, HTTP_WORKERS workers x 4
+  threads) and one `taskgate worker` process per entry of SPLIT_WORKERS.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.procs import BIN, Process, Processes, clean_environment, run_command, wait_until_healthy
+from bench.services import Services
+from bench.workload import Client
+
+MODES = ("embedded", "split")
+SPLIT_WORKERS = (("gateway",), ("customers",), ("survey",), ("appointment", "maintenance"))
+
+
+def layout(mode: str, http_workers: int) -> str:
+    if mode == "embedded":
+        return "1 x `taskgate serve` (HTTP on waitress + every worker; SQLite, in-process broker)"
+    workers = ", ".join("+".join(contexts) for contexts in SPLIT_WORKERS)
+    return (
+        f"gunicorn -c gunicorn.conf.py ({http_workers} gthread workers x 4 threads) + "
+        f"{len(SPLIT_WORKERS)} x `taskgate worker --context ...` ({workers}); PostgreSQL, RabbitMQ"
+    )
+
+
+def environment(mode: str, run_dir: Path, services: Services, *, http_workers: int, log_level: str) -> dict:
+    env = clean_environment(
+        TASKGATE_ALLOW_PRIVATE_CALLBACKS="1",  # the receiver listens on 127.0.0.1
+        TASKGATE_LOG_LEVEL=log_level,
+        TASKGATE_HTTP_WORKERS=str(http_workers),
+    )
+    if mode == "embedded":
+        env["TASKGATE_DATA_DIR"] = str(run_dir / "data")
+    else:
+        env["TASKGATE_DATABASE_URL"] = services.database_url
+        env["TASKGATE_BROKER_URL"] = services.broker_url
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "prometheus")  # as deployed: /metrics sums workers
+        (run_dir / "prometheus").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def prepare_storage(mode: str, env: dict, services: Services) -> None:
+    """Empty database and queues; `serve` migrates SQLite itself, PostgreSQL is migrated here."""
+    if mode == "split":
+        services.fresh_database()
+        services.fresh_vhost()
+        run_command([str(BIN / "taskgate"), "db", "upgrade"], env)
+
+
+def register_clients(env: dict, count: int, receiver_port: int) -> list[Client]:
+    clients = []
+    for number in range(count):
+        client_id = f"bench-{number}"
+        url = f"http://127.0.0.1:{receiver_port}/callbacks/{client_id}"
+        out = run_command([str(BIN / "taskgate"), "clients", "add", client_id, "--callback-url", url], env)
+        clients.append(Client(client_id, json.loads(out)["signing_secret"]))
+    return clients
+
+
+def start(mode: str, processes: Processes, port: int) -> list[Process]:
+    """Start taskgate's processes and wait until HTTP answers; the workers prove themselves in the
+    warm-up, whose tasks go all the way through."""
+    if mode == "embedded":
+        started = [processes.start("serve", [str(BIN / "taskgate"), "serve", "--port", str(port)])]
+    else:
+        gunicorn = [
+            str(BIN / "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "wsgi:app",
+        ]
+        started = [processes.start("gunicorn", gunicorn)]
+        for contexts in SPLIT_WORKERS:
+            args = [str(BIN / "taskgate"), "worker"] + [f"--context={name}" for name in contexts]
+            started.append(processes.start("worker-" + "+".join(contexts), args))
+    wait_until_healthy(port, started[0])
+    for process in started:
+        process.check_running()
+    return started

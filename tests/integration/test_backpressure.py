@@ -1,0 +1,103 @@
+"""Backpressure: over a backlog limit the webhook answers 503 with Retry-After, and takes tasks
+again by itself once the backlog has drained (below 80 % of the limit)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import responses
+from sqlalchemy.orm import Session
+
+from gateway import create_app
+from gateway.callbacks import CallbackDispatcher
+from gateway.identity import task_uuid
+from gateway.store import accept_task, record_result
+from gateway.tables import outbox
+from messaging import broker, vocabulary
+from messaging.db import make_engine
+from messaging.envelope import Envelope
+from messaging.outbox import OutboxRelay
+from messaging.wakeup import Wakeup
+from taskgate.runtime import declare_topology
+from tests.conftest import make_settings
+from tests.factories import register_client, signed, upsert_task
+
+
+def make_app(database_url, **limits):
+    app = create_app(make_settings(database_url, **limits))
+    app.extensions["taskgate"].backpressure.ttl = 0  # look at the backlog on every request
+    return app
+
+
+class Sender:
+    def __init__(self, app):
+        self.http = app.test_client()
+        self.secret = register_client(app.extensions["taskgate"].engine)["signing_secret"]
+        self.numbers = itertools.count()
+
+    def send(self):
+        number = next(self.numbers)
+        raw, headers = signed(self.secret, upsert_task(task_id=f"T-{number}"), webhook_id=f"msg_{number}")
+        return self.http.post("/v1/clients/acme/tasks", data=raw, headers=headers)
+
+
+@pytest.fixture
+def relay(database_url):
+    """The gateway's outbox relay, run by hand: each call publishes up to `batch` messages."""
+    declare_topology("memory://")
+    engine = make_engine(database_url)
+    with broker.connect("memory://") as connection:
+        yield OutboxRelay(engine, outbox, connection, Wakeup(), batch_size=1)
+    engine.dispose()
+
+
+def test_an_outbox_backlog_over_the_limit_refuses_tasks_until_it_drains(database_url, relay):
+    app = make_app(database_url, max_outbox_backlog=5)
+    sender = Sender(app)
+    assert [sender.send().status_code for _ in range(6)] == [202] * 6  # 6th: 5 waiting, not over 5
+
+    refused = sender.send()
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "5"
+    assert refused.mimetype == "application/problem+json"
+    assert "outbox backlog over 5" in refused.get_json()["detail"]
+
+    relay.relay_batch()  # 5 left: at the limit, but refusing goes on until below 80 % of it
+    relay.relay_batch()  # 4 left: 80 %
+    assert sender.send().status_code == 503
+    relay.relay_batch()  # 3 left
+    assert sender.send().status_code == 202
+    app.extensions["taskgate"].engine.dispose()
+
+
+def test_undelivered_callbacks_over_the_limit_refuse_tasks(database_url):
+    app = make_app(database_url, max_undelivered_callbacks=2, max_outbox_backlog=0)
+    engine = app.extensions["taskgate"].engine
+    sender = Sender(app)
+    for number in range(3):  # three results waiting for their callback
+        identity = task_uuid(app.extensions["taskgate"].settings.namespace, "acme", f"R-{number}")
+        cause = Envelope("customer.upsert", f"R-{number}", identity, "acme", {})
+        result = vocabulary.result(
+            cause, context="customers", outcome="customer.registered", status="succeeded"
+        )
+        with Session(engine) as session, session.begin():
+            accept_task(session, "acme", identity, upsert_task(task_id=f"R-{number}"))
+            record_result(session, result)
+    assert sender.send().status_code == 503
+
+    dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), allow_private=True)
+    with responses.RequestsMock() as endpoint:  # it refuses, and with one attempt each fails for good
+        endpoint.post("http://client.test/callbacks", status=500)
+        while dispatcher.deliver_due():
+            pass
+    assert sender.send().status_code == 202
+    engine.dispose()
+
+
+def test_limits_of_zero_turn_backpressure_off(database_url):
+    app = make_app(database_url, max_outbox_backlog=0, max_undelivered_callbacks=0)
+    sender = Sender(app)
+    assert {sender.send().status_code for _ in range(5)} == {202}
+    assert not app.extensions["taskgate"].backpressure.enabled
+    app.extensions["taskgate"].engine.dispose()

@@ -1,0 +1,169 @@
+"""What an operator sees: the metrics' latency histogram and gauges, heartbeats and `taskgate status`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert, update
+
+from contexts.survey import tables as survey_tables
+from gateway import create_app
+from gateway.tables import deliveries
+from messaging.db import make_engine, utcnow
+from messaging.heartbeat import Heartbeat, list_processes
+from taskgate import tables
+from taskgate.cli import main
+from taskgate.registry import overview_sources
+from tests.conftest import make_settings
+from tests.factories import survey_task, upsert_task, wait_for
+
+
+def scrape(app) -> dict[tuple[str, tuple], float]:
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_a_delivered_callback_is_measured_from_webhook_to_delivery(gateway, client, callbacks):
+    callbacks.post("http://client.test/callbacks", status=204)
+    before = value(scrape(gateway), "taskgate_task_to_callback_seconds_count", context="customers")
+    client.submit(upsert_task(task_id="T-metrics"))
+    client.wait_for_status("T-metrics", "succeeded")
+    wait_for(
+        lambda: (
+            value(scrape(gateway), "taskgate_task_to_callback_seconds_count", context="customers")
+            == before + 1
+        ),
+        message="the delivered callback to be observed",
+    )
+    samples = scrape(gateway)
+    assert value(samples, "taskgate_task_to_callback_seconds_sum", context="customers") > 0
+
+
+def test_gauges_report_backlogs_parked_tasks_failed_deliveries_and_processes(gateway, client, callbacks):
+    callbacks.post("http://client.test/callbacks", status=204)
+    client.submit(survey_task(task_id="S-parked", customer_id="C-unknown"))
+    client.wait_for_status("S-parked", "waiting")
+    client.submit(upsert_task(task_id="T-fails"))
+    client.wait_for_status("T-fails", "succeeded")
+    engine = gateway.extensions["taskgate"].engine
+    wait_for(
+        lambda: value(scrape(gateway), "taskgate_deliveries", status="pending") == 0, message="delivered"
+    )
+    with engine.begin() as connection:  # as if the retry schedule had run out
+        connection.execute(update(deliveries).values(status="failed"))
+
+    samples = scrape(gateway)
+    assert value(samples, "taskgate_overview_up") == 1
+    assert value(samples, "taskgate_tasks_waiting") == 1
+    assert value(samples, "taskgate_deliveries", status="failed") >= 1
+    assert value(samples, "taskgate_dead_letters") == 0
+    for outbox in ("gateway", "customers", "survey", "appointment", "maintenance"):
+        assert ("taskgate_outbox_pending_messages", (("outbox", outbox),)) in samples
+    assert value(samples, "taskgate_processes_alive") == 1
+
+
+def test_outbox_backlog_and_the_age_of_its_oldest_message(database_url):
+    """No relay runs here, so what is written stays pending."""
+    app = create_app(make_settings(database_url), overview_sources=overview_sources())
+    engine = app.extensions["taskgate"].engine
+    written_at = utcnow() - timedelta(seconds=30)
+    with engine.begin() as connection:
+        for number in range(3):
+            connection.execute(
+                insert(survey_tables.outbox).values(
+                    message_id=uuid.uuid4(),
+                    exchange="events",
+                    routing_key="survey.completed",
+                    body={},
+                    headers={},
+                    created_at=written_at + timedelta(seconds=number),
+                )
+            )
+    samples = scrape(app)
+    assert value(samples, "taskgate_outbox_pending_messages", outbox="survey") == 3
+    assert value(samples, "taskgate_outbox_pending_messages", outbox="gateway") == 0
+    assert 30 <= value(samples, "taskgate_outbox_oldest_pending_seconds", outbox="survey") < 60
+    assert value(samples, "taskgate_outbox_oldest_pending_seconds", outbox="gateway") == 0
+    engine.dispose()
+
+
+def test_a_process_that_stops_beating_is_reported_stale(database_url):
+    engine = make_engine(database_url)
+    heartbeat = Heartbeat(engine, tables.processes, role="worker", contexts=["survey"], interval=1)
+    heartbeat.beat()
+    with engine.connect() as connection:
+        (process,) = list_processes(connection, tables.processes)
+        assert process.alive and process.contexts == ("survey",)
+        later = utcnow() + timedelta(seconds=10)
+        (process,) = list_processes(connection, tables.processes, now=later)
+        assert not process.alive and process.last_beat_seconds >= 9
+    engine.dispose()
+
+
+def test_a_process_that_stops_cleanly_removes_its_row(database_url):
+    engine = make_engine(database_url)
+    stop = threading.Event()
+    heartbeat = Heartbeat(engine, tables.processes, role="worker", contexts=["survey"], interval=0.05)
+    thread = threading.Thread(target=heartbeat.run, args=(stop,))
+    thread.start()
+
+    def rows():
+        with engine.connect() as connection:
+            return list_processes(connection, tables.processes)
+
+    wait_for(lambda: len(rows()) == 1, message="the first beat")
+    stop.set()
+    thread.join(10)
+    assert rows() == []
+    engine.dispose()
+
+
+@pytest.fixture
+def status_env(gateway, stack):
+    database_url, broker_url = stack
+    return {"TASKGATE_DATABASE_URL": database_url, "TASKGATE_BROKER_URL": broker_url}
+
+
+def test_status_lists_live_processes_and_backlogs(gateway, status_env):
+    wait_for(lambda: value(scrape(gateway), "taskgate_processes_alive") == 1, message="a heartbeat")
+    result = CliRunner().invoke(main, ["status"], env=status_env)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("healthy")
+    assert "gateway,customers,survey,appointment,maintenance" in result.output
+
+    result = CliRunner().invoke(main, ["status", "--json"], env=status_env)
+    document = json.loads(result.output)
+    assert document["healthy"] is True
+    assert document["database"] == document["broker"] == "ok"
+    assert set(document["outboxes"]) == {"gateway", "customers", "survey", "appointment", "maintenance"}
+
+
+def test_status_fails_when_a_process_is_stale(gateway, status_env):
+    engine = gateway.extensions["taskgate"].engine
+    wait_for(lambda: value(scrape(gateway), "taskgate_processes_alive") == 1, message="a heartbeat")
+    dead = Heartbeat(engine, tables.processes, role="worker", contexts=["appointment"], interval=1)
+    dead.beat()
+    with engine.begin() as connection:
+        connection.execute(
+            update(tables.processes)
+            .where(tables.processes.c.process_id == dead.process_id)
+            .values(beat_at=utcnow() - timedelta(minutes=5))
+        )
+    result = CliRunner().invoke(main, ["status"], env=status_env)
+    assert result.exit_code == 1
+    assert result.output.startswith("NOT HEALTHY")
+    assert "STALE" in result.output
