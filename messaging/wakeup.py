@@ -15,6 +15,9 @@ from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
+# How often the listener thread looks whether it should stop.
+LISTEN_POLL_SECONDS = 0.5
+
 
 class Wakeup:
     """In-process wake-up."""
@@ -41,13 +44,22 @@ class Wakeup:
 
 
 class PostgresWakeup(Wakeup):
-    """Cross-process wake-up over LISTEN/NOTIFY on one channel."""
+    """Cross-process wake-up over LISTEN/NOTIFY on one channel.
 
-    def __init__(self, engine: Engine, channel: str) -> None:
+    A listener thread holds the LISTEN connection and sets the in-process event on every
+    notification, so a waiter wakes at once for a NOTIFY from any process and for notify() from its
+    own (e.g. a finished callback attempt), whichever comes first.
+    """
+
+    def __init__(self, engine: Engine, channel: str, retry_interval: float = 1.0) -> None:
         super().__init__()
         self.engine = engine
         self.channel = channel
-        self._listener = None  # the driver's (psycopg) connection while listening
+        self.retry_interval = retry_interval
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listener: threading.Thread | None = None
+        self.listening = threading.Event()  # set while LISTEN is in effect
 
     def notify(self, session: Session | None = None) -> None:
         if session is None:
@@ -57,36 +69,50 @@ class PostgresWakeup(Wakeup):
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.channel})
 
     def wait(self, timeout: float) -> bool:
-        if self._event.is_set():
-            self._event.clear()
-            return True
-        try:
-            notified = any(True for _ in self._listen().notifies(timeout=timeout, stop_after=1))
-        except Exception:
-            log.warning("LISTEN %s failed; polling until it works again", self.channel, exc_info=True)
-            self._drop_listener()
-            return super().wait(timeout)
-        return notified
+        self._start_listening()
+        return super().wait(timeout)
+
+    def close(self) -> None:
+        self._stopping.set()
+        super().close()
 
     def release(self) -> None:
-        self._drop_listener()
+        self._stopping.set()
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None and listener is not threading.current_thread():
+            listener.join(LISTEN_POLL_SECONDS + 1.0)
 
-    def _listen(self):
-        """The driver (psycopg) connection listening on the channel."""
-        if self._listener is None:
-            # A connection of its own, outside the pool: it stays checked out as long as we listen.
-            args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
-            self._listener = self.engine.dialect.connect(*args, **kwargs)
-            self._listener.autocommit = True
-            self._listener.execute(f'LISTEN "{self.channel}"')
-        return self._listener
+    def _start_listening(self) -> None:
+        with self._lock:
+            if self._listener is None and not self._stopping.is_set():
+                self._listener = threading.Thread(
+                    target=self._listen, name=f"listen-{self.channel}", daemon=True
+                )
+                self._listener.start()
 
-    def _drop_listener(self) -> None:
-        if self._listener is not None:
+    def _listen(self) -> None:
+        while not self._stopping.is_set():
             try:
-                self._listener.close()
-            finally:
-                self._listener = None
+                with self._connect() as connection:
+                    self.listening.set()
+                    # Whatever was notified while nobody listened is looked for once now.
+                    self._event.set()
+                    while not self._stopping.is_set():
+                        for _ in connection.notifies(timeout=LISTEN_POLL_SECONDS):
+                            self._event.set()
+            except Exception:
+                self.listening.clear()
+                log.warning("LISTEN %s failed; polling until it works again", self.channel, exc_info=True)
+                self._stopping.wait(self.retry_interval)
+
+    def _connect(self):
+        """A driver (psycopg) connection of its own, outside the pool, listening on the channel."""
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        connection = self.engine.dialect.connect(*args, **kwargs)
+        connection.autocommit = True
+        connection.execute(f'LISTEN "{self.channel}"')
+        return connection
 
 
 def make_wakeup(engine: Engine, channel: str) -> Wakeup:
