@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from gateway.metrics import RESULTS_RECORDED
 from gateway.tables import deliveries, outbox, results, tasks, webhook_ids
 from messaging import vocabulary
-from messaging.db import insert_ignoring_duplicates, utcnow
+from messaging.db import insert_ignoring_duplicates, insert_many_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox
 
@@ -107,49 +107,69 @@ def forget_webhook_ids(session: Session, older_than: datetime) -> int:
 
 def record_result(session: Session, envelope: Envelope) -> list[Envelope]:
     """Handler for result messages: store the result, move the task's status, queue the callback."""
-    result = envelope.payload
-    task = session.execute(
-        select(tasks.c.task_uuid, tasks.c.type, tasks.c.client_id).where(
-            tasks.c.task_uuid == envelope.task_uuid
+    return record_results(session, [envelope])
+
+
+def record_results(session: Session, envelopes: list[Envelope]) -> list[Envelope]:
+    """record_result for many result messages in a few statements, whatever their number."""
+    known = {
+        task.task_uuid: task
+        for task in session.execute(
+            select(tasks.c.task_uuid, tasks.c.type, tasks.c.client_id).where(
+                tasks.c.task_uuid.in_({envelope.task_uuid for envelope in envelopes})
+            )
         )
-    ).one_or_none()
-    if task is None:
-        raise UnknownTask(f"result for unknown task {envelope.task_uuid}")
-    result_id = uuid.UUID(result["result_id"])
-    stored = insert_ignoring_duplicates(
-        session,
-        results,
+    }
+    for envelope in envelopes:
+        if envelope.task_uuid not in known:
+            raise UnknownTask(f"result for unknown task {envelope.task_uuid}")
+    rows = [
         {
-            "result_id": result_id,
-            "task_uuid": task.task_uuid,
+            "result_id": uuid.UUID(result["result_id"]),
+            "task_uuid": envelope.task_uuid,
             "context": result["context"],
             "outcome": result["outcome"],
             "status": result["status"],
             "result": result.get("result") or {},
             "occurred_at": datetime.fromisoformat(result["occurred_at"]),
-        },
-    )
-    if not stored:
-        return []
-    RESULTS_RECORDED.labels(result["context"], result["status"]).inc()
+        }
+        for envelope in envelopes
+        for result in (envelope.payload,)
+    ]
+    stored = insert_many_ignoring_duplicates(session, results, rows)
     now = utcnow()
-    if vocabulary.PRIMARY_CONTEXT.get(task.type) == result["context"]:
-        # The first result of the primary context decides; none may overturn a final status.
+    decided: dict[uuid.UUID, str] = {}
+    queued = []
+    for row in rows:
+        if row["result_id"] not in stored:  # a result recorded before
+            continue
+        stored.discard(row["result_id"])  # twice in these messages: recorded once
+        task = known[row["task_uuid"]]
+        RESULTS_RECORDED.labels(row["context"], row["status"]).inc()
+        if vocabulary.PRIMARY_CONTEXT.get(task.type) == row["context"]:
+            decided.setdefault(task.task_uuid, row["status"])
+        queued.append(
+            {
+                "result_id": row["result_id"],
+                "client_id": task.client_id,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+    # The first result of the primary context decides; none may overturn a final status.
+    by_status: dict[str, list[uuid.UUID]] = {}
+    for task_uuid, status in decided.items():
+        by_status.setdefault(status, []).append(task_uuid)
+    for status, task_uuids in by_status.items():
         session.execute(
             update(tasks)
-            .where(tasks.c.task_uuid == task.task_uuid, tasks.c.status.in_((ACCEPTED, vocabulary.WAITING)))
-            .values(status=result["status"], updated_at=now)
+            .where(tasks.c.task_uuid.in_(task_uuids), tasks.c.status.in_((ACCEPTED, vocabulary.WAITING)))
+            .values(status=status, updated_at=now)
         )
-    session.execute(
-        insert(deliveries).values(
-            result_id=result_id,
-            client_id=task.client_id,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
+    if queued:
+        session.execute(insert(deliveries), queued)
     return []
 
 

@@ -7,11 +7,14 @@ a second effect. A message that cannot be handled is dead-lettered with the reas
 Messages that have already arrived together (up to batch_size; the prefetch lets the broker send
 ahead) are handled in one transaction and acked after its commit: one commit for many messages.
 If anything in a batch fails, the batch is rolled back and its messages are handled one by one,
-each in its own transaction, with the retries and dead-lettering of a single message.
+each in its own transaction, with the retries and dead-lettering of a single message. In a batch,
+the inbox rows are written in one statement, and consecutive messages of a type that has a batch
+handler are handed to it together (it must have the effects of its one-by-one handler).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -25,13 +28,14 @@ from sqlalchemy.orm import Session
 from messaging import topology
 from messaging.db import is_unavailable
 from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
-from messaging.inbox import first_delivery
+from messaging.inbox import first_deliveries, first_delivery
 from messaging.outbox import PERSISTENT, add_to_outbox
 from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Session, Envelope], list[Envelope]]
+BatchHandler = Callable[[Session, list[Envelope]], list[Envelope]]
 
 # A handler that raises is retried in place this many times (seconds between tries), then its
 # message is dead-lettered. A database outage is not counted: the message waits for the database.
@@ -57,10 +61,12 @@ class MessageWorker(ConsumerMixin):
         prefetch_count: int = 100,
         batch_size: int = 50,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
     ):
         self.connection = broker
         self.queue = queue
         self.handlers = handlers
+        self.batch_handlers = batch_handlers or {}
         self.engine = engine
         self.inbox = inbox
         self.outbox = outbox
@@ -161,19 +167,26 @@ class MessageWorker(ConsumerMixin):
                 self.dead_letter(message, f"unexpected failure: {type(error).__name__}: {error}")
 
     def _handle_together(self, batch) -> None:
-        handled = []
         with Session(self.engine) as session, session.begin():
-            caused = []
-            for envelope, handler, _ in batch:
-                if first_delivery(session, self.inbox, envelope.message_id, envelope.type):
-                    caused += handler(session, envelope)
-                    handled.append(envelope)
+            firsts = first_deliveries(session, self.inbox, [(e.message_id, e.type) for e, _, _ in batch])
+            handled = []
+            for (envelope, handler, _), first in zip(batch, firsts, strict=True):
+                if first:
+                    handled.append((envelope, handler))
                 else:
                     log.info("duplicate message ignored", extra=envelope.log_fields)
+            caused = []
+            # In order; a run of messages of one type with a batch handler goes to it at once.
+            for kind, run in itertools.groupby(handled, key=lambda item: item[0].type):
+                if kind in self.batch_handlers:
+                    caused += self.batch_handlers[kind](session, [envelope for envelope, _ in run])
+                else:
+                    for envelope, handler in run:
+                        caused += handler(session, envelope)
             add_to_outbox(session, self.outbox, caused)
             if caused and self.outbox_wakeup is not None:
                 self.outbox_wakeup.notify(session)
-        for envelope in handled:
+        for envelope, _ in handled:
             log.info("handled %s", envelope.type, extra=envelope.log_fields)
 
     def _process(self, envelope: Envelope, handler: Handler, message) -> None:

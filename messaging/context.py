@@ -10,7 +10,7 @@ from datetime import timedelta
 from kombu import Queue
 from sqlalchemy import Table
 
-from messaging.consumer import Handler
+from messaging.consumer import BatchHandler, Handler
 from messaging.replica import CustomerReplica
 
 DEFAULT_WAIT_TIMEOUT_SECONDS = 3600
@@ -25,6 +25,8 @@ class ContextSpec:
     outbox: Table
     replica: CustomerReplica | None = None
     wait_timeout: timedelta = timedelta(seconds=DEFAULT_WAIT_TIMEOUT_SECONDS)
+    # Optional: handlers of many messages of one type at once (same effects as one by one).
+    batch_handlers: Mapping[str, BatchHandler] = dataclasses.field(default_factory=dict)
 
 
 def env_int(environ: Mapping[str, str] | None, name: str, default: int, minimum: int = 0) -> int:

@@ -142,6 +142,14 @@ def insert_ignoring_duplicates(connection_or_session, table, values: dict) -> bo
     return connection_or_session.execute(statement, values).first() is not None
 
 
+def insert_many_ignoring_duplicates(connection_or_session, table, rows: list[dict]) -> set:
+    """Many rows in one INSERT ... ON CONFLICT DO NOTHING; the primary keys of those inserted."""
+    if not rows:
+        return set()
+    statement = _insert_ignoring_duplicates(connection_or_session.get_bind().dialect.name, table)
+    return set(connection_or_session.execute(statement, rows).scalars())
+
+
 @functools.cache
 def _insert_ignoring_duplicates(dialect: str, table):
     """Built once per table: only the parameters change from call to call."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Column, MetaData, String, Table, Uuid
 from sqlalchemy.orm import Session
 
-from messaging.db import UtcDateTime, insert_ignoring_duplicates, utcnow
+from messaging.db import UtcDateTime, insert_ignoring_duplicates, insert_many_ignoring_duplicates, utcnow
 
 
 def make_inbox_table(metadata: MetaData, owner: str) -> Table:
@@ -26,3 +26,22 @@ def first_delivery(session: Session, table: Table, message_id, message_type: str
         table,
         {"message_id": message_id, "message_type": message_type, "processed_at": utcnow()},
     )
+
+
+def first_deliveries(session: Session, table: Table, messages: list[tuple[object, str]]) -> list[bool]:
+    """first_delivery for many (message_id, message_type) in one statement: for each, in order,
+    whether this is its first delivery (a message id twice in the list is first only once)."""
+    now = utcnow()
+    inserted = insert_many_ignoring_duplicates(
+        session,
+        table,
+        [
+            {"message_id": message_id, "message_type": kind, "processed_at": now}
+            for message_id, kind in messages
+        ],
+    )
+    firsts = []
+    for message_id, _ in messages:
+        firsts.append(message_id in inserted)
+        inserted.discard(message_id)
+    return firsts

@@ -113,6 +113,7 @@ class Runtime:
             outbox=spec.outbox,
             after_commit=after_commit,
             outbox_wakeup=outbox_wakeup,
+            batch_handlers=spec.batch_handlers,
         )
         self._spawn(f"{spec.name}-relay", relay.run)
         self._spawn(f"{spec.name}-consumer", worker.run_until)

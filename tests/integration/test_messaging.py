@@ -66,11 +66,11 @@ def _drain(connection):
         connection.drain_events(timeout=0.1)
 
 
-def publish_raw(connection, envelope: Envelope, body=None):
+def publish_raw(connection, envelope: Envelope, body=None, routing_key=None):
     Producer(connection.default_channel).publish(
         body if body is not None else json.dumps(envelope.to_body()).encode(),
         exchange=topology.tasks,
-        routing_key=envelope.type,
+        routing_key=routing_key or envelope.type,
         content_type="application/json",
         content_encoding="utf-8",
         message_id=str(envelope.message_id),
@@ -226,6 +226,33 @@ def test_waiting_messages_are_handled_in_batches_and_one_bad_message_spoils_none
     assert "poison" in dead.headers["x-taskgate-reason"] and dead.headers["x-task-id"] == "T-30"
     assert sorted(set(handled)) == sorted(t.task_id for t in tasks if t.task_id != "T-30")
     assert len(set(transactions)) < 59  # some messages shared a transaction
+
+
+def test_a_batch_handler_gets_runs_of_its_type_in_order_and_each_message_once(engine, connection, broker_url):
+    """Messages that arrive together: the inbox sees each once (a redelivered copy in the same batch
+    is a duplicate), runs of a type with a batch handler go to it together, the order is kept."""
+    calls = []
+
+    def one(session, envelope):
+        calls.append(("one", envelope.task_id))
+        return []
+
+    def many(session, envelopes):
+        calls.append(("many", *[envelope.task_id for envelope in envelopes]))
+        return []
+
+    messages = [upsert(task_id=f"T-{number}") for number in range(6)]
+    other = Envelope("customer.erase", "T-erase", messages[0].task_uuid, "acme", {"customer_id": "C-1"})
+    for message in [*messages[:3], messages[1], other, *messages[3:]]:
+        publish_raw(connection, message, routing_key="customer.upsert")  # all to the customers queue
+    handlers = {"customer.upsert": one, "customer.erase": one}
+    with RunningWorker(broker_url, engine, handlers=handlers, batch_handlers={"customer.upsert": many}):
+        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 7, message="7 messages handled")
+        wait_for(lambda: _queue_is_drained(connection), message="every message acked")
+    flattened = [task_id for call in calls for task_id in call[1:]]
+    assert flattened == ["T-0", "T-1", "T-2", "T-erase", "T-3", "T-4", "T-5"]
+    assert ("one", "T-erase") in calls
+    assert any(call[0] == "many" and len(call) > 2 for call in calls)  # some went together
 
 
 def test_the_relay_confirms_whole_batches_and_every_message_arrives_once(engine, connection, broker_url):

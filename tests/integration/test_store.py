@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import TaskConflict, accept_task, find_task, record_result
-from gateway.tables import outbox, tasks
+from gateway.store import TaskConflict, accept_task, find_task, record_result, record_results
+from gateway.tables import deliveries, outbox, tasks
 from messaging import vocabulary
 from messaging.db import make_engine
 from messaging.envelope import Envelope
@@ -99,3 +99,50 @@ def test_a_second_primary_result_does_not_overturn_the_status(engine):
         task = find_task(session, "acme", "T-1001")
     assert task["status"] == "failed"
     assert len(task["results"]) == 2
+
+
+def test_results_recorded_together_have_the_effects_of_recording_them_one_by_one(engine):
+    """Primary and secondary results of several tasks, a duplicate in the same call and one
+    recorded before: every result once, one delivery each, the first primary result decides."""
+    causes = []
+    for number in range(4):
+        task = upsert_task(f"T-{number}", customer_id=f"C-{number}")
+        acceptance = accept(engine, task)
+        causes.append(Envelope("customer.upsert", task["task_id"], acceptance.task_uuid, "acme", {}))
+
+    def result(cause, status, context="customers"):
+        return vocabulary.result(cause, context=context, outcome=f"{context}.{status}", status=status)
+
+    earlier = result(causes[3], "succeeded")
+    with Session(engine) as session, session.begin():
+        record_result(session, earlier)
+    batch = [
+        result(causes[0], "succeeded"),
+        result(causes[0], "failed"),  # a second primary result: recorded, decides nothing
+        result(causes[1], "failed"),
+        result(causes[2], "succeeded", context="survey"),  # not the primary context of an upsert
+        earlier,  # recorded before: no second delivery
+    ]
+    batch.append(batch[2])  # the same message twice in one batch
+    with Session(engine) as session, session.begin():
+        assert record_results(session, batch) == []
+    with Session(engine) as session:
+        found = {n: find_task(session, "acme", f"T-{n}") for n in range(4)}
+        delivered = session.scalar(select(func.count()).select_from(deliveries))
+    assert [found[n]["status"] for n in range(4)] == ["succeeded", "failed", "accepted", "succeeded"]
+    assert [len(found[n]["results"]) for n in range(4)] == [2, 1, 1, 1]
+    assert delivered == 5
+
+
+def test_a_result_for_an_unknown_task_fails_the_whole_batch(engine):
+    known = accept(engine, upsert_task("T-1"))
+    cause = Envelope("customer.upsert", "T-1", known.task_uuid, "acme", {})
+    stranger = Envelope("customer.upsert", "T-404", task_uuid(DEFAULT_NAMESPACE, "acme", "T-404"), "acme", {})
+    batch = [
+        vocabulary.result(envelope, context="customers", outcome="x", status="succeeded")
+        for envelope in (cause, stranger)
+    ]
+    with pytest.raises(LookupError), Session(engine) as session, session.begin():
+        record_results(session, batch)
+    with Session(engine) as session:
+        assert find_task(session, "acme", "T-1")["status"] == "accepted"

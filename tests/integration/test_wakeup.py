@@ -46,4 +46,3 @@ def test_a_commit_elsewhere_and_a_notify_here_both_wake_the_waiter(database_url)
         wakeup.close()
         wakeup.release()
         engine.dispose()
-
