@@ -24,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import Engine, and_, exists, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import signatures
@@ -33,6 +33,7 @@ from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
 from gateway.urls import UnsafeURL, check_callback_url
 from messaging.db import is_postgresql, utcnow
+from messaging.group_commit import GroupCommit
 from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class CallbackDispatcher:
         self._sessions = threading.local()
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
+        self._recorder = GroupCommit(self._write_attempts)
 
     def run(self, stop: threading.Event) -> None:
         """Lease and attempt due deliveries until stop; in-flight attempts finish before it returns."""
@@ -281,34 +283,72 @@ class CallbackDispatcher:
                 outcome = "retry"
                 log.info("callback attempt failed; retrying in %.1f s", delay, extra={**fields, **detail})
         DELIVERY_ATTEMPTS.labels(outcome).inc()
-        with Session(self.engine) as session, session.begin():
-            session.execute(
-                insert(delivery_attempts).values(
-                    result_id=row.result_id,
-                    attempted_at=attempt.attempted_at,
-                    duration_ms=attempt.duration_ms,
-                    status_code=attempt.status_code,
-                    error=attempt.error,
-                    response_body=attempt.response_body,
-                )
-            )
-            # Only if nobody else recorded an attempt meanwhile (e.g. after our lease ran out).
-            session.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.result_id == row.result_id,
-                    deliveries.c.status == "pending",
-                    deliveries.c.attempts == row.attempts,
-                )
-                .values(
-                    attempts=attempts,
-                    last_status_code=attempt.status_code,
-                    last_error=attempt.error,
-                    **values,
-                )
-            )
+        self._recorder.submit((row, attempt, attempts, values))
         if outcome != "retry":
             self.wakeup.notify()  # a later result of the same task may be free to go now
+
+    def _write_attempts(self, recorded: list[tuple]) -> None:
+        """Attempts of several callback threads, recorded in one transaction (GroupCommit)."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                insert(delivery_attempts),
+                [
+                    {
+                        "result_id": row.result_id,
+                        "attempted_at": attempt.attempted_at,
+                        "duration_ms": attempt.duration_ms,
+                        "status_code": attempt.status_code,
+                        "error": attempt.error,
+                        "response_body": attempt.response_body,
+                    }
+                    for row, attempt, _, _ in recorded
+                ],
+            )
+            # Each only if nobody else recorded an attempt meanwhile (e.g. after our lease ran out).
+            session.execute(
+                _RECORD_ATTEMPT,
+                [
+                    {
+                        "key": row.result_id,
+                        "seen_attempts": row.attempts,
+                        **{
+                            f"new_{column}": value
+                            for column, value in {
+                                "status": "pending",
+                                "delivered_at": None,
+                                **values,
+                                "attempts": attempts,
+                                "last_status_code": attempt.status_code,
+                                "last_error": attempt.error,
+                            }.items()
+                        },
+                    }
+                    for row, attempt, attempts, values in recorded
+                ],
+            )
+
+
+_RECORD_ATTEMPT = (
+    update(deliveries)
+    .where(
+        deliveries.c.result_id == bindparam("key"),
+        deliveries.c.status == "pending",
+        deliveries.c.attempts == bindparam("seen_attempts"),
+    )
+    .values(
+        {
+            column: bindparam(f"new_{column}")
+            for column in (
+                "status",
+                "delivered_at",
+                "next_attempt_at",
+                "attempts",
+                "last_status_code",
+                "last_error",
+            )
+        }
+    )
+)
 
 
 @dataclasses.dataclass
