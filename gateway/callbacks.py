@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 RESPONSE_BODY_LIMIT = 4096
 LEASE_MARGIN_SECONDS = 30
+# A callback thread takes up to this many due deliveries of one client per lease and attempts them
+# one after another on its keep-alive connection: one lease transaction for several deliveries.
+CHUNK_SIZE = 8
 MAX_RETRY_AFTER_SECONDS = 24 * 3600
 
 
@@ -94,7 +97,8 @@ class CallbackDispatcher:
         self.rng = rng or random.Random()
         # An attempt lasts at most about two timeouts (connect and headers, then one body read past
         # its deadline); the lease outlasts that, so nobody else takes the delivery meanwhile.
-        self.lease_seconds = 3 * timeout + LEASE_MARGIN_SECONDS
+        self.lease = timedelta(seconds=3 * timeout + LEASE_MARGIN_SECONDS)
+        self._due_query = _due_query(for_update=is_postgresql(engine))
         self._sessions = threading.local()
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
@@ -105,8 +109,8 @@ class CallbackDispatcher:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback") as pool:
             while not stop.is_set():
                 try:
-                    for row in self._lease_due(self.concurrency - self._in_flight_total()):
-                        pool.submit(self._attempt_and_release, row)
+                    for chunk in self._lease_due(self.concurrency - self._in_flight_total()):
+                        pool.submit(self._attempt_and_release, chunk)
                 except Exception:
                     log.exception("callback dispatch failed; retrying")
                     stop.wait(1.0)
@@ -116,7 +120,7 @@ class CallbackDispatcher:
     def deliver_due(self, limit: int = 100) -> int:
         """Attempt due deliveries one after another in this thread (tests, tools); returns how many."""
         attempted = 0
-        while attempted < limit and (leased := self._lease_due(1)):
+        while attempted < limit and (leased := self._lease_due(1, chunk_size=1)):
             self._attempt_and_release(leased[0])
             attempted += 1
         return attempted
@@ -125,88 +129,63 @@ class CallbackDispatcher:
         with self._lock:
             return sum(self._in_flight.values())
 
-    def _attempt_and_release(self, row) -> None:
+    def _attempt_and_release(self, chunk: list) -> None:
+        """Attempt a leased chunk (one client's) in order, then free its place."""
         try:
-            self._attempt(row)
-        except Exception:
-            log.exception(
-                "callback attempt crashed", extra={"task_id": row.task_id, "task_uuid": str(row.task_uuid)}
-            )
+            for row in chunk:
+                try:
+                    self._attempt(row)
+                except Exception:
+                    log.exception(
+                        "callback attempt crashed",
+                        extra={"task_id": row.task_id, "task_uuid": str(row.task_uuid)},
+                    )
         finally:
+            client_id = chunk[0].client_id
             with self._lock:
-                self._in_flight[row.client_id] -= 1
-                if self._in_flight[row.client_id] <= 0:
-                    del self._in_flight[row.client_id]
+                self._in_flight[client_id] -= 1
+                if self._in_flight[client_id] <= 0:
+                    del self._in_flight[client_id]
             self.wakeup.notify()
 
-    def _lease_due(self, room: int) -> list:
-        """Up to room of the most overdue deliveries whose task has no earlier pending result, at
-        most per_client in flight per client, leased (in one transaction) for as long as one attempt
-        can take; each counts as in flight until _attempt_and_release."""
+    def _lease_due(self, room: int, chunk_size: int = CHUNK_SIZE) -> list[list]:
+        """Up to room chunks of the most overdue deliveries whose task has no earlier pending
+        result: each chunk one client's, up to chunk_size long, at most per_client chunks in flight
+        per client. Leased in one transaction, each for as long as the attempts before it and its
+        own can take; each chunk counts as in flight until _attempt_and_release."""
         if room <= 0:
             return []
         with self._lock:
             in_flight = Counter(self._in_flight)
         busy = [client for client, count in in_flight.items() if count >= self.per_client]
         now = utcnow()
-        earlier_result, earlier_delivery = aliased(results), aliased(deliveries)
-        earlier_pending = exists().where(
-            earlier_delivery.c.result_id == earlier_result.c.result_id,
-            earlier_delivery.c.status == "pending",
-            earlier_result.c.task_uuid == results.c.task_uuid,
-            or_(
-                earlier_result.c.occurred_at < results.c.occurred_at,
-                and_(
-                    earlier_result.c.occurred_at == results.c.occurred_at,
-                    earlier_result.c.result_id < results.c.result_id,
-                ),
-            ),
-        )
-        query = (
-            select(
-                deliveries.c.result_id,
-                deliveries.c.attempts,
-                deliveries.c.replayed_after_attempts,
-                results.c.context,
-                results.c.outcome,
-                results.c.status,
-                results.c.result,
-                tasks.c.task_id,
-                tasks.c.task_uuid,
-                tasks.c.received_at,
-                clients.c.client_id,
-                clients.c.callback_url,
-                clients.c.signing_secret,
-                clients.c.previous_signing_secret,
-                clients.c.previous_secret_expires_at,
-            )
-            .join(results, results.c.result_id == deliveries.c.result_id)
-            .join(tasks, tasks.c.task_uuid == results.c.task_uuid)
-            .join(clients, clients.c.client_id == deliveries.c.client_id)
-            .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now, ~earlier_pending)
-            .order_by(deliveries.c.next_attempt_at)
-            .limit(room * self.per_client)  # enough to fill the room even if some clients are full
-        )
-        if busy:
-            query = query.where(deliveries.c.client_id.not_in(busy))
-        if is_postgresql(self.engine):
-            query = query.with_for_update(of=deliveries, skip_locked=True)
+        chunks: list[list] = []
+        open_chunks: dict[str, list[list]] = {}
         with Session(self.engine) as session, session.begin():
-            leased = []
-            for row in session.execute(query):
-                if len(leased) < room and in_flight[row.client_id] < self.per_client:
+            due = session.execute(
+                self._due_query, {"now": now, "busy": busy, "limit": room * chunk_size * self.per_client}
+            )
+            for row in due:
+                mine = open_chunks.setdefault(row.client_id, [])
+                if in_flight[row.client_id] < self.per_client and len(chunks) < room:
                     in_flight[row.client_id] += 1
-                    leased.append(row)
-            if leased:
+                    mine.append([row])
+                    chunks.append(mine[-1])
+                elif mine and len(shortest := min(mine, key=len)) < chunk_size:
+                    shortest.append(row)
+            if chunks:
                 session.execute(
-                    update(deliveries)
-                    .where(deliveries.c.result_id.in_([row.result_id for row in leased]))
-                    .values(next_attempt_at=now + timedelta(seconds=self.lease_seconds))
+                    _LEASE,
+                    [
+                        {"key": row.result_id, "leased_until": now + (position + 1) * self.lease}
+                        for chunk in chunks
+                        for position, row in enumerate(chunk)
+                    ],
                 )
         with self._lock:
-            for row in leased:
-                self._in_flight[row.client_id] += 1
-        return leased
+            for chunk in chunks:
+                self._in_flight[chunk[0].client_id] += 1
+        return chunks
 
     def _http(self) -> requests.Session:
         if not hasattr(self._sessions, "http"):
@@ -327,6 +306,61 @@ class CallbackDispatcher:
                 ],
             )
 
+
+def _due_query(for_update: bool):
+    """Due pending deliveries, most overdue first, whose task has no earlier pending result; built
+    once, with the time, the clients to leave out and the limit as parameters."""
+    earlier_result, earlier_delivery = aliased(results), aliased(deliveries)
+    earlier_pending = exists().where(
+        earlier_delivery.c.result_id == earlier_result.c.result_id,
+        earlier_delivery.c.status == "pending",
+        earlier_result.c.task_uuid == results.c.task_uuid,
+        or_(
+            earlier_result.c.occurred_at < results.c.occurred_at,
+            and_(
+                earlier_result.c.occurred_at == results.c.occurred_at,
+                earlier_result.c.result_id < results.c.result_id,
+            ),
+        ),
+    )
+    query = (
+        select(
+            deliveries.c.result_id,
+            deliveries.c.attempts,
+            deliveries.c.replayed_after_attempts,
+            results.c.context,
+            results.c.outcome,
+            results.c.status,
+            results.c.result,
+            tasks.c.task_id,
+            tasks.c.task_uuid,
+            tasks.c.received_at,
+            clients.c.client_id,
+            clients.c.callback_url,
+            clients.c.signing_secret,
+            clients.c.previous_signing_secret,
+            clients.c.previous_secret_expires_at,
+        )
+        .join(results, results.c.result_id == deliveries.c.result_id)
+        .join(tasks, tasks.c.task_uuid == results.c.task_uuid)
+        .join(clients, clients.c.client_id == deliveries.c.client_id)
+        .where(
+            deliveries.c.status == "pending",
+            deliveries.c.next_attempt_at <= bindparam("now"),
+            deliveries.c.client_id.not_in(bindparam("busy", expanding=True)),
+            ~earlier_pending,
+        )
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(bindparam("limit"))
+    )
+    return query.with_for_update(of=deliveries, skip_locked=True) if for_update else query
+
+
+_LEASE = (
+    update(deliveries)
+    .where(deliveries.c.result_id == bindparam("key"))
+    .values(next_attempt_at=bindparam("leased_until"))
+)
 
 _RECORD_ATTEMPT = (
     update(deliveries)

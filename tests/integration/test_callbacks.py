@@ -125,7 +125,7 @@ def test_a_late_record_does_not_overwrite_a_newer_one(engine, result_id, endpoin
     endpoint.post(URL, status=200)  # answers the other dispatcher
     endpoint.post(URL, status=500)  # answers our stale attempt
     first = dispatcher(engine)
-    (row,) = first._lease_due(1)
+    [[row]] = first._lease_due(1)
     # Our lease ran out and another dispatcher delivered meanwhile.
     with Session(engine) as session, session.begin():
         session.execute(deliveries.update().values(next_attempt_at=utcnow()))

@@ -192,3 +192,27 @@ def test_the_callback_url_is_checked_at_delivery_too(engine):
     assert receiver.requests == []
     row = delivery(engine, result_id)
     assert row.status == "pending" and "non-public address" in row.last_error
+
+
+def test_one_lease_hands_a_thread_a_chunk_of_one_clients_deliveries(engine):
+    """Per client at most per_client chunks; a chunk's later deliveries are leased for longer
+    (they wait for the attempts before them), and with them the client's whole backlog goes out."""
+    register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+    register_client(engine, "other", callback_url="http://127.0.0.1:9/unused")
+    acme = [r for n in range(5) for r in results_for(engine, "acme", f"A-{n}")]
+    other = [r for n in range(2) for r in results_for(engine, "other", f"O-{n}")]
+    dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), per_client=1)
+    chunks = dispatcher._lease_due(room=4)
+    assert sorted(len(chunk) for chunk in chunks) == [2, 5]
+    for chunk in chunks:
+        assert len({row.client_id for row in chunk}) == 1
+        assert {row.result_id for row in chunk} in ({*acme}, {*other})
+        with Session(engine) as session:
+            leased = [
+                session.scalar(
+                    select(deliveries.c.next_attempt_at).where(deliveries.c.result_id == row.result_id)
+                )
+                for row in chunk
+            ]
+        assert leased == sorted(leased) and len(set(leased)) == len(leased)
+    assert dispatcher._lease_due(room=4) == []  # every client is at its share; nothing is due anyway
