@@ -19,6 +19,7 @@ from sqlalchemy import Engine, Table, func, literal, select
 from sqlalchemy.engine import Connection
 
 from gateway.tables import deliveries
+from messaging.db import read_only
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Backpressure:
             return self._reason
 
     def _check(self) -> str | None:
-        with self.engine.connect() as connection:
+        with read_only(self.engine).connect() as connection:
             backlog = {
                 "outbox": lambda limit: sum(_pending_outbox(connection, t, limit) for t in self.outboxes),
                 "undelivered": lambda limit: _bounded_count(

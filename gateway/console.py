@@ -200,9 +200,9 @@ def logout():
 def overview():
     task_filter = _task_filter(request.args)
     state = current_state()
-    with state.engine.connect() as connection:
+    with state.reader.connect() as connection:
         summary = read_overview(connection, state.overview_sources)
-    with Session(state.engine) as session:
+    with Session(state.reader) as session:
         recent = recent_tasks(session, task_filter)
         clients = [client["client_id"] for client in list_clients(session)]
     return render_template(
@@ -218,7 +218,7 @@ def overview():
 
 @bp.get("/tasks/<task_uuid>")
 def task(task_uuid: str):
-    with Session(current_state().engine) as session:
+    with Session(current_state().reader) as session:
         timeline = task_timeline(session, _uuid_or_404(task_uuid))
     if timeline is None:
         abort(404)
@@ -231,7 +231,7 @@ def task(task_uuid: str):
 def deliveries():
     status = request.args.get("status")
     status = status if status in DELIVERY_STATUSES else "failed"
-    with Session(current_state().engine) as session:
+    with Session(current_state().reader) as session:
         rows = list_deliveries(session, status=status, limit=200)
     return render_template(
         "console/deliveries.html", deliveries=rows, status=status, statuses=DELIVERY_STATUSES
@@ -267,7 +267,7 @@ def retry(result_id: str):
 
 @bp.get("/parked")
 def parked():
-    with Session(current_state().engine) as session:
+    with Session(current_state().reader) as session:
         rows = parked_tasks(session)
     return render_template("console/parked.html", parked=rows)
 

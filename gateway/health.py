@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from gateway.state import current_state
 from messaging import broker
-from messaging.db import is_unavailable
+from messaging.db import is_unavailable, read_only
 
 bp = Blueprint("health", __name__)
 
@@ -34,7 +34,7 @@ def readyz():
 
 def _database_ok(engine) -> bool:
     try:
-        with engine.connect() as connection:
+        with read_only(engine).connect() as connection:
             connection.execute(text("SELECT 1"))
         return True
     except Exception as error:

@@ -66,7 +66,7 @@ def metrics():
 
 def _read(state) -> Overview | None:
     try:
-        with state.engine.connect() as connection:
+        with state.reader.connect() as connection:
             return read_overview(connection, state.overview_sources)
     except SQLAlchemyError as error:
         log.warning("overview metrics unavailable: %s", type(error).__name__)

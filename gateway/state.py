@@ -13,6 +13,7 @@ from gateway.backpressure import Backpressure
 from gateway.config import Settings
 from gateway.overview import Sources
 from messaging import broker
+from messaging.db import read_only
 from messaging.wakeup import Wakeup
 
 
@@ -42,6 +43,11 @@ class GatewayState:
     broker_probe: BrokerProbe
     backpressure: Backpressure
     overview_sources: Sources = dataclasses.field(default_factory=Sources)
+
+    @property
+    def reader(self) -> Engine:
+        """The engine for read-only transactions (on SQLite they do not queue behind writers)."""
+        return read_only(self.engine)
 
 
 def current_state() -> GatewayState:

@@ -44,7 +44,7 @@ def _authorize(session: Session, client_id: str) -> None:
 
 @bp.get("/v1/clients/<client_id>/tasks/<task_id>")
 def get_task(client_id: str, task_id: str):
-    with Session(current_state().engine) as session:
+    with Session(current_state().reader) as session:
         _authorize(session, client_id)
         task = find_task(session, client_id, task_id) if re.fullmatch(TASK_ID, task_id) else None
     if task is None:
@@ -67,7 +67,7 @@ def get_tasks(client_id: str):
         ) from None
     after = _decode_cursor(request.args.get("cursor"))
 
-    with Session(current_state().engine) as session:
+    with Session(current_state().reader) as session:
         _authorize(session, client_id)
         items, last = list_tasks(session, client_id, status=status, limit=limit, after=after)
     next_cursor = _encode_cursor(last) if last else None
@@ -88,7 +88,7 @@ def get_tasks(client_id: str):
 
 @bp.get("/v1/clients/<client_id>/deliveries/<result_id>")
 def get_delivery(client_id: str, result_id: str):
-    with Session(current_state().engine) as session:
+    with Session(current_state().reader) as session:
         _authorize(session, client_id)
         try:
             delivery = find_delivery(session, client_id, uuid.UUID(result_id))

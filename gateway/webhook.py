@@ -41,7 +41,7 @@ def submit_task(client_id: str):
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
 
     # One read transaction for who is asking and whether this exact request was seen before.
-    with Session(state.engine) as session:
+    with Session(state.reader) as session:
         client = find_client(session, client_id) if re.fullmatch(CLIENT_ID, client_id) else None
         if client is None:
             raise Problem(401, "unknown client or invalid signature")
@@ -81,7 +81,7 @@ def submit_task(client_id: str):
     self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
     if not acceptance.created:
         log.info("task replayed", extra=fields)
-        with Session(state.engine) as session:
+        with Session(state.reader) as session:
             return task_representation(find_task(session, client_id, task["task_id"]), self_url), 200
     log.info("task accepted", extra={**fields, "type": task["type"]})
     body = {

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import sqlite3
 import threading
+import weakref
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event, exc, select, text
@@ -73,6 +74,10 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection):
+        if connection.get_execution_options().get(READ_ONLY):
+            # WAL: a reader sees the last commit and neither waits for writers nor holds them up.
+            connection.exec_driver_sql("BEGIN DEFERRED")
+            return
         writers.acquire(connection.connection)
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -89,6 +94,19 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
         "close",
     ):  # in case a connection goes without ending its transaction
         event.listen(engine, name, lambda dbapi_connection, *_: writers.release(dbapi_connection))
+
+
+READ_ONLY = "taskgate_read_only"
+_read_only_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def read_only(engine: Engine) -> Engine:
+    """engine for transactions that only read. On SQLite they neither wait for the write lock nor
+    hold it (so they must not write: that would bypass the writers' queue); elsewhere it is the
+    same as engine."""
+    if engine not in _read_only_engines:
+        _read_only_engines[engine] = engine.execution_options(**{READ_ONLY: True})
+    return _read_only_engines[engine]
 
 
 def _release_after(dialect, name: str, writers: _WriterLock) -> None:
