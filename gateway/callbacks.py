@@ -109,8 +109,9 @@ class CallbackDispatcher:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback") as pool:
             while not stop.is_set():
                 try:
+                    leased_at = time.monotonic()
                     for chunk in self._lease_due(self.concurrency - self._in_flight_total()):
-                        pool.submit(self._attempt_and_release, chunk)
+                        pool.submit(self._attempt_and_release, chunk, leased_at)
                 except Exception:
                     log.exception("callback dispatch failed; retrying")
                     stop.wait(1.0)
@@ -121,7 +122,7 @@ class CallbackDispatcher:
         """Attempt due deliveries one after another in this thread (tests, tools); returns how many."""
         attempted = 0
         while attempted < limit and (leased := self._lease_due(1, chunk_size=1)):
-            self._attempt_and_release(leased[0])
+            self._attempt_and_release(leased[0], time.monotonic())
             attempted += 1
         return attempted
 
@@ -129,10 +130,14 @@ class CallbackDispatcher:
         with self._lock:
             return sum(self._in_flight.values())
 
-    def _attempt_and_release(self, chunk: list) -> None:
-        """Attempt a leased chunk (one client's) in order, then free its place."""
+    def _attempt_and_release(self, chunk: list, leased_at: float) -> None:
+        """Attempt a leased chunk (one client's) in order, then free its place. An attempt only
+        starts while the lease surely outlasts it; what is left over (or follows a failure to
+        record) goes back when its lease runs out."""
         try:
             for row in chunk:
+                if time.monotonic() - leased_at > LEASE_MARGIN_SECONDS:
+                    break
                 try:
                     self._attempt(row)
                 except Exception:
@@ -140,6 +145,7 @@ class CallbackDispatcher:
                         "callback attempt crashed",
                         extra={"task_id": row.task_id, "task_uuid": str(row.task_uuid)},
                     )
+                    break
         finally:
             client_id = chunk[0].client_id
             with self._lock:
@@ -151,8 +157,8 @@ class CallbackDispatcher:
     def _lease_due(self, room: int, chunk_size: int = CHUNK_SIZE) -> list[list]:
         """Up to room chunks of the most overdue deliveries whose task has no earlier pending
         result: each chunk one client's, up to chunk_size long, at most per_client chunks in flight
-        per client. Leased in one transaction, each for as long as the attempts before it and its
-        own can take; each chunk counts as in flight until _attempt_and_release."""
+        per client. Leased in one transaction for as long as one attempt can take plus the margin
+        in which _attempt_and_release starts attempts; each chunk counts as in flight until then."""
         if room <= 0:
             return []
         with self._lock:
@@ -175,12 +181,9 @@ class CallbackDispatcher:
                     shortest.append(row)
             if chunks:
                 session.execute(
-                    _LEASE,
-                    [
-                        {"key": row.result_id, "leased_until": now + (position + 1) * self.lease}
-                        for chunk in chunks
-                        for position, row in enumerate(chunk)
-                    ],
+                    update(deliveries)
+                    .where(deliveries.c.result_id.in_([row.result_id for chunk in chunks for row in chunk]))
+                    .values(next_attempt_at=now + self.lease)
                 )
         with self._lock:
             for chunk in chunks:
@@ -355,12 +358,6 @@ def _due_query(for_update: bool):
     )
     return query.with_for_update(of=deliveries, skip_locked=True) if for_update else query
 
-
-_LEASE = (
-    update(deliveries)
-    .where(deliveries.c.result_id == bindparam("key"))
-    .values(next_attempt_at=bindparam("leased_until"))
-)
 
 _RECORD_ATTEMPT = (
     update(deliveries)

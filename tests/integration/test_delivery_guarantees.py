@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -195,8 +196,8 @@ def test_the_callback_url_is_checked_at_delivery_too(engine):
 
 
 def test_one_lease_hands_a_thread_a_chunk_of_one_clients_deliveries(engine):
-    """Per client at most per_client chunks; a chunk's later deliveries are leased for longer
-    (they wait for the attempts before them), and with them the client's whole backlog goes out."""
+    """Per client at most per_client chunks, each leased in one transaction; with them the
+    clients' whole backlogs go out."""
     register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
     register_client(engine, "other", callback_url="http://127.0.0.1:9/unused")
     acme = [r for n in range(5) for r in results_for(engine, "acme", f"A-{n}")]
@@ -205,14 +206,25 @@ def test_one_lease_hands_a_thread_a_chunk_of_one_clients_deliveries(engine):
     chunks = dispatcher._lease_due(room=4)
     assert sorted(len(chunk) for chunk in chunks) == [2, 5]
     for chunk in chunks:
-        assert len({row.client_id for row in chunk}) == 1
         assert {row.result_id for row in chunk} in ({*acme}, {*other})
-        with Session(engine) as session:
-            leased = [
-                session.scalar(
-                    select(deliveries.c.next_attempt_at).where(deliveries.c.result_id == row.result_id)
-                )
-                for row in chunk
-            ]
-        assert leased == sorted(leased) and len(set(leased)) == len(leased)
+    with Session(engine) as session:
+        leased = session.scalars(select(deliveries.c.next_attempt_at)).all()
+    assert len(set(leased)) == 1 and leased[0] > chunks[0][0].received_at  # leased, all alike
     assert dispatcher._lease_due(room=4) == []  # every client is at its share; nothing is due anyway
+
+
+def test_a_chunk_stops_at_a_failure_to_record_and_leaves_the_rest_leased(engine, monkeypatch):
+    with Receiver(lambda request, number: 200) as receiver:
+        register_client(engine, callback_url=receiver.url)
+        made = [r for n in range(3) for r in results_for(engine, "acme", f"T-{n}")]
+        dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), allow_private=True)
+        [chunk] = dispatcher._lease_due(room=1)
+
+        def database_away(items):
+            raise OSError("database away")
+
+        monkeypatch.setattr(dispatcher._recorder, "_write", database_away)
+        dispatcher._attempt_and_release(chunk, leased_at=time.monotonic())
+    assert len(receiver.requests) == 1  # the first attempt went out, then the chunk stopped
+    assert all(delivery(engine, r).status == "pending" for r in made)
+    assert dispatcher._in_flight_total() == 0
