@@ -9,7 +9,7 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -97,16 +97,18 @@ def list_clients(session: Session) -> list[dict]:
     ]
 
 
-def find_client(session: Session, client_id: str) -> Client | None:
-    row = session.execute(
-        select(
-            clients.c.client_id,
-            clients.c.callback_url,
-            clients.c.signing_secret,
-            clients.c.previous_signing_secret,
-            clients.c.previous_secret_expires_at,
-        ).where(clients.c.client_id == client_id)
-    ).one_or_none()
+CLIENT_COLUMNS = (
+    clients.c.client_id,
+    clients.c.callback_url,
+    clients.c.signing_secret,
+    clients.c.previous_signing_secret,
+    clients.c.previous_secret_expires_at,
+)
+_FIND_CLIENT = select(*CLIENT_COLUMNS).where(clients.c.client_id == bindparam("client_id"))
+
+
+def find_client(connection: Connection | Session, client_id: str) -> Client | None:
+    row = connection.execute(_FIND_CLIENT, {"client_id": client_id}).one_or_none()
     return Client(*row) if row else None
 
 

@@ -8,11 +8,12 @@ import json
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from gateway.clients import CLIENT_COLUMNS, Client
 from gateway.metrics import RESULTS_RECORDED
-from gateway.tables import deliveries, outbox, results, tasks, webhook_ids
+from gateway.tables import clients, deliveries, outbox, results, tasks, webhook_ids
 from messaging import vocabulary
 from messaging.db import insert_ignoring_duplicates, insert_many_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
@@ -40,8 +41,10 @@ def content_digest(task: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def accept_task(session: Session, client_id: str, task_uuid: uuid.UUID, task: dict) -> Acceptance:
-    """Store the task and its routed message in the session's transaction (the caller commits).
+def accept_task(
+    connection: Connection | Session, client_id: str, task_uuid: uuid.UUID, task: dict
+) -> Acceptance:
+    """Store the task and its routed message in the caller's transaction (the caller commits).
 
     A task-id seen before with the same content is an idempotent replay (created=False); with
     other content it is a TaskConflict. The unique (client_id, task_id) constraint decides races.
@@ -49,7 +52,7 @@ def accept_task(session: Session, client_id: str, task_uuid: uuid.UUID, task: di
     digest = content_digest(task)
     now = utcnow()
     inserted = insert_ignoring_duplicates(
-        session,
+        connection,
         tasks,
         {
             "task_uuid": task_uuid,
@@ -65,7 +68,7 @@ def accept_task(session: Session, client_id: str, task_uuid: uuid.UUID, task: di
         },
     )
     if not inserted:
-        existing = session.scalar(
+        existing = connection.scalar(
             select(tasks.c.content_sha256).where(
                 tasks.c.client_id == client_id, tasks.c.task_id == task["task_id"]
             )
@@ -80,22 +83,43 @@ def accept_task(session: Session, client_id: str, task_uuid: uuid.UUID, task: di
         client_id=client_id,
         payload={"customer_id": task["customer_id"], **task["payload"]},
     )
-    add_to_outbox(session, outbox, [routed])
+    add_to_outbox(connection, outbox, [routed])
     return Acceptance(task_uuid, created=True)
 
 
-def task_of_webhook_id(session: Session, client_id: str, webhook_id: str) -> uuid.UUID | None:
-    """The task a request with this webhook-id created or replayed, if one was seen recently."""
-    return session.scalar(
-        select(webhook_ids.c.task_uuid).where(
-            webhook_ids.c.client_id == client_id, webhook_ids.c.webhook_id == webhook_id
+# Who sends a request, and the task an earlier request with its webhook-id led to: one round trip.
+_SENDER_AND_REPLAY = (
+    select(*CLIENT_COLUMNS, webhook_ids.c.task_uuid)
+    .select_from(
+        clients.outerjoin(
+            webhook_ids,
+            and_(
+                webhook_ids.c.client_id == clients.c.client_id,
+                webhook_ids.c.webhook_id == bindparam("webhook_id"),
+            ),
         )
     )
+    .where(clients.c.client_id == bindparam("client_id"))
+)
 
 
-def remember_webhook_id(session: Session, client_id: str, webhook_id: str, task_uuid: uuid.UUID) -> None:
+def sender_and_replay(
+    connection: Connection, client_id: str, webhook_id: str
+) -> tuple[Client | None, uuid.UUID | None]:
+    """The client, and the task a request with this webhook-id created or replayed, if one was
+    seen recently (None for a client that does not exist)."""
+    row = connection.execute(_SENDER_AND_REPLAY, {"client_id": client_id, "webhook_id": webhook_id}).first()
+    if row is None:
+        return None, None
+    *client, replayed = row
+    return Client(*client), replayed
+
+
+def remember_webhook_id(
+    connection: Connection | Session, client_id: str, webhook_id: str, task_uuid: uuid.UUID
+) -> None:
     insert_ignoring_duplicates(
-        session,
+        connection,
         webhook_ids,
         {"client_id": client_id, "webhook_id": webhook_id, "task_uuid": task_uuid, "received_at": utcnow()},
     )

@@ -10,10 +10,8 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, g, request, url_for
 from marshmallow import ValidationError
-from sqlalchemy.orm import Session
 
 from gateway import signatures
-from gateway.clients import find_client
 from gateway.identity import task_uuid as make_task_uuid
 from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
@@ -26,7 +24,7 @@ from gateway.store import (
     content_digest,
     find_task,
     remember_webhook_id,
-    task_of_webhook_id,
+    sender_and_replay,
 )
 
 log = logging.getLogger(__name__)
@@ -40,15 +38,18 @@ def submit_task(client_id: str):
         raise Problem(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
 
-    # One read transaction for who is asking and whether this exact request was seen before.
-    with Session(state.reader) as session:
-        client = find_client(session, client_id) if re.fullmatch(CLIENT_ID, client_id) else None
+    # Who is asking, and whether this exact request was seen before: one statement.
+    with state.reader.connect() as connection:
+        client, replayed = (
+            sender_and_replay(connection, client_id, request.headers.get("webhook-id", ""))
+            if re.fullmatch(CLIENT_ID, client_id)
+            else (None, None)
+        )
         if client is None:
             raise Problem(401, "unknown client or invalid signature")
         g.known_client = client_id
         webhook_id, body = _verified_body(client, raw, state.settings.signature_tolerance_seconds)
-        replayed = task_of_webhook_id(session, client_id, webhook_id)
-        task = find_task(session, client_id, task_uuid=replayed) if replayed else None
+        task = find_task(connection, client_id, task_uuid=replayed) if replayed else None
     if task is not None:  # the same request again: answered, not processed
         if task["content_sha256"] != content_digest(body):
             raise Problem(409, "this webhook-id was already used for a request with other content")
@@ -69,11 +70,11 @@ def submit_task(client_id: str):
     if reason := state.backpressure.reason_to_refuse():
         raise Problem(503, reason, headers=_retry_after(state))
     try:
-        with Session(state.engine) as session, session.begin():
-            acceptance = accept_task(session, client_id, task_uuid, task)
-            remember_webhook_id(session, client_id, webhook_id, task_uuid)
+        with state.engine.begin() as connection:
+            acceptance = accept_task(connection, client_id, task_uuid, task)
+            remember_webhook_id(connection, client_id, webhook_id, task_uuid)
             if acceptance.created:
-                state.outbox_wakeup.notify(session)
+                state.outbox_wakeup.notify(connection)
     except TaskConflict:
         log.info("task-id reused with other content", extra=fields)
         raise Problem(409, f"task {task['task_id']!r} was already submitted with different content") from None
@@ -81,8 +82,8 @@ def submit_task(client_id: str):
     self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
     if not acceptance.created:
         log.info("task replayed", extra=fields)
-        with Session(state.reader) as session:
-            return task_representation(find_task(session, client_id, task["task_id"]), self_url), 200
+        with state.reader.connect() as connection:
+            return task_representation(find_task(connection, client_id, task["task_id"]), self_url), 200
     log.info("task accepted", extra={**fields, "type": task["type"]})
     body = {
         "task_id": task["task_id"],

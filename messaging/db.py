@@ -9,7 +9,7 @@ import threading
 import weakref
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Engine, create_engine, event, exc, select, text
+from sqlalchemy import JSON, Connection, DateTime, Engine, create_engine, event, exc, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import TypeDecorator
 
@@ -48,7 +48,11 @@ def make_engine(url: str, **options) -> Engine:
         engine = create_engine(url, connect_args=connect_args, **options)
         _serialize_sqlite_writers(engine)
         return engine
-    options.setdefault("pool_pre_ping", True)
+    # No ping before every checkout: it costs a round trip per transaction. A connection the server
+    # dropped fails its first statement instead; SQLAlchemy then sees a disconnect and invalidates
+    # every pooled connection older than it, so an outage costs each process one failed
+    # transaction, which callers treat like any other unavailability (retry, or 503 on the webhook).
+    options.setdefault("pool_pre_ping", False)
     if "poolclass" not in options:
         options.setdefault("pool_size", 5)
         options.setdefault("max_overflow", 10)
@@ -154,9 +158,16 @@ def _writer_lock(url: str) -> _WriterLock:
         return _writer_locks.setdefault(url, _WriterLock(timeout=SQLITE_BUSY_TIMEOUT))
 
 
+def dialect_name(connection_or_session) -> str:
+    """The dialect of a Connection, or of the engine a Session is bound to."""
+    if isinstance(connection_or_session, Connection):
+        return connection_or_session.dialect.name
+    return connection_or_session.get_bind().dialect.name
+
+
 def insert_ignoring_duplicates(connection_or_session, table, values: dict) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
-    statement = _insert_ignoring_duplicates(connection_or_session.get_bind().dialect.name, table)
+    statement = _insert_ignoring_duplicates(dialect_name(connection_or_session), table)
     return connection_or_session.execute(statement, values).first() is not None
 
 
@@ -164,7 +175,7 @@ def insert_many_ignoring_duplicates(connection_or_session, table, rows: list[dic
     """Many rows in one INSERT ... ON CONFLICT DO NOTHING; the primary keys of those inserted."""
     if not rows:
         return set()
-    statement = _insert_ignoring_duplicates(connection_or_session.get_bind().dialect.name, table)
+    statement = _insert_ignoring_duplicates(dialect_name(connection_or_session), table)
     return set(connection_or_session.execute(statement, rows).scalars())
 
 

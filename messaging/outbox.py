@@ -4,6 +4,7 @@ published afterwards by a relay, so a commit and its messages can never part."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import threading
@@ -87,7 +88,7 @@ def backlog(connection: DatabaseConnection, table: Table) -> Backlog:
     return Backlog(count, oldest)
 
 
-def add_to_outbox(session: Session, table: Table, envelopes: list[Envelope]) -> None:
+def add_to_outbox(connection: DatabaseConnection | Session, table: Table, envelopes: list[Envelope]) -> None:
     """Stage envelopes for publication in the caller's transaction."""
     if not envelopes:
         return
@@ -104,7 +105,12 @@ def add_to_outbox(session: Session, table: Table, envelopes: list[Envelope]) -> 
                 "created_at": utcnow(),
             }
         )
-    session.execute(insert(table), rows)
+    connection.execute(_insert(table), rows)
+
+
+@functools.cache
+def _insert(table: Table):
+    return insert(table)
 
 
 def add_raw_to_outbox(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class Wakeup:
     def __init__(self) -> None:
         self._event = threading.Event()
 
-    def notify(self, session: Session | None = None) -> None:
+    def notify(self, session: Session | Connection | None = None) -> None:
         """Signal new work. With a session: as part of its transaction, else at once."""
         self._event.set()
 
@@ -61,7 +61,7 @@ class PostgresWakeup(Wakeup):
         self._listener: threading.Thread | None = None
         self.listening = threading.Event()  # set while LISTEN is in effect
 
-    def notify(self, session: Session | None = None) -> None:
+    def notify(self, session: Session | Connection | None = None) -> None:
         if session is None:
             self._event.set()
             return
