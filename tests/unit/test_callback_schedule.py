@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from gateway.callbacks import next_delay
+from gateway.callbacks import environment_configures_requests, next_delay
 
 SCHEDULE = (0, 5, 30, 120)
 
@@ -17,3 +17,20 @@ def test_delays_follow_the_schedule_within_jitter(attempts_made, base):
 
 def test_no_delay_once_the_schedule_is_spent():
     assert next_delay(SCHEDULE, len(SCHEDULE), random.Random()) is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, False),
+        ({"PATH": "/usr/bin", "HOME": "/root"}, False),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, True),
+        ({"http_proxy": "http://proxy:3128"}, True),
+        ({"NO_PROXY": "internal.example"}, True),
+        ({"HTTPS_PROXY": ""}, False),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ssl/bundle.pem"}, True),
+        ({"CURL_CA_BUNDLE": "/etc/ssl/bundle.pem"}, True),
+    ],
+)
+def test_requests_reads_the_environment_only_where_it_configures_something(environ, expected):
+    assert environment_configures_requests(environ) is expected
