@@ -230,12 +230,29 @@ def serialize_on(session, *key: str) -> None:
     PostgreSQL: a transaction-scoped advisory lock. SQLite: nothing to do, its writers already run
     one at a time (BEGIN IMMEDIATE).
     """
-    if session.get_bind().dialect.name != "postgresql":
+    serialize_on_many(session, [key])
+
+
+def serialize_on_many(session, keys: list[tuple[str, ...]]) -> None:
+    """serialize_on for each of keys, in one statement. The locks are taken in a fixed order (of
+    their numbers), so two transactions serializing on overlapping keys cannot deadlock."""
+    if not keys or dialect_name(session) != "postgresql":
         return
+    numbers = sorted({_lock_number(key) for key in keys})
+    if len(numbers) == 1:
+        session.execute(_ADVISORY_LOCK, {"key": numbers[0]})
+    else:
+        # unnest yields the array's elements in order, and each row takes its lock in turn.
+        session.execute(_ADVISORY_LOCKS, {"keys": numbers})
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key")
+
+
+def _lock_number(key: tuple[str, ...]) -> int:
     digest = hashlib.blake2b("\x1f".join(key).encode(), digest_size=8).digest()
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest, "big", signed=True)}
-    )
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def lock_row(session, table, **key: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from sqlalchemy import (
@@ -27,13 +27,15 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from messaging import vocabulary
-from messaging.db import JsonDocument, UtcDateTime, is_postgresql, serialize_on, utcnow
+from messaging.consumer import BatchHandler, Handler
+from messaging.db import JsonDocument, UtcDateTime, is_postgresql, serialize_on, serialize_on_many, utcnow
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox
 from messaging.wakeup import Wakeup
@@ -51,7 +53,7 @@ class Customer:
 
 
 CustomerTaskHandler = Callable[[Session, Envelope, Customer], list[Envelope]]
-Handler = Callable[[Session, Envelope], list[Envelope]]
+CustomerBatchHandler = Callable[[Session, list[tuple[Envelope, Customer]]], list[Envelope]]
 
 
 class CustomerReplica:
@@ -85,40 +87,77 @@ class CustomerReplica:
     # -- reading -------------------------------------------------------------------------------
 
     def find(self, session: Session, client_id: str, customer_id: str) -> Customer | None:
+        return self.find_many(session, [(client_id, customer_id)]).get((client_id, customer_id))
+
+    def find_many(self, session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Customer]:
+        """The replicated customers of these (client_id, customer_id) keys, by key; one query."""
+        keys = set(keys)
+        if not keys:
+            return {}
         table = self.customers
-        row = session.execute(
-            select(table.c.name, table.c.email, table.c.version).where(
-                table.c.client_id == client_id, table.c.customer_id == customer_id
-            )
-        ).one_or_none()
-        return Customer(client_id, customer_id, *row) if row else None
+        rows = session.execute(
+            select(
+                table.c.client_id, table.c.customer_id, table.c.name, table.c.email, table.c.version
+            ).where(tuple_(table.c.client_id, table.c.customer_id).in_(keys))
+        )
+        return {(row.client_id, row.customer_id): Customer(*row) for row in rows}
 
     # -- task handlers -------------------------------------------------------------------------
 
     def needs_customer(self, handler: CustomerTaskHandler) -> Handler:
         """A task handler that runs with the task's customer, or parks the task until it is known."""
 
+        def handle_many(session: Session, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
+            return [caused for task, customer in ready for caused in handler(session, task, customer)]
+
+        handle_batch = self.needs_customers(handle_many)
+
         def handle(session: Session, task: Envelope) -> list[Envelope]:
-            customer_id = task.payload["customer_id"]
-            serialize_on(session, self.context, "customer", task.client_id, customer_id)
-            customer = self.find(session, task.client_id, customer_id)
-            if customer is not None:
-                return handler(session, task, customer)
-            session.execute(
-                self.parked.insert().values(
-                    message_id=task.message_id,
-                    client_id=task.client_id,
-                    customer_id=customer_id,
-                    envelope=task.to_body(),
-                    parked_at=utcnow(),
-                )
-            )
-            log.info("parked until customer %s is known", customer_id, extra=task.log_fields)
-            return [vocabulary.task_status(task, context=self.context, status=vocabulary.WAITING)]
+            return handle_batch(session, [task])
 
         handle.__name__ = handler.__name__
         handle.__doc__ = handler.__doc__
         return handle
+
+    def needs_customers(self, handler: CustomerBatchHandler) -> BatchHandler:
+        """needs_customer for many tasks at once: the tasks whose customer is known go to handler
+        together (in their order, with their customers), the others are parked.
+
+        The customers are serialized with their events (as needs_customer does) in one statement,
+        and looked up in one more, however many tasks there are.
+        """
+
+        def handle(session: Session, tasks: list[Envelope]) -> list[Envelope]:
+            keys = {(task.client_id, task.payload["customer_id"]) for task in tasks}
+            serialize_on_many(session, [(self.context, "customer", *key) for key in keys])
+            known = self.find_many(session, keys)
+            ready, caused = [], []
+            for task in tasks:
+                customer = known.get((task.client_id, task.payload["customer_id"]))
+                if customer is None:
+                    caused.append(self._park(session, task))
+                else:
+                    ready.append((task, customer))
+            return caused + (handler(session, ready) if ready else [])
+
+        handle.__name__ = handler.__name__
+        handle.__doc__ = handler.__doc__
+        return handle
+
+    def _park(self, session: Session, task: Envelope) -> Envelope:
+        """Keep task until its customer is known; returns the status message saying it waits."""
+        customer_id = task.payload["customer_id"]
+        session.execute(
+            self.parked.insert().values(
+                message_id=task.message_id,
+                client_id=task.client_id,
+                customer_id=customer_id,
+                envelope=task.to_body(),
+                parked_at=utcnow(),
+            )
+        )
+        log.info("parked until customer %s is known", customer_id, extra=task.log_fields)
+        return vocabulary.task_status(task, context=self.context, status=vocabulary.WAITING)
 
     # -- customer events -----------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
@@ -19,38 +19,60 @@ CONTEXT = "survey"
 
 def assign_survey(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
     """survey.assign: invite the customer at the email replicated right now."""
-    existing = session.execute(
-        select(invitations.c.invitation_id, invitations.c.email).where(
-            invitations.c.client_id == task.client_id, invitations.c.task_id == task.task_id
-        )
-    ).one_or_none()
-    if existing is None:
-        due_date = task.payload.get("due_date")
-        invitation_id, email = uuid7(), customer.email
-        session.execute(
-            invitations.insert().values(
-                invitation_id=invitation_id,
-                client_id=task.client_id,
-                task_id=task.task_id,
-                customer_id=customer.customer_id,
-                survey_id=task.payload["survey_id"],
-                due_date=date.fromisoformat(due_date) if due_date else None,
-                email=email,
-                created_at=utcnow(),
+    return assign_surveys(session, [(task, customer)])
+
+
+def assign_surveys(session: Session, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
+    """assign_survey for many tasks: one query for the invitations made before, one insert."""
+    existing = {
+        (row.client_id, row.task_id): (row.invitation_id, row.email)
+        for row in session.execute(
+            select(
+                invitations.c.client_id,
+                invitations.c.task_id,
+                invitations.c.invitation_id,
+                invitations.c.email,
+            ).where(
+                tuple_(invitations.c.client_id, invitations.c.task_id).in_(
+                    {(task.client_id, task.task_id) for task, _ in ready}
+                )
             )
         )
-    else:
-        invitation_id, email = existing
-    return [
-        vocabulary.result(
-            task,
-            context=CONTEXT,
-            outcome="survey.assigned",
-            status=vocabulary.SUCCEEDED,
-            result={"invitation_id": str(invitation_id), "email": email},
+    }
+    new_rows = []
+    results = []
+    for task, customer in ready:
+        key = (task.client_id, task.task_id)
+        if key not in existing:  # the first time this task arrives (a repeat in this batch is not)
+            existing[key] = (uuid7(), customer.email)
+            due_date = task.payload.get("due_date")
+            new_rows.append(
+                {
+                    "invitation_id": existing[key][0],
+                    "client_id": task.client_id,
+                    "task_id": task.task_id,
+                    "customer_id": customer.customer_id,
+                    "survey_id": task.payload["survey_id"],
+                    "due_date": date.fromisoformat(due_date) if due_date else None,
+                    "email": customer.email,
+                    "created_at": utcnow(),
+                }
+            )
+        invitation_id, email = existing[key]
+        results.append(
+            vocabulary.result(
+                task,
+                context=CONTEXT,
+                outcome="survey.assigned",
+                status=vocabulary.SUCCEEDED,
+                result={"invitation_id": str(invitation_id), "email": email},
+            )
         )
-    ]
+    if new_rows:
+        session.execute(insert(invitations), new_rows)
+    return results
 
 
 TASK_HANDLERS = {"survey.assign": replica.needs_customer(assign_survey)}
+BATCH_HANDLERS = {"survey.assign": replica.needs_customers(assign_surveys)}
 HANDLERS = {**TASK_HANDLERS, **replica.event_handlers()}
