@@ -16,8 +16,8 @@ from gateway.problems import Problem, problem_response
 from gateway.state import BrokerProbe, GatewayState
 from gateway.tables import outbox
 from messaging.db import is_unavailable, make_engine
-from messaging.outbox import wakeup_channel
-from messaging.wakeup import Wakeup, make_wakeup
+from messaging.outbox import relay_wakeup
+from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def create_app(
     app.extensions["taskgate"] = GatewayState(
         settings=settings,
         engine=engine,
-        outbox_wakeup=outbox_wakeup or make_wakeup(engine, wakeup_channel(outbox)),
+        outbox_wakeup=outbox_wakeup or relay_wakeup(engine, outbox),
         broker_probe=BrokerProbe(settings.broker_url),
         backpressure=Backpressure(
             engine,

@@ -36,7 +36,7 @@ from messaging import topology, vocabulary
 from messaging.broker import BatchConfirms
 from messaging.db import JsonDocument, UtcDateTime, is_postgresql, utcnow
 from messaging.envelope import CONTENT_TYPE, Envelope
-from messaging.wakeup import Wakeup
+from messaging.wakeup import Wakeup, make_wakeup
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,13 @@ def make_outbox_table(metadata: MetaData, owner: str) -> Table:
 def wakeup_channel(table: Table) -> str:
     """The name writers notify and the table's relay waits on."""
     return f"taskgate_{table.name}"
+
+
+def relay_wakeup(engine: Engine, table: Table) -> Wakeup:
+    """The wake-up of table's relay. On PostgreSQL every insert into an outbox table notifies its
+    channel at commit (a trigger, migration 0008), so a writer's notify(session) costs nothing; in
+    one process (SQLite) it wakes the relay in memory."""
+    return make_wakeup(engine, wakeup_channel(table), notified_by_database=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,10 +51,15 @@ class PostgresWakeup(Wakeup):
     own (e.g. a finished callback attempt), whichever comes first.
     """
 
-    def __init__(self, engine: Engine, channel: str, retry_interval: float = 1.0) -> None:
+    def __init__(
+        self, engine: Engine, channel: str, retry_interval: float = 1.0, *, notified_by_database: bool = False
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.channel = channel
+        # True where the database itself notifies the channel of every write that matters (the
+        # outboxes' triggers): notify(session) then has nothing to send.
+        self.notified_by_database = notified_by_database
         self.retry_interval = retry_interval
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -64,6 +69,8 @@ class PostgresWakeup(Wakeup):
     def notify(self, session: Session | Connection | None = None) -> None:
         if session is None:
             self._event.set()
+            return
+        if self.notified_by_database:
             return
         # Delivered when (and only if) the session's transaction commits.
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self.channel})
@@ -115,7 +122,12 @@ class PostgresWakeup(Wakeup):
         return connection
 
 
-def make_wakeup(engine: Engine, channel: str) -> Wakeup:
+def make_wakeup(engine: Engine, channel: str, *, notified_by_database: bool = False) -> Wakeup:
+    """The wake-up for channel: across processes on PostgreSQL, in memory otherwise.
+
+    notified_by_database: the database notifies channel itself on every write a waiter looks for
+    (see messaging.outbox.relay_wakeup), so writers' notify(session) sends nothing.
+    """
     if engine.dialect.name == "postgresql":
-        return PostgresWakeup(engine, channel)
+        return PostgresWakeup(engine, channel, notified_by_database=notified_by_database)
     return Wakeup()

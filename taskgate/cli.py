@@ -23,8 +23,6 @@ from gateway.config import Settings
 from gateway.tables import outbox as gateway_outbox
 from messaging import dead_letters
 from messaging.db import is_unavailable, make_engine
-from messaging.outbox import wakeup_channel
-from messaging.wakeup import make_wakeup
 from taskgate import database, logs, operations
 from taskgate.registry import NAMES, overview_sources
 from taskgate.runtime import Runtime
@@ -101,7 +99,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     app = create_app(
         settings,
         engine=engine,
-        outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)),
+        outbox_wakeup=runtime.relay_wakeup(gateway_outbox),
         overview_sources=overview_sources(),
     )
     server = create_server(app, host=host, port=port, threads=8, ident="taskgate")
@@ -308,8 +306,8 @@ def dead_letters_replay(settings: Settings, ids: tuple, replay_all: bool) -> Non
     for dead_letter_id in chosen:
         try:
             with Session(engine) as session, session.begin():
+                # On PostgreSQL the outbox's trigger wakes the relay; SQLite's relay polls.
                 dead_letters.replay(session, table, gateway_tables.outbox, dead_letter_id)
-                make_wakeup(engine, wakeup_channel(gateway_tables.outbox)).notify(session)
             replayed.append(str(dead_letter_id))
         except dead_letters.NotReplayable as error:
             refused[str(dead_letter_id)] = str(error)

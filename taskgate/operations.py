@@ -9,8 +9,7 @@ from sqlalchemy.orm import Session
 
 from contexts.customers import handlers as customers
 from contexts.customers import tables as customers_tables
-from messaging.outbox import add_to_outbox, wakeup_channel
-from messaging.wakeup import make_wakeup
+from messaging.outbox import add_to_outbox
 from taskgate import registry
 
 
@@ -25,6 +24,6 @@ def rebuild_read_models(engine: Engine, contexts: Iterable[str]) -> dict:
     with Session(engine) as session, session.begin():
         cleared = {name: registry.spec(name, {}).replica.clear(session) for name in contexts}
         snapshots = customers.current_state(session)
+        # On PostgreSQL the outbox's trigger wakes the relay; SQLite's relay polls.
         add_to_outbox(session, customers_tables.outbox, snapshots)
-        make_wakeup(engine, wakeup_channel(customers_tables.outbox)).notify(session)
     return {"cleared": cleared, "published": len(snapshots)}

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Table
 
 from gateway import tables as gateway_tables
 from gateway.callbacks import CallbackDispatcher
@@ -18,7 +18,7 @@ from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
 from messaging.heartbeat import Heartbeat
-from messaging.outbox import OutboxRelay, wakeup_channel
+from messaging.outbox import OutboxRelay, relay_wakeup, wakeup_channel
 from messaging.replica import ParkingSweeper
 from messaging.wakeup import Wakeup, make_wakeup
 from taskgate import registry, tables
@@ -70,6 +70,13 @@ class Runtime:
             self._wakeups[name] = make_wakeup(self.engine, name)
         return self._wakeups[name]
 
+    def relay_wakeup(self, outbox: Table) -> Wakeup:
+        """The wake-up of outbox's relay (see messaging.outbox.relay_wakeup)."""
+        name = wakeup_channel(outbox)
+        if name not in self._wakeups:
+            self._wakeups[name] = relay_wakeup(self.engine, outbox)
+        return self._wakeups[name]
+
     def start(self, contexts: Iterable[str], role: str = "worker") -> None:
         contexts = list(contexts)
         declare_topology(self.settings.broker_url)
@@ -96,7 +103,7 @@ class Runtime:
         return [thread.name for thread in self._threads if not thread.is_alive()]
 
     def _start_context(self, spec: ContextSpec, after_commit: Callable[[], None] = lambda: None) -> None:
-        outbox_wakeup = self.wakeup(wakeup_channel(spec.outbox))
+        outbox_wakeup = self.relay_wakeup(spec.outbox)
         relay = OutboxRelay(
             self.engine,
             spec.outbox,

@@ -20,8 +20,7 @@ from gateway.identity import task_uuid
 from gateway.store import accept_task
 from gateway.tables import outbox, results, tasks
 from messaging.db import make_engine
-from messaging.outbox import wakeup_channel
-from messaging.wakeup import make_wakeup
+from messaging.outbox import relay_wakeup
 from tests import backends
 from tests.e2e.helpers import BIN, Process, environment
 from tests.factories import maintenance_task, register_client, schedule_task, upsert_task, wait_for
@@ -87,7 +86,7 @@ def system(tmp_path, postgres_database):
 
 def submit(engine, task_list):
     """Accept tasks as the webhook does, in one burst, and wake the relays."""
-    wakeup = make_wakeup(engine, wakeup_channel(outbox))
+    wakeup = relay_wakeup(engine, outbox)
     with Session(engine) as session, session.begin():
         for task in task_list:
             accept_task(session, "acme", task_uuid(DEFAULT_NAMESPACE, "acme", task["task_id"]), task)

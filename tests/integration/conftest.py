@@ -10,7 +10,6 @@ import responses
 from gateway import create_app
 from gateway.tables import outbox as gateway_outbox
 from messaging.db import make_engine
-from messaging.outbox import wakeup_channel
 from taskgate.registry import NAMES, overview_sources
 from taskgate.runtime import Runtime
 from tests.conftest import make_settings
@@ -41,7 +40,7 @@ def gateway(stack, callbacks, context_environ):
     app = create_app(
         settings,
         engine=engine,
-        outbox_wakeup=runtime.wakeup(wakeup_channel(gateway_outbox)),
+        outbox_wakeup=runtime.relay_wakeup(gateway_outbox),
         overview_sources=overview_sources(),
     )
     yield app
