@@ -25,8 +25,35 @@ class Sampled:
     cpu_last: float = 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """A server process the bench did not start (PostgreSQL's postmaster, RabbitMQ's VM), watched
+    with its children so that the CPU the servers spend on taskgate's behalf is counted too."""
+
+    name: str
+    pid: int
+    role: str = "service"
+
+
+def local_servers() -> list[Server]:
+    """The local PostgreSQL and RabbitMQ servers (by process name); none that are not running."""
+    found = []
+    for handle in psutil.process_iter(["name", "ppid"]):
+        name = handle.info["name"] or ""
+        if name == "beam.smp":
+            found.append(Server("rabbitmq", handle.pid))
+        elif name in ("postgres", "postmaster"):
+            try:
+                parent = psutil.Process(handle.info["ppid"]).name()
+            except psutil.Error:
+                continue
+            if parent not in ("postgres", "postmaster"):
+                found.append(Server("postgresql", handle.pid))
+    return found
+
+
 class Monitor:
-    def __init__(self, processes: list[Process], interval: float = 0.25):
+    def __init__(self, processes: list[Process | Server], interval: float = 0.25):
         self.roots = list(processes)
         self.interval = interval
         self.sampled: dict[int, Sampled] = {}
@@ -46,7 +73,7 @@ class Monitor:
         self._stop.set()
         self._thread.join()
 
-    def watch(self, process: Process) -> None:
+    def watch(self, process: Process | Server) -> None:
         self.roots.append(process)
         self.sample()
 
@@ -90,7 +117,7 @@ class Monitor:
                     sampled.peak_rss = max(sampled.peak_rss, rss)
                     sampled.cpu_last = times.user + times.system
 
-    def _tree(self, root: Process) -> list[tuple[psutil.Process, str]]:
+    def _tree(self, root: Process | Server) -> list[tuple[psutil.Process, str]]:
         handle = self._handle(root.pid)
         if handle is None:
             return []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import deployments, profiling
 from bench.figures import point_figures
-from bench.monitor import Monitor
+from bench.monitor import Monitor, local_servers
 from bench.procs import Processes, free_port, http_get, wait_for
 from bench.services import Services
 
@@ -58,7 +58,8 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
             "receiver", _python("bench.receiver", str(receiver_port), str(secrets)), "harness"
         )
         taskgate = deployments.start(mode, processes, port)
-        with Monitor([*taskgate, receiver]) as monitor:
+        servers = local_servers() if mode == "split" else []
+        with Monitor([*taskgate, receiver, *servers]) as monitor:
             _warm_up(processes, plan, point_dir, receiver_port)
             monitor.mark()
             profiles: list[Path] = []
@@ -69,11 +70,16 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
             drained_at = _drain(receiver_port, expected, options.drain)
             cpu = monitor.cpu_seconds("taskgate")
             harness_cpu = monitor.cpu_seconds("harness")
+            service_cpu = monitor.cpu_seconds("service")
             received = json.loads(http_get(receiver_port, "/_bench/records", timeout=30)[1])
-            process_report = monitor.report()
+            # Each server's processes are summed into services_cpu_ms_per_task, not listed.
+            process_report = [process for process in monitor.report() if process["role"] != "service"]
     figures = point_figures(sent, received, drained_at)
     figures["cpu_ms_per_task"] = round(1000 * cpu / max(figures["accepted"], 1), 3)
     figures["receiver_cpu_seconds"] = round(harness_cpu, 2)
+    # PostgreSQL's and RabbitMQ's CPU over the same span (split mode; the whole servers, so anything
+    # else they serve meanwhile counts too).
+    figures["services_cpu_ms_per_task"] = round(1000 * service_cpu / max(figures["accepted"], 1), 3)
     result = {"mode": mode, "rate": rate, "label": label, **figures, "processes": process_report}
     if options.profile_dir:
         summary = profiling.summarize(profiling.read_stacks(profiles), figures["accepted"])

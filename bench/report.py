@@ -25,6 +25,7 @@ COLUMNS = (
     ("backlog", 8),
     ("undrained", 10),
     ("cpu ms/task", 12),
+    ("+ servers", 10),
     ("max RSS MiB", 12),
 )
 
@@ -88,6 +89,7 @@ def _row(point: dict) -> list[str]:
         str(point["backlog_at_end"]),
         str(point["backlog_after_drain"]),
         f"{point['cpu_ms_per_task']:.2f}",
+        f"{point['services_cpu_ms_per_task']:.2f}" if point.get("services_cpu_ms_per_task") else "-",
         f"{max((process['peak_rss_mib'] for process in taskgate), default=0):.0f}",
     ]
 
