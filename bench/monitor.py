@@ -90,6 +90,16 @@ class Monitor:
         with self._lock:
             return sum(s.cpu_last - s.cpu_at_mark for s in self.sampled.values() if s.role == role)
 
+    def cpu_seconds_by_root(self, role: str) -> dict[str, float]:
+        """cpu_seconds(role), per watched root (a root's children count towards it)."""
+        self.sample()
+        totals: Counter[str] = Counter()
+        with self._lock:
+            for sampled in self.sampled.values():
+                if sampled.role == role:
+                    totals[sampled.name.split(".")[0]] += sampled.cpu_last - sampled.cpu_at_mark
+        return dict(totals)
+
     def report(self) -> list[dict]:
         with self._lock:
             return [

@@ -70,7 +70,7 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
             drained_at = _drain(receiver_port, expected, options.drain)
             cpu = monitor.cpu_seconds("taskgate")
             harness_cpu = monitor.cpu_seconds("harness")
-            service_cpu = monitor.cpu_seconds("service")
+            service_cpu = monitor.cpu_seconds_by_root("service")
             received = json.loads(http_get(receiver_port, "/_bench/records", timeout=30)[1])
             # Each server's processes are summed into services_cpu_ms_per_task, not listed.
             process_report = [process for process in monitor.report() if process["role"] != "service"]
@@ -79,7 +79,9 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
     figures["receiver_cpu_seconds"] = round(harness_cpu, 2)
     # PostgreSQL's and RabbitMQ's CPU over the same span (split mode; the whole servers, so anything
     # else they serve meanwhile counts too).
-    figures["services_cpu_ms_per_task"] = round(1000 * service_cpu / max(figures["accepted"], 1), 3)
+    per_task = {name: 1000 * seconds / max(figures["accepted"], 1) for name, seconds in service_cpu.items()}
+    figures["services_cpu_ms_per_task"] = round(sum(per_task.values()), 3)
+    figures["services_cpu_ms_per_task_by_server"] = {name: round(ms, 3) for name, ms in per_task.items()}
     result = {"mode": mode, "rate": rate, "label": label, **figures, "processes": process_report}
     if options.profile_dir:
         summary = profiling.summarize(profiling.read_stacks(profiles), figures["accepted"])

@@ -34,7 +34,7 @@ from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
 from gateway.urls import UnsafeURL, check_callback_url
 from messaging.db import is_postgresql, utcnow
-from messaging.group_commit import GroupCommit
+from messaging.group_commit import GroupCommit, Ticket
 from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -132,15 +132,22 @@ class CallbackDispatcher:
             return sum(self._in_flight.values())
 
     def _attempt_and_release(self, chunk: list, leased_at: float) -> None:
-        """Attempt a leased chunk (one client's) in order, then free its place. An attempt only
-        starts while the lease surely outlasts it; what is left over (or follows a failure to
-        record) goes back when its lease runs out."""
+        """Attempt a leased chunk (one client's) in order, then free its place once every attempt
+        is recorded. An attempt only starts while the lease surely outlasts it; what is left over
+        (or follows a failure to record) goes back when its lease runs out.
+
+        A thread does not wait for each record before the next attempt: the records go with the
+        next group commit, and the thread waits for them all at the end of the chunk.
+        """
+        records: list[Ticket] = []
         try:
             for row in chunk:
                 if time.monotonic() - leased_at > LEASE_MARGIN_SECONDS:
                     break
+                if any(record.failed for record in records):
+                    break
                 try:
-                    self._attempt(row)
+                    records.append(self._attempt(row))
                 except Exception:
                     log.exception(
                         "callback attempt crashed",
@@ -148,6 +155,10 @@ class CallbackDispatcher:
                     )
                     break
         finally:
+            try:
+                self._recorder.wait(records)
+            except Exception:
+                log.exception("recording callback attempts failed; their deliveries go again later")
             client_id = chunk[0].client_id
             with self._lock:
                 self._in_flight[client_id] -= 1
@@ -201,7 +212,7 @@ class CallbackDispatcher:
             self._sessions.http = session
         return self._sessions.http
 
-    def _attempt(self, row) -> None:
+    def _attempt(self, row) -> Ticket:
         now = utcnow()
         client = Client(
             row.client_id,
@@ -241,9 +252,10 @@ class CallbackDispatcher:
             )
             attempt.error = f"{type(error).__name__}: {error}"[:1000]
         attempt.duration_ms = int((time.monotonic() - started) * 1000)
-        self._record(row, attempt)
+        return self._record(row, attempt)
 
-    def _record(self, row, attempt: Attempt) -> None:
+    def _record(self, row, attempt: Attempt) -> Ticket:
+        """Hand the attempt to the group commit; the ticket says when it is recorded."""
         attempts = row.attempts + 1
         attempt.error = _storable(attempt.error) if attempt.error else None
         fields = {"task_id": row.task_id, "task_uuid": str(row.task_uuid), "result_id": str(row.result_id)}
@@ -271,9 +283,9 @@ class CallbackDispatcher:
                 outcome = "retry"
                 log.info("callback attempt failed; retrying in %.1f s", delay, extra={**fields, **detail})
         DELIVERY_ATTEMPTS.labels(outcome).inc()
-        self._recorder.submit((row, attempt, attempts, values))
-        if outcome != "retry":
-            self.wakeup.notify()  # a later result of the same task may be free to go now
+        # Once recorded, a later result of the same task may be free to go: the chunk's end wakes
+        # the lease loop.
+        return self._recorder.submit_nowait((row, attempt, attempts, values))
 
     def _write_attempts(self, recorded: list[tuple]) -> None:
         """Attempts of several callback threads, recorded in one transaction (GroupCommit)."""

@@ -48,3 +48,40 @@ def test_everyone_in_a_failed_write_gets_its_error_and_the_next_write_goes_on():
         group.submit("bad")
     group.submit("good")
     assert calls == [["bad"], ["good"]]
+
+
+def test_submit_nowait_returns_during_anothers_write_and_wait_writes_what_nobody_wrote():
+    writes: list[list[str]] = []
+    first_write_may_end = threading.Event()
+
+    def write(items):
+        writes.append(list(items))
+        if items == ["first"]:
+            first_write_may_end.wait(30)
+
+    group = GroupCommit(write)
+    first = threading.Thread(target=group.submit, args=("first",))
+    first.start()
+    wait_for(lambda: writes, message="the first write")
+    queued = [group.submit_nowait(name) for name in ("a", "b")]  # return at once: a write is on
+    assert not any(ticket.done for ticket in queued) and writes == [["first"]]
+    first_write_may_end.set()
+    first.join(30)
+    assert not any(ticket.done for ticket in queued)  # the first writer wrote only its own
+    group.wait(queued)  # nobody else writes them: this thread does, in one transaction
+    assert writes == [["first"], ["a", "b"]]
+    assert all(ticket.done and not ticket.failed for ticket in queued)
+
+
+def test_submit_nowait_writes_at_once_when_nobody_writes_and_its_ticket_tells_a_failure():
+    def write(items):
+        if "bad" in items:
+            raise RuntimeError("database away")
+
+    group = GroupCommit(write)
+    good = group.submit_nowait("good")
+    assert good.done and not good.failed
+    bad = group.submit_nowait("bad")
+    assert bad.failed
+    with pytest.raises(RuntimeError, match="database away"):
+        group.wait([good, bad])
