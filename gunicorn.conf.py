@@ -26,6 +26,13 @@ def on_starting(server):
         os.makedirs(directory, exist_ok=True)
 
 
+def post_fork(server, worker):
+    """Before the worker starts its threads (see taskgate.memory)."""
+    from taskgate.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()
+
+
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -24,6 +24,7 @@ from gateway.tables import outbox as gateway_outbox
 from messaging import dead_letters
 from messaging.db import is_unavailable, make_engine
 from taskgate import database, logs, operations
+from taskgate.memory import limit_malloc_arenas
 from taskgate.registry import NAMES, overview_sources
 from taskgate.runtime import Runtime
 from taskgate.sender import post_task
@@ -92,6 +93,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """HTTP and every worker in one process."""
     from waitress.server import create_server
 
+    limit_malloc_arenas()
     engine = _engine(settings)
     _wait_for_schema(settings, engine)
     runtime = Runtime(settings, engine)
@@ -131,6 +133,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 @click.pass_obj
 def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     """Consumers (and outbox relays) of the given contexts, without HTTP."""
+    limit_malloc_arenas()
     engine = _engine(settings)
     _wait_for_schema(settings, engine)
     runtime = Runtime(settings, engine)
