@@ -99,7 +99,8 @@ class CallbackDispatcher:
         # An attempt lasts at most about two timeouts (connect and headers, then one body read past
         # its deadline); the lease outlasts that, so nobody else takes the delivery meanwhile.
         self.lease = timedelta(seconds=3 * timeout + LEASE_MARGIN_SECONDS)
-        self._due_query = _due_query(for_update=is_postgresql(engine))
+        self._due_window = _due_query(for_update=is_postgresql(engine), windowed=True)
+        self._due_all = _due_query(for_update=is_postgresql(engine), windowed=False)
         self._sessions = threading.local()
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
@@ -180,9 +181,10 @@ class CallbackDispatcher:
         chunks: list[list] = []
         open_chunks: dict[str, list[list]] = {}
         with Session(self.engine) as session, session.begin():
-            due = session.execute(
-                self._due_query, {"now": now, "busy": busy, "limit": room * chunk_size * self.per_client}
-            )
+            wanted = {"now": now, "busy": busy, "limit": room * chunk_size * self.per_client}
+            due = session.execute(self._due_window, wanted).all()
+            if len(due) < wanted["limit"]:
+                due = session.execute(self._due_all, wanted).all()
             for row in due:
                 mine = open_chunks.setdefault(row.client_id, [])
                 if in_flight[row.client_id] < self.per_client and len(chunks) < room:
@@ -328,9 +330,28 @@ class CallbackDispatcher:
             )
 
 
-def _due_query(for_update: bool):
+# A lease first looks only at this many times `limit` of the most overdue deliveries, so that
+# under a backlog its cost does not grow with the backlog (PostgreSQL would otherwise check every
+# due delivery for an earlier pending result, then sort them all). If that finds too few (e.g. the
+# window is full of deliveries held back by an earlier result), it looks at all of them.
+DUE_WINDOW = 2
+
+
+def _due_query(for_update: bool, *, windowed: bool):
     """Due pending deliveries, most overdue first, whose task has no earlier pending result; built
     once, with the time, the clients to leave out and the limit as parameters."""
+    due = (
+        select(deliveries.c.result_id)
+        .where(
+            deliveries.c.status == "pending",
+            deliveries.c.next_attempt_at <= bindparam("now"),
+            deliveries.c.client_id.not_in(bindparam("busy", expanding=True)),
+        )
+        .order_by(deliveries.c.next_attempt_at)
+    )
+    # Windowed: the most overdue first, straight from the (status, next_attempt_at) index; only
+    # these are joined and checked for earlier results.
+    window = (due.limit(bindparam("limit") * DUE_WINDOW) if windowed else due).subquery()
     earlier_result, earlier_delivery = aliased(results), aliased(deliveries)
     earlier_pending = exists().where(
         earlier_delivery.c.result_id == earlier_result.c.result_id,
@@ -362,15 +383,11 @@ def _due_query(for_update: bool):
             clients.c.previous_signing_secret,
             clients.c.previous_secret_expires_at,
         )
+        .join(window, window.c.result_id == deliveries.c.result_id)
         .join(results, results.c.result_id == deliveries.c.result_id)
         .join(tasks, tasks.c.task_uuid == results.c.task_uuid)
         .join(clients, clients.c.client_id == deliveries.c.client_id)
-        .where(
-            deliveries.c.status == "pending",
-            deliveries.c.next_attempt_at <= bindparam("now"),
-            deliveries.c.client_id.not_in(bindparam("busy", expanding=True)),
-            ~earlier_pending,
-        )
+        .where(deliveries.c.status == "pending", ~earlier_pending)
         .order_by(deliveries.c.next_attempt_at)
         .limit(bindparam("limit"))
     )

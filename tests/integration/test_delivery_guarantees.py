@@ -20,7 +20,7 @@ from gateway.identity import task_uuid
 from gateway.store import accept_task, record_result
 from gateway.tables import deliveries
 from messaging import vocabulary
-from messaging.db import make_engine
+from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
 from messaging.wakeup import Wakeup
 from tests.factories import register_client, upsert_task, wait_for
@@ -228,3 +228,29 @@ def test_a_chunk_stops_at_a_failure_to_record_and_leaves_the_rest_leased(engine,
     assert len(receiver.requests) == 1  # the first attempt went out, then the chunk stopped
     assert all(delivery(engine, r).status == "pending" for r in made)
     assert dispatcher._in_flight_total() == 0
+
+
+def test_deliveries_held_back_by_earlier_results_do_not_starve_the_rest(engine):
+    """The lease looks at the most overdue deliveries first; when those are all held back (their
+    task's first result is waiting for a retry), it still finds the due ones behind them."""
+    register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+    register_client(engine, "other", callback_url="http://127.0.0.1:9/unused")
+    held_back = [results_for(engine, "acme", f"A-{n}", count=2) for n in range(6)]
+    (free,) = results_for(engine, "other", "O-1")
+    now = utcnow()
+    with Session(engine) as session, session.begin():
+
+        def due_at(result_id, when):
+            session.execute(
+                update(deliveries).where(deliveries.c.result_id == result_id).values(next_attempt_at=when)
+            )
+
+        # Each acme task's first result waits for a retry; its second is overdue, but must wait.
+        for number, (first, second) in enumerate(held_back):
+            due_at(first, now + timedelta(hours=1))
+            due_at(second, now - timedelta(hours=1) + timedelta(seconds=number))
+        due_at(free, now - timedelta(minutes=1))  # the least overdue of all
+    dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), per_client=1)
+    # room 1, chunks of 1: the window holds 2 deliveries, all of them held back.
+    chunks = dispatcher._lease_due(room=1, chunk_size=1)
+    assert [[row.result_id for row in chunk] for chunk in chunks] == [[free]]
