@@ -76,6 +76,9 @@ class MessageWorker(ConsumerMixin):
         self.batch_size = batch_size
         self.retry_delays = retry_delays
         self._batch: list[tuple[Envelope, Handler, object]] = []
+        # Messages to dead-letter, with their reason: done in flush(), not in the broker's callback,
+        # where publishing (and declaring the dead-letter queue) would nest in the delivery loop.
+        self._rejected: list[tuple[object, str, Envelope | None]] = []
         self._consuming = None
 
     def get_consumers(self, Consumer, channel):
@@ -89,7 +92,7 @@ class MessageWorker(ConsumerMixin):
         ]
 
     def on_decode_error(self, message, exc):
-        self.dead_letter(message, f"undecodable body: {exc}")
+        self._rejected.append((message, f"undecodable body: {exc}", None))
 
     def run_until(self, stop: threading.Event) -> None:
         """Consume until stop is set (checked at least once a second)."""
@@ -107,10 +110,11 @@ class MessageWorker(ConsumerMixin):
     def on_consume_end(self, connection, channel) -> None:
         # Whatever was taken but not handled is redelivered by the broker; it was not acked.
         self._batch.clear()
+        self._rejected.clear()
 
     def on_iteration(self) -> None:
         """Before waiting for the next message: take what has already arrived, then handle it all."""
-        if not self._batch:
+        if not self._batch and not self._rejected:
             return
         while len(self._batch) < self.batch_size:
             try:
@@ -124,7 +128,7 @@ class MessageWorker(ConsumerMixin):
             taken = self._take(body, message)
         except Exception as error:  # never let one message kill the consumer
             log.exception("unexpected failure taking a message")
-            self.dead_letter(message, f"unexpected failure: {type(error).__name__}: {error}")
+            self._rejected.append((message, f"unexpected failure: {type(error).__name__}: {error}", None))
             return
         if taken is not None:
             self._batch.append(taken)
@@ -134,17 +138,22 @@ class MessageWorker(ConsumerMixin):
         try:
             envelope = Envelope.from_body(body)
         except InvalidEnvelope as error:
-            self.dead_letter(message, f"invalid envelope: {error}")
+            self._rejected.append((message, f"invalid envelope: {error}", None))
             return None
         handler = self.handlers.get(envelope.type)
         if handler is None:
-            self.dead_letter(message, f"no handler for message type {envelope.type!r}", envelope)
+            self._rejected.append((message, f"no handler for message type {envelope.type!r}", envelope))
             return None
         return envelope, handler, message
 
     def flush(self) -> None:
         """Handle the messages taken so far: together if they can be, else one by one."""
+        # Both taken before any I/O: what arrives while dead-lettering (a publish may wait for the
+        # broker, which delivers meanwhile) comes after this batch's last delivery tag.
+        rejected, self._rejected = self._rejected, []
         batch, self._batch = self._batch, []
+        for message, reason, envelope in rejected:
+            self.dead_letter(message, reason, envelope)
         if len(batch) > 1:
             try:
                 self._handle_together(batch)
@@ -153,8 +162,7 @@ class MessageWorker(ConsumerMixin):
                     "a batch of %d failed (%s); handling them one by one", len(batch), type(error).__name__
                 )
             else:
-                for _, _, message in batch:
-                    message.ack()
+                self._ack_together([message for _, _, message in batch])
                 self.after_commit()
                 return
         for envelope, handler, message in batch:
@@ -165,6 +173,19 @@ class MessageWorker(ConsumerMixin):
                     raise
                 log.exception("unexpected failure processing a message")
                 self.dead_letter(message, f"unexpected failure: {type(error).__name__}: {error}")
+
+    def _ack_together(self, messages: list) -> None:
+        """Ack a committed batch. On AMQP one frame acks them all (multiple=True acks every
+        delivery of the channel up to the given tag): every message delivered before the batch's
+        last was acked, requeued or dead-lettered already (flush() dead-letters before it handles
+        the batch), or is in the batch. The in-process broker acks one by one (it ignores
+        multiple)."""
+        last = max(messages, key=lambda message: message.delivery_tag)
+        if self.connection.transport.driver_type == "amqp":
+            last.ack(multiple=True)
+            return
+        for message in messages:
+            message.ack()
 
     def _handle_together(self, batch) -> None:
         with Session(self.engine) as session, session.begin():

@@ -313,3 +313,23 @@ def test_a_task_no_context_takes_is_dead_lettered_not_dropped(connection):
     )
     dead = get_one(connection, topology.dead_letters)
     assert dead.delivery_info["routing_key"] == "nobody.listens"
+
+
+def test_batches_are_acked_once_committed_and_nothing_is_left_unacked(engine, connection, broker_url):
+    """On RabbitMQ a batch is acked with one multiple-ack; messages dead-lettered between batches
+    (undecodable) are acked on their own, and nothing is acked twice or left behind."""
+    tasks = [upsert(task_id=f"T-{n}") for n in range(40)]
+    for number, task in enumerate(tasks):
+        publish_raw(connection, task)
+        if number % 15 == 7:
+            publish_raw(connection, task, body=b"{not json")
+    with RunningWorker(broker_url, engine, batch_size=10):
+        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 40, message="40 messages handled")
+        wait_for(lambda: _queue_is_drained(connection), message="every message acked")
+        dead = []
+        with connection.Consumer([topology.dead_letters], on_message=dead.append, accept=["json"]):
+            wait_for(lambda: _drain(connection) or len(dead) >= 3, message="3 dead letters")
+        for message in dead:
+            message.ack()
+    assert len(dead) == 3
+    assert all("undecodable" in message.headers["x-taskgate-reason"] for message in dead)
