@@ -207,10 +207,7 @@ class CallbackDispatcher:
     def _http(self) -> requests.Session:
         if not hasattr(self._sessions, "http"):
             session = requests.Session()
-            # With trust_env, requests looks through the environment for proxies and CA bundles on
-            # every request, which costs more than the rest of an attempt's client side. Where the
-            # environment sets none, there is nothing to find.
-            session.trust_env = environment_configures_requests()
+            read_environment_once(session)
             self._sessions.http = session
         return self._sessions.http
 
@@ -446,12 +443,18 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
-def environment_configures_requests(environ=None) -> bool:
-    """True if the environment sets a proxy or CA bundle that requests would pick up."""
+def read_environment_once(session: requests.Session, environ=None) -> None:
+    """Apply to session what requests would otherwise look up in the environment on every request
+    (trust_env), which costs more than the rest of an attempt's client side: the CA bundle
+    (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE). Proxy settings are left to requests, which applies
+    no_proxy per URL; .netrc credentials are never sent to callback URLs."""
     environ = os.environ if environ is None else environ
-    if any(environ.get(name) for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")):
-        return True
-    return any(name.lower().endswith("_proxy") and value for name, value in environ.items())
+    if any(name.lower().endswith("_proxy") and value for name, value in environ.items()):
+        return
+    session.trust_env = False
+    bundle = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
 
 
 def _read_some(response: requests.Response, deadline: float) -> str:

@@ -1,8 +1,9 @@
 import random
 
 import pytest
+import requests
 
-from gateway.callbacks import environment_configures_requests, next_delay
+from gateway.callbacks import next_delay, read_environment_once
 
 SCHEDULE = (0, 5, 30, 120)
 
@@ -20,17 +21,23 @@ def test_no_delay_once_the_schedule_is_spent():
 
 
 @pytest.mark.parametrize(
-    ("environ", "expected"),
+    ("environ", "trust_env", "verify"),
     [
-        ({}, False),
-        ({"PATH": "/usr/bin", "HOME": "/root"}, False),
-        ({"HTTPS_PROXY": "http://proxy:3128"}, True),
-        ({"http_proxy": "http://proxy:3128"}, True),
-        ({"NO_PROXY": "internal.example"}, True),
-        ({"HTTPS_PROXY": ""}, False),
-        ({"REQUESTS_CA_BUNDLE": "/etc/ssl/bundle.pem"}, True),
-        ({"CURL_CA_BUNDLE": "/etc/ssl/bundle.pem"}, True),
+        ({}, False, True),
+        ({"PATH": "/usr/bin", "HOME": "/root"}, False, True),
+        (
+            {"REQUESTS_CA_BUNDLE": "/etc/ssl/a.pem", "CURL_CA_BUNDLE": "/etc/ssl/b.pem"},
+            False,
+            "/etc/ssl/a.pem",
+        ),
+        ({"CURL_CA_BUNDLE": "/etc/ssl/b.pem"}, False, "/etc/ssl/b.pem"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, True, True),  # requests applies no_proxy per URL
+        ({"http_proxy": "http://proxy:3128", "REQUESTS_CA_BUNDLE": "/etc/ssl/a.pem"}, True, True),
+        ({"NO_PROXY": "internal.example"}, True, True),
+        ({"HTTPS_PROXY": ""}, False, True),
     ],
 )
-def test_requests_reads_the_environment_only_where_it_configures_something(environ, expected):
-    assert environment_configures_requests(environ) is expected
+def test_the_environment_is_read_once_unless_proxies_need_requests_to_read_it(environ, trust_env, verify):
+    session = requests.Session()
+    read_environment_once(session, environ)
+    assert (session.trust_env, session.verify) == (trust_env, verify)
