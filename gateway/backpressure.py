@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterable
 
 from sqlalchemy import Engine, Table, func, literal, select
-from sqlalchemy.engine import Connection
 
 from gateway.tables import deliveries
 from messaging.db import read_only
@@ -43,6 +42,7 @@ class Backpressure:
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self._reason: str | None = None
+        self._counts = _counts_query(self.outboxes, self.limits)
 
     @property
     def enabled(self) -> bool:
@@ -60,31 +60,32 @@ class Backpressure:
 
     def _check(self) -> str | None:
         with read_only(self.engine).connect() as connection:
-            backlog = {
-                "outbox": lambda limit: sum(_pending_outbox(connection, t, limit) for t in self.outboxes),
-                "undelivered": lambda limit: _bounded_count(
-                    connection, deliveries, deliveries.c.status == "pending", limit
-                ),
-            }
-            for name, limit in self.limits.items():
-                if not limit:
-                    continue
-                count = backlog[name](limit)
-                # Once over the limit, refusing goes on until the backlog is below resume_ratio of it.
-                if count > limit or (self._reason and count >= limit * self.resume_ratio):
-                    if self._reason is None:
-                        log.warning("refusing new tasks: %s backlog over %d", name, limit)
-                    return f"taskgate is behind ({name} backlog over {limit}); try again later"
+            counts = connection.execute(self._counts).one()._asdict()
+        for name, limit in self.limits.items():
+            if not limit:
+                continue
+            count = counts[name]
+            # Once over the limit, refusing goes on until the backlog is below resume_ratio of it.
+            if count > limit or (self._reason and count >= limit * self.resume_ratio):
+                if self._reason is None:
+                    log.warning("refusing new tasks: %s backlog over %d", name, limit)
+                return f"taskgate is behind ({name} backlog over {limit}); try again later"
         if self._reason is not None:
             log.info("accepting new tasks again: the backlog drained")
         return None
 
 
-def _pending_outbox(connection: Connection, table: Table, limit: int) -> int:
-    return _bounded_count(connection, table, table.c.published_at.is_(None), limit)
+def _counts_query(outboxes: list[Table], limits: dict[str, int]):
+    """Both backlogs in one statement (one round trip), each count bounded by its limit."""
+    outbox = sum(
+        (_bounded_count(table, table.c.published_at.is_(None), limits["outbox"]) for table in outboxes),
+        literal(0),
+    )
+    undelivered = _bounded_count(deliveries, deliveries.c.status == "pending", limits["undelivered"])
+    return select(outbox.label("outbox"), undelivered.label("undelivered"))
 
 
-def _bounded_count(connection: Connection, table: Table, condition, limit: int) -> int:
+def _bounded_count(table: Table, condition, limit: int):
     """count(*) of matching rows, but never more than limit + 1 of them looked at."""
-    sample = select(literal(1)).select_from(table).where(condition).limit(limit + 1)
-    return connection.execute(select(func.count()).select_from(sample.subquery())).scalar_one()
+    sample = select(literal(1)).select_from(table).where(condition).limit(limit + 1).subquery()
+    return select(func.count()).select_from(sample).scalar_subquery()
