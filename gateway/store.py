@@ -9,15 +9,16 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from gateway.clients import CLIENT_COLUMNS, Client
 from gateway.metrics import RESULTS_RECORDED
 from gateway.tables import clients, deliveries, outbox, results, tasks, webhook_ids
 from messaging import vocabulary
-from messaging.db import insert_ignoring_duplicates, insert_many_ignoring_duplicates, utcnow
+from messaging.db import dialect_name, insert_ignoring_duplicates, insert_many_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
-from messaging.outbox import add_to_outbox
+from messaging.outbox import add_to_outbox, outbox_row
 
 ACCEPTED = "accepted"
 
@@ -42,31 +43,52 @@ def content_digest(task: dict) -> str:
 
 
 def accept_task(
-    connection: Connection | Session, client_id: str, task_uuid: uuid.UUID, task: dict
+    connection: Connection | Session,
+    client_id: str,
+    task_uuid: uuid.UUID,
+    task: dict,
+    *,
+    webhook_id: str | None = None,
 ) -> Acceptance:
-    """Store the task and its routed message in the caller's transaction (the caller commits).
+    """Store the task and its routed message in the caller's transaction (the caller commits),
+    and remember the request's webhook_id, if given, as leading to this task.
 
     A task-id seen before with the same content is an idempotent replay (created=False); with
     other content it is a TaskConflict. The unique (client_id, task_id) constraint decides races.
+    On PostgreSQL all of it is one statement (one round trip).
     """
     digest = content_digest(task)
     now = utcnow()
-    inserted = insert_ignoring_duplicates(
-        connection,
-        tasks,
-        {
-            "task_uuid": task_uuid,
-            "client_id": client_id,
-            "task_id": task["task_id"],
-            "type": task["type"],
-            "customer_id": task["customer_id"],
-            "payload": task["payload"],
-            "content_sha256": digest,
-            "status": ACCEPTED,
-            "received_at": now,
-            "updated_at": now,
-        },
+    row = {
+        "task_uuid": task_uuid,
+        "client_id": client_id,
+        "task_id": task["task_id"],
+        "type": task["type"],
+        "customer_id": task["customer_id"],
+        "payload": task["payload"],
+        "content_sha256": digest,
+        "status": ACCEPTED,
+        "received_at": now,
+        "updated_at": now,
+    }
+    routed = Envelope(
+        type=task["type"],
+        task_id=task["task_id"],
+        task_uuid=task_uuid,
+        client_id=client_id,
+        payload={"customer_id": task["customer_id"], **task["payload"]},
     )
+    if dialect_name(connection) == "postgresql":
+        parameters = {**row, **{f"outbox_{name}": value for name, value in outbox_row(routed).items()}}
+        if webhook_id is not None:
+            parameters["webhook_id"] = webhook_id
+        inserted = connection.execute(_ACCEPT[webhook_id is not None], parameters).first() is not None
+    else:
+        inserted = insert_ignoring_duplicates(connection, tasks, row)
+        if inserted:
+            add_to_outbox(connection, outbox, [routed])
+        if webhook_id is not None:
+            remember_webhook_id(connection, client_id, webhook_id, task_uuid)
     if not inserted:
         existing = connection.scalar(
             select(tasks.c.content_sha256).where(
@@ -76,15 +98,48 @@ def accept_task(
         if existing != digest:
             raise TaskConflict(task["task_id"])
         return Acceptance(task_uuid, created=False)
-    routed = Envelope(
-        type=task["type"],
-        task_id=task["task_id"],
-        task_uuid=task_uuid,
-        client_id=client_id,
-        payload={"customer_id": task["customer_id"], **task["payload"]},
-    )
-    add_to_outbox(connection, outbox, [routed])
     return Acceptance(task_uuid, created=True)
+
+
+def _accept_statement(with_webhook_id: bool):
+    """accept_task on PostgreSQL: the task row, its outbox row only if the task row was new, and
+    the webhook-id, as data-modifying CTEs of one statement; returns a row if the task was new."""
+    accepted = (
+        postgresql.insert(tasks)
+        .values({column.name: bindparam(column.name) for column in tasks.columns})
+        .on_conflict_do_nothing()
+        .returning(tasks.c.task_uuid)
+        .cte("accepted")
+    )
+    routed_columns = ["message_id", "exchange", "routing_key", "body", "headers", "created_at"]
+    routed = (
+        insert(outbox)
+        .from_select(
+            routed_columns,
+            select(
+                *(bindparam(f"outbox_{name}", type_=outbox.c[name].type) for name in routed_columns)
+            ).select_from(accepted),
+        )
+        .cte("routed")
+    )
+    statement = select(accepted.c.task_uuid).add_cte(routed)
+    if with_webhook_id:
+        remembered = (
+            postgresql.insert(webhook_ids)
+            .values(
+                client_id=bindparam("client_id"),
+                webhook_id=bindparam("webhook_id"),
+                task_uuid=bindparam("task_uuid"),
+                received_at=bindparam("received_at"),
+            )
+            .on_conflict_do_nothing()
+            .cte("remembered")
+        )
+        statement = statement.add_cte(remembered)
+    return statement
+
+
+_ACCEPT = {with_webhook_id: _accept_statement(with_webhook_id) for with_webhook_id in (False, True)}
 
 
 # Who sends a request, and the task an earlier request with its webhook-id led to: one round trip.

@@ -23,7 +23,6 @@ from gateway.store import (
     accept_task,
     content_digest,
     find_task,
-    remember_webhook_id,
     sender_and_replay,
 )
 
@@ -71,8 +70,7 @@ def submit_task(client_id: str):
         raise Problem(503, reason, headers=_retry_after(state))
     try:
         with state.engine.begin() as connection:
-            acceptance = accept_task(connection, client_id, task_uuid, task)
-            remember_webhook_id(connection, client_id, webhook_id, task_uuid)
+            acceptance = accept_task(connection, client_id, task_uuid, task, webhook_id=webhook_id)
             if acceptance.created:
                 state.outbox_wakeup.notify(connection)
     except TaskConflict:

@@ -99,20 +99,20 @@ def add_to_outbox(connection: DatabaseConnection | Session, table: Table, envelo
     """Stage envelopes for publication in the caller's transaction."""
     if not envelopes:
         return
-    rows = []
-    for envelope in envelopes:
-        exchange, routing_key = vocabulary.route(envelope)
-        rows.append(
-            {
-                "message_id": envelope.message_id,
-                "exchange": exchange,
-                "routing_key": routing_key,
-                "body": envelope.to_body(),
-                "headers": envelope.headers,
-                "created_at": utcnow(),
-            }
-        )
-    connection.execute(_insert(table), rows)
+    connection.execute(_insert(table), [outbox_row(envelope) for envelope in envelopes])
+
+
+def outbox_row(envelope: Envelope) -> dict:
+    """The outbox row (without its id) that publishes envelope where the vocabulary routes it."""
+    exchange, routing_key = vocabulary.route(envelope)
+    return {
+        "message_id": envelope.message_id,
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "body": envelope.to_body(),
+        "headers": envelope.headers,
+        "created_at": utcnow(),
+    }
 
 
 @functools.cache
