@@ -188,6 +188,13 @@ def _insert_ignoring_duplicates(dialect: str, table):
     return insert(table).on_conflict_do_nothing().returning(key)
 
 
+def in_both(first, second, keys) -> tuple:
+    """Conditions matching rows whose (first, second) may be among keys: first IN (...) AND
+    second IN (...), which an index on the two columns serves (a row-value IN often is not). It
+    can match pairs that are not keys; the caller keeps only the keys."""
+    return first.in_({key[0] for key in keys}), second.in_({key[1] for key in keys})
+
+
 def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 

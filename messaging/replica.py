@@ -27,7 +27,6 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -35,7 +34,15 @@ from uuid6 import uuid7
 
 from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
-from messaging.db import JsonDocument, UtcDateTime, is_postgresql, serialize_on, serialize_on_many, utcnow
+from messaging.db import (
+    JsonDocument,
+    UtcDateTime,
+    in_both,
+    is_postgresql,
+    serialize_on,
+    serialize_on_many,
+    utcnow,
+)
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox
 from messaging.wakeup import Wakeup
@@ -98,9 +105,10 @@ class CustomerReplica:
         rows = session.execute(
             select(
                 table.c.client_id, table.c.customer_id, table.c.name, table.c.email, table.c.version
-            ).where(tuple_(table.c.client_id, table.c.customer_id).in_(keys))
+            ).where(*in_both(table.c.client_id, table.c.customer_id, keys))
         )
-        return {(row.client_id, row.customer_id): Customer(*row) for row in rows}
+        found = {(row.client_id, row.customer_id): Customer(*row) for row in rows}
+        return {key: customer for key, customer in found.items() if key in keys}
 
     # -- task handlers -------------------------------------------------------------------------
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from contexts.survey.tables import invitations, replica
 from messaging import vocabulary
-from messaging.db import utcnow
+from messaging.db import in_both, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer
 
@@ -24,6 +24,7 @@ def assign_survey(session: Session, task: Envelope, customer: Customer) -> list[
 
 def assign_surveys(session: Session, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
     """assign_survey for many tasks: one query for the invitations made before, one insert."""
+    keys = {(task.client_id, task.task_id) for task, _ in ready}
     existing = {
         (row.client_id, row.task_id): (row.invitation_id, row.email)
         for row in session.execute(
@@ -32,12 +33,9 @@ def assign_surveys(session: Session, ready: list[tuple[Envelope, Customer]]) -> 
                 invitations.c.task_id,
                 invitations.c.invitation_id,
                 invitations.c.email,
-            ).where(
-                tuple_(invitations.c.client_id, invitations.c.task_id).in_(
-                    {(task.client_id, task.task_id) for task, _ in ready}
-                )
-            )
+            ).where(*in_both(invitations.c.client_id, invitations.c.task_id, keys))
         )
+        if (row.client_id, row.task_id) in keys
     }
     new_rows = []
     results = []

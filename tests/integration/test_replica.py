@@ -56,3 +56,13 @@ def test_clear_forgets_every_customer(engine):
         assert replica.clear(session) == 1
     with Session(engine) as session:
         assert replica.find(session, "acme", "C-1") is None
+
+
+def test_find_many_returns_exactly_the_keys_asked_for(engine):
+    for client_id, customer_id in [("acme", "C-1"), ("acme", "C-2"), ("other", "C-2")]:
+        with Session(engine) as session, session.begin():
+            payload = {"customer_id": customer_id, "name": "Ada", "email": "ada@example.com", "version": 1}
+            replica.apply(session, Envelope("customer.updated", "T-1", uuid.uuid4(), client_id, payload))
+    with Session(engine) as session:
+        found = replica.find_many(session, [("acme", "C-1"), ("other", "C-2"), ("other", "C-9")])
+    assert sorted(found) == [("acme", "C-1"), ("other", "C-2")]  # not ("acme", "C-2")
