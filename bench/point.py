@@ -61,6 +61,8 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
         servers = local_servers() if mode == "split" else []
         with Monitor([*taskgate, receiver, *servers]) as monitor:
             _warm_up(processes, plan, point_dir, receiver_port)
+            if mode == "split":
+                services.analyze()
             monitor.mark()
             profiles: list[Path] = []
             with _profiling(options.profile_dir, taskgate, label, profiles):

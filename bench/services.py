@@ -36,6 +36,16 @@ class Services:
             engine.dispose()
         return self.database_url
 
+    def analyze(self) -> None:
+        """Planner statistics for the benchmark database, as a database in service has them
+        (autovacuum gathers them within a minute or so, longer than a point runs)."""
+        engine = create_engine(self.database_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("ANALYZE"))
+        finally:
+            engine.dispose()
+
     def fresh_vhost(self) -> str:
         """Delete and create the benchmark vhost (needs rabbitmqctl); returns the broker URL."""
         user = urlsplit(self.rabbitmq_url).username or "guest"
