@@ -25,7 +25,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import Engine, and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, exc, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import signatures
@@ -287,22 +287,39 @@ class CallbackDispatcher:
         return self._recorder.submit_nowait((row, attempt, attempts, values))
 
     def _write_attempts(self, recorded: list[tuple]) -> None:
-        """Attempts of several callback threads, recorded in one transaction (GroupCommit)."""
+        """Attempts of several callback threads, recorded in one transaction (GroupCommit).
+
+        Pooled connections are not pinged before use, so one the server dropped since its last use
+        fails the first statement; the pool then replaces it, and the attempts are written on a
+        fresh connection (only then: once a statement went through, a failure is not retried, as
+        the outcome of a COMMIT that lost its connection is unknown).
+        """
+        try:
+            self._write_attempts_once(recorded)
+        except StaleConnection:
+            self._write_attempts_once(recorded)
+
+    def _write_attempts_once(self, recorded: list[tuple]) -> None:
         with Session(self.engine) as session, session.begin():
-            session.execute(
-                insert(delivery_attempts),
-                [
-                    {
-                        "result_id": row.result_id,
-                        "attempted_at": attempt.attempted_at,
-                        "duration_ms": attempt.duration_ms,
-                        "status_code": attempt.status_code,
-                        "error": attempt.error,
-                        "response_body": attempt.response_body,
-                    }
-                    for row, attempt, _, _ in recorded
-                ],
-            )
+            try:
+                session.execute(
+                    insert(delivery_attempts),
+                    [
+                        {
+                            "result_id": row.result_id,
+                            "attempted_at": attempt.attempted_at,
+                            "duration_ms": attempt.duration_ms,
+                            "status_code": attempt.status_code,
+                            "error": attempt.error,
+                            "response_body": attempt.response_body,
+                        }
+                        for row, attempt, _, _ in recorded
+                    ],
+                )
+            except exc.DBAPIError as error:
+                if error.connection_invalidated:
+                    raise StaleConnection from error
+                raise
             # Each only if nobody else recorded an attempt meanwhile (e.g. after our lease ran out).
             session.execute(
                 _RECORD_ATTEMPT,
@@ -384,7 +401,14 @@ def _due_query(for_update: bool, *, windowed: bool):
         .join(results, results.c.result_id == deliveries.c.result_id)
         .join(tasks, tasks.c.task_uuid == results.c.task_uuid)
         .join(clients, clients.c.client_id == deliveries.c.client_id)
-        .where(deliveries.c.status == "pending", ~earlier_pending)
+        # Again here, not only in the window: with FOR UPDATE SKIP LOCKED, PostgreSQL re-checks a
+        # row another dispatcher leased meanwhile against these conditions only, and a delivery
+        # just leased elsewhere must not be leased again.
+        .where(
+            deliveries.c.status == "pending",
+            deliveries.c.next_attempt_at <= bindparam("now"),
+            ~earlier_pending,
+        )
         .order_by(deliveries.c.next_attempt_at)
         .limit(bindparam("limit"))
     )
@@ -412,6 +436,10 @@ _RECORD_ATTEMPT = (
         }
     )
 )
+
+
+class StaleConnection(Exception):
+    """The first statement of a transaction met a connection the server had dropped."""
 
 
 @dataclasses.dataclass

@@ -106,6 +106,10 @@ class MessageWorker(ConsumerMixin):
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs) -> None:
         self._consuming = connection
+        # After a reconnect: whatever was taken on the old channel is redelivered on the new one
+        # (it was not acked); kombu does not always call on_consume_end when a channel breaks.
+        self._batch.clear()
+        self._rejected.clear()
 
     def on_consume_end(self, connection, channel) -> None:
         # Whatever was taken but not handled is redelivered by the broker; it was not acked.

@@ -10,7 +10,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, make_url, select, update
 from sqlalchemy.orm import Session
 
 from gateway import deliveries as delivery_store
@@ -18,7 +18,7 @@ from gateway.callbacks import CallbackDispatcher
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.store import accept_task, record_result
-from gateway.tables import deliveries
+from gateway.tables import deliveries, delivery_attempts
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
@@ -254,3 +254,34 @@ def test_deliveries_held_back_by_earlier_results_do_not_starve_the_rest(engine):
     # room 1, chunks of 1: the window holds 2 deliveries, all of them held back.
     chunks = dispatcher._lease_due(room=1, chunk_size=1)
     assert [[row.result_id for row in chunk] for chunk in chunks] == [[free]]
+
+
+def test_an_attempt_is_recorded_although_the_server_dropped_the_pooled_connection(postgres_database):
+    """Connections are not pinged before use: the record meets the dropped one, and is written on
+    a fresh connection rather than lost (the attempt went out)."""
+    postgres_database.empty()
+    url = make_url(postgres_database.url).update_query_dict({"application_name": "dispatcher-under-test"})
+    engine = make_engine(url.render_as_string(hide_password=False))
+    admin = make_engine(postgres_database.url)
+
+    def drop_the_dispatchers_connections(request, number):
+        with admin.connect() as connection:
+            connection.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'dispatcher-under-test'"
+            )
+        return 204
+
+    try:
+        with Receiver(drop_the_dispatchers_connections) as receiver:
+            register_client(engine, callback_url=receiver.url)
+            (made,) = results_for(engine, "acme", "T-1")
+            dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=5, schedule=(0,), allow_private=True)
+            assert dispatcher.deliver_due() == 1
+        assert len(receiver.requests) == 1
+        assert delivery(engine, made).status == "delivered"
+        with Session(engine) as session:
+            assert session.scalar(select(func.count()).select_from(delivery_attempts)) == 1
+    finally:
+        admin.dispose()
+        engine.dispose()
