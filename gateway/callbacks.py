@@ -86,6 +86,7 @@ class CallbackDispatcher:
         per_client: int = 2,
         idle_interval: float = 1.0,
         rng: random.Random | None = None,
+        linger: float = 0.0,
     ):
         self.engine = engine
         self.wakeup = wakeup
@@ -95,6 +96,7 @@ class CallbackDispatcher:
         self.concurrency = concurrency
         self.per_client = per_client
         self.idle_interval = idle_interval
+        self.linger = linger
         self.rng = rng or random.Random()
         # An attempt lasts at most about two timeouts (connect and headers, then one body read past
         # its deadline); the lease outlasts that, so nobody else takes the delivery meanwhile.
@@ -112,13 +114,17 @@ class CallbackDispatcher:
             while not stop.is_set():
                 try:
                     leased_at = time.monotonic()
-                    for chunk in self._lease_due(self.concurrency - self._in_flight_total()):
+                    leased = self._lease_due(self.concurrency - self._in_flight_total())
+                    for chunk in leased:
                         pool.submit(self._attempt_and_release, chunk, leased_at)
                 except Exception:
                     log.exception("callback dispatch failed; retrying")
                     stop.wait(1.0)
                     continue
-                self.wakeup.wait(self.idle_interval)  # a finished attempt or a new result wakes us
+                # A finished attempt or a new result wakes us; under load (more than one delivery
+                # in the last lease) what follows within the linger is leased with it.
+                if self.wakeup.wait(self.idle_interval) and sum(map(len, leased)) > 1:
+                    stop.wait(self.linger)
 
     def deliver_due(self, limit: int = 100) -> int:
         """Attempt due deliveries one after another in this thread (tests, tools); returns how many."""

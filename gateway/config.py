@@ -31,6 +31,10 @@ class Settings:
     max_outbox_backlog: int = 20_000
     max_undelivered_callbacks: int = 50_000
     operator_token: str | None = None
+    # Under load (its last batch held more than one item), how long a woken relay, consumer or
+    # dispatcher waits for more work before it starts the next batch: fewer, larger transactions
+    # for at most this much latency per stage. A lone item never waits.
+    batch_linger_ms: int = 10
 
     @property
     def embedded(self) -> bool:
@@ -61,6 +65,7 @@ class Settings:
             "max_outbox_backlog": ("TASKGATE_MAX_OUTBOX_BACKLOG", _non_negative_int),
             "max_undelivered_callbacks": ("TASKGATE_MAX_UNDELIVERED_CALLBACKS", _non_negative_int),
             "operator_token": ("TASKGATE_OPERATOR_TOKEN", str),
+            "batch_linger_ms": ("TASKGATE_BATCH_LINGER_MS", _non_negative_int),
         }
         for field, (name, parse) in parsers.items():
             if env.get(name):

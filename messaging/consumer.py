@@ -62,6 +62,7 @@ class MessageWorker(ConsumerMixin):
         batch_size: int = 50,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
         batch_handlers: Mapping[str, BatchHandler] | None = None,
+        linger: float = 0.0,
     ):
         self.connection = broker
         self.queue = queue
@@ -75,6 +76,8 @@ class MessageWorker(ConsumerMixin):
         self.prefetch_count = prefetch_count
         self.batch_size = batch_size
         self.retry_delays = retry_delays
+        self.linger = linger
+        self._last_batch_size = 0
         self._batch: list[tuple[Envelope, Handler, object]] = []
         # Messages to dead-letter, with their reason: done in flush(), not in the broker's callback,
         # where publishing (and declaring the dead-letter queue) would nest in the delivery loop.
@@ -120,9 +123,12 @@ class MessageWorker(ConsumerMixin):
         """Before waiting for the next message: take what has already arrived, then handle it all."""
         if not self._batch and not self._rejected:
             return
+        # What has arrived goes in one batch; under load (the last batch held more than one
+        # message), so does what arrives within the linger.
+        deadline = time.monotonic() + (self.linger if self._last_batch_size > 1 else 0.0)
         while len(self._batch) < self.batch_size:
             try:
-                self._consuming.drain_events(timeout=0)
+                self._consuming.drain_events(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 break
         self.flush()
@@ -156,6 +162,7 @@ class MessageWorker(ConsumerMixin):
         # broker, which delivers meanwhile) comes after this batch's last delivery tag.
         rejected, self._rejected = self._rejected, []
         batch, self._batch = self._batch, []
+        self._last_batch_size = len(batch)
         for message, reason, envelope in rejected:
             self.dead_letter(message, reason, envelope)
         if len(batch) > 1:

@@ -157,6 +157,7 @@ class OutboxRelay:
         *,
         batch_size: int = 100,
         idle_interval: float = 1.0,
+        linger: float = 0.0,
         keep_published: timedelta | None = None,
     ):
         self.engine = engine
@@ -165,6 +166,7 @@ class OutboxRelay:
         self.wakeup = wakeup
         self.batch_size = batch_size
         self.idle_interval = idle_interval
+        self.linger = linger
         self.keep_published = keep_published
         self._confirms = BatchConfirms(broker)
 
@@ -193,8 +195,8 @@ class OutboxRelay:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if published < self.batch_size:
-                self.wakeup.wait(self.idle_interval)
+            if published < self.batch_size and self.wakeup.wait(self.idle_interval) and published > 1:
+                stop.wait(self.linger)  # under load: what the next moments bring goes in one batch
 
     def purge_kept(self) -> int:
         """Forget kept rows published longer than keep_published ago."""

@@ -110,6 +110,7 @@ class Runtime:
             self._connect(confirm_each=False),
             outbox_wakeup,
             keep_published=KEEP_PUBLISHED if broker.is_volatile(self.settings.broker_url) else None,
+            linger=self.settings.batch_linger_ms / 1000,
         )
         worker = MessageWorker(
             self._connect(),
@@ -121,6 +122,7 @@ class Runtime:
             after_commit=after_commit,
             outbox_wakeup=outbox_wakeup,
             batch_handlers=spec.batch_handlers,
+            linger=self.settings.batch_linger_ms / 1000,
         )
         self._spawn(f"{spec.name}-relay", relay.run)
         self._spawn(f"{spec.name}-consumer", worker.run_until)
@@ -139,6 +141,7 @@ class Runtime:
             allow_private=self.settings.allow_private_callbacks,
             concurrency=self.settings.callback_concurrency,
             per_client=self.settings.callback_concurrency_per_client,
+            linger=self.settings.batch_linger_ms / 1000,
         )
         self._spawn("gateway-callbacks", dispatcher.run)
         keeper = DeadLetterKeeper(self._connect(), self.engine, gateway_tables.dead_letters)
