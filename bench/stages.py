@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData, String, Table, Uuid, insert
+from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, Uuid, insert
 
 from bench.procs import BIN, Processes, clean_environment, free_port, wait_until_healthy
 from bench.services import Services
 from gateway.signatures import new_secret
 from messaging.db import make_engine
+from messaging.outbox import make_outbox_table
 
 metadata = MetaData()
 bare_tasks = Table(
@@ -32,17 +33,7 @@ bare_tasks = Table(
     Column("status", String(16), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
-bare_outbox = Table(
-    "bench_outbox",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("message_id", Uuid, nullable=False, unique=True),
-    Column("exchange", String(100), nullable=False),
-    Column("routing_key", String(255), nullable=False),
-    Column("body", JSON, nullable=False),
-    Column("headers", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
+bare_outbox = make_outbox_table(metadata, "bench")  # the outbox every owner of tables has
 PAYLOAD = {"survey_id": "SRV-1", "due_date": "2030-12-31", "customer_id": "C-1"}
 MESSAGE = json.dumps({"message_id": str(uuid.uuid4()), "type": "survey.assign", "payload": PAYLOAD}).encode()
 
