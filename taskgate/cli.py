@@ -52,10 +52,19 @@ def _engine(settings: Settings):
     return engine
 
 
-def _require_schema(settings: Settings, engine) -> None:
-    """SQLite is migrated on the spot; a shared database must be migrated by `taskgate db upgrade`."""
+def _require_schema(settings: Settings, engine, *, long_running: bool = False) -> None:
+    """SQLite is migrated on the spot (by a child process if this one is long-running, see
+    taskgate.database); a shared database must be migrated by `taskgate db upgrade`."""
     if settings.database_url.startswith("sqlite"):
-        database.upgrade(settings.database_url)
+        if database.is_current(engine):
+            return
+        if long_running:
+            try:
+                database.upgrade_apart(settings.database_url)
+            except RuntimeError as error:
+                raise click.ClickException(str(error)) from None
+        else:
+            database.upgrade(settings.database_url)
     elif not database.is_current(engine):
         raise click.ClickException("the database schema is not current: run `taskgate db upgrade` first")
 
@@ -66,7 +75,7 @@ def _wait_for_schema(settings: Settings, engine) -> None:
     pause = 0.5
     while True:
         try:
-            _require_schema(settings, engine)
+            _require_schema(settings, engine, long_running=True)
             return
         except SQLAlchemyError as error:
             if not is_unavailable(error):
