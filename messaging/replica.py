@@ -27,6 +27,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -39,7 +40,6 @@ from messaging.db import (
     UtcDateTime,
     in_both,
     is_postgresql,
-    serialize_on,
     serialize_on_many,
     utcnow,
 )
@@ -59,6 +59,7 @@ class Customer:
     version: int
 
 
+CustomerKey = tuple[str, str]  # (client_id, customer_id)
 CustomerTaskHandler = Callable[[Session, Envelope, Customer], list[Envelope]]
 CustomerBatchHandler = Callable[[Session, list[tuple[Envelope, Customer]]], list[Envelope]]
 
@@ -170,38 +171,63 @@ class CustomerReplica:
     # -- customer events -----------------------------------------------------------------------
 
     def event_handlers(self) -> dict[str, Handler]:
-        """Handlers for the customer events: apply to the replica, then resume parked tasks.
-
-        A resumed task is sent again (a new message, caused by the event) rather than handled in the
-        event's transaction: each task then takes its own locks in its own transaction, so resuming
-        several cannot deadlock, and one that fails cannot take the event down with it.
-        """
+        """Handlers for the customer events, one at a time (see when_customers_changed)."""
 
         def when_customer_changed(session: Session, event: Envelope) -> list[Envelope]:
-            customer_id = event.payload["customer_id"]
-            serialize_on(session, self.context, "customer", event.client_id, customer_id)
-            self.apply(session, event)
-            resumed = []
-            for task in self._unpark(session, event.client_id, customer_id):
-                log.info("resuming parked task", extra=task.log_fields)
-                resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=event.message_id))
-            return resumed
+            return self.when_customers_changed(session, [event])
 
         return dict.fromkeys(vocabulary.CUSTOMER_EVENTS, when_customer_changed)
 
+    def event_batch_handlers(self) -> dict[str, BatchHandler]:
+        """Batch handlers for the customer events, with the same effects as event_handlers."""
+        return dict.fromkeys(vocabulary.CUSTOMER_EVENTS, self.when_customers_changed)
+
+    def when_customers_changed(self, session: Session, events: list[Envelope]) -> list[Envelope]:
+        """Apply the events to the replica, then resume the tasks parked for their customers.
+
+        A resumed task is sent again (a new message, caused by the last of the events about its
+        customer) rather than handled in the events' transaction: each task then takes its own
+        locks in its own transaction, so resuming several cannot deadlock, and one that fails
+        cannot take the events down with it. A few statements, however many events there are.
+        """
+        last = {(event.client_id, event.payload["customer_id"]): event for event in events}
+        serialize_on_many(session, [(self.context, "customer", *key) for key in last])
+        self.apply_many(session, events)
+        resumed = []
+        for key, task in self._unpark(session, last):
+            log.info("resuming parked task", extra=task.log_fields)
+            resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=last[key].message_id))
+        return resumed
+
     def apply(self, session: Session, event: Envelope) -> None:
         """Insert or update the customer unless the replica already has this version or a newer one."""
+        self.apply_many(session, [event])
+
+    def apply_many(self, session: Session, events: Iterable[Envelope]) -> None:
+        """apply for each event, in one statement (which, on PostgreSQL, may touch a row only
+        once: of several events about one customer, only the newest version is written)."""
+        newest: dict[CustomerKey, Envelope] = {}
+        for event in events:
+            key = (event.client_id, event.payload["customer_id"])
+            if key not in newest or newest[key].payload["version"] < event.payload["version"]:
+                newest[key] = event
+        if not newest:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "client_id": client_id,
+                "customer_id": customer_id,
+                "name": event.payload["name"],
+                "email": event.payload["email"],
+                "version": event.payload["version"],
+                "updated_at": now,
+            }
+            for (client_id, customer_id), event in newest.items()
+        ]
         table = self.customers
-        values = {
-            "client_id": event.client_id,
-            "customer_id": event.payload["customer_id"],
-            "name": event.payload["name"],
-            "email": event.payload["email"],
-            "version": event.payload["version"],
-            "updated_at": utcnow(),
-        }
         insert = postgresql.insert if is_postgresql(session.get_bind()) else sqlite.insert
-        statement = insert(table).values(**values)
+        statement = insert(table).values(rows)
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.client_id, table.c.customer_id],
             set_={name: statement.excluded[name] for name in ("name", "email", "version", "updated_at")},
@@ -209,16 +235,21 @@ class CustomerReplica:
         )
         session.execute(statement)
 
-    def _unpark(self, session: Session, client_id: str, customer_id: str) -> list[Envelope]:
-        """Take the customer's parked tasks, oldest first: only those this transaction removed, so a
-        task the sweeper is failing at the same moment is not resumed too."""
+    def _unpark(self, session: Session, keys: Iterable[CustomerKey]) -> list[tuple[CustomerKey, Envelope]]:
+        """Take the parked tasks of these customers, oldest first, each with its customer's key:
+        only those this transaction removed, so a task the sweeper is failing at the same moment is
+        not resumed too."""
+        keys = set(keys)
         table = self.parked
+        pair = tuple_(table.c.client_id, table.c.customer_id)
         rows = session.execute(
             delete(table)
-            .where(table.c.client_id == client_id, table.c.customer_id == customer_id)
-            .returning(table.c.envelope, table.c.parked_at)
+            # in_both lets the index find the rows; the pair condition keeps exactly the keys.
+            .where(*in_both(table.c.client_id, table.c.customer_id, keys), pair.in_(sorted(keys)))
+            .returning(table.c.client_id, table.c.customer_id, table.c.envelope, table.c.parked_at)
         ).all()
-        return [Envelope.from_body(row.envelope) for row in sorted(rows, key=lambda row: row.parked_at)]
+        rows.sort(key=lambda row: row.parked_at)
+        return [((row.client_id, row.customer_id), Envelope.from_body(row.envelope)) for row in rows]
 
     def clear(self, session: Session) -> int:
         """Forget every replicated customer (before rebuilding from the customers' current state)."""

@@ -11,9 +11,10 @@ from uuid6 import uuid7
 from contexts.appointment import model
 from contexts.appointment.tables import ACTIVE, CANCELED, appointments, replica, resources
 from messaging import vocabulary
+from messaging.consumer import BatchHandler, Handler
 from messaging.db import lock_row, utcnow
 from messaging.envelope import Envelope
-from messaging.replica import Customer
+from messaging.replica import Customer, CustomerBatchHandler, CustomerTaskHandler
 
 CONTEXT = "appointment"
 
@@ -27,9 +28,21 @@ def _slots(session: Session, *conditions) -> list[model.Slot]:
     return [model.Slot(row.starts_at, row.ends_at) for row in rows]
 
 
-def make_schedule(limits: model.Limits):
+def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBatchHandler]:
+    """appointment.schedule, for one task and for a batch (both run in needs_customer(s), which
+    has serialized the customers already)."""
+
     def schedule_appointment(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
         """appointment.schedule: book the slot unless a rule forbids it."""
+        _lock_resources(session, [task])
+        return book(session, task, customer)
+
+    def schedule_appointments(session: Session, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
+        """appointment.schedule for a batch, in order, with the effects of one task at a time."""
+        _lock_resources(session, [task for task, _ in ready])
+        return [caused for task, customer in ready for caused in book(session, task, customer)]
+
+    def book(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
         existing = _appointment_of(session, task.client_id, task.task_id)
         if existing is not None:  # the same task again (e.g. resumed twice): same answer
             return [_scheduled(task, existing.appointment_id)]
@@ -37,8 +50,6 @@ def make_schedule(limits: model.Limits):
             datetime.fromisoformat(task.payload["starts_at"]), task.payload["duration_minutes"]
         )
         resource_id = task.payload["resource_id"]
-        # The customer is already serialized by needs_customer; now the resource.
-        lock_row(session, resources, client_id=task.client_id, resource_id=resource_id)
         span = model.window(requested)
         resource_slots = _slots(
             session,
@@ -92,7 +103,15 @@ def make_schedule(limits: model.Limits):
         )
         return [event, _scheduled(task, appointment_id)]
 
-    return schedule_appointment
+    return schedule_appointment, schedule_appointments
+
+
+def _lock_resources(session: Session, tasks: list[Envelope]) -> None:
+    """Hold the tasks' resources, one booking of each at a time. Taken in a fixed order (after the
+    customers, which needs_customers locks first), so that batches of different workers cannot
+    deadlock."""
+    for client_id, resource_id in sorted({(task.client_id, task.payload["resource_id"]) for task in tasks}):
+        lock_row(session, resources, client_id=client_id, resource_id=resource_id)
 
 
 def _scheduled(task: Envelope, appointment_id) -> Envelope:
@@ -154,9 +173,16 @@ def cancel_appointment(session: Session, task: Envelope) -> list[Envelope]:
     return [event, result]
 
 
-def build_handlers(limits: model.Limits) -> dict:
-    tasks = {
-        "appointment.schedule": replica.needs_customer(make_schedule(limits)),
+def build_handlers(limits: model.Limits) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
+    """The handlers, and the batch handlers of the message types that have them."""
+    schedule_one, schedule_many = make_schedule(limits)
+    handlers = {
+        "appointment.schedule": replica.needs_customer(schedule_one),
         "appointment.cancel": cancel_appointment,
+        **replica.event_handlers(),
     }
-    return {**tasks, **replica.event_handlers()}
+    batch_handlers = {
+        "appointment.schedule": replica.needs_customers(schedule_many),
+        **replica.event_batch_handlers(),
+    }
+    return handlers, batch_handlers

@@ -21,12 +21,14 @@ def limits(environ: Mapping[str, str] | None) -> model.Limits:
 
 
 def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
+    handlers_of, batch_handlers = handlers.build_handlers(limits(environ))
     return ContextSpec(
         NAME,
         QUEUE,
-        handlers.build_handlers(limits(environ)),
+        handlers_of,
         inbox=tables.inbox,
         outbox=tables.outbox,
         replica=tables.replica,
         wait_timeout=wait_timeout(environ),
+        batch_handlers=batch_handlers,
     )

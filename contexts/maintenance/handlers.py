@@ -140,3 +140,5 @@ HANDLERS = {
     **replica.event_handlers(),
     vocabulary.APPOINTMENT_CANCELED: when_appointment_canceled,
 }
+# maintenance.schedule keeps to one task at a time: it takes two kinds of lock besides the customer's.
+BATCH_HANDLERS = replica.event_batch_handlers()

@@ -29,4 +29,5 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         outbox=tables.outbox,
         replica=tables.replica,
         wait_timeout=wait_timeout(environ),
+        batch_handlers=handlers.BATCH_HANDLERS,
     )

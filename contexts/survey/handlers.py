@@ -72,5 +72,5 @@ def assign_surveys(session: Session, ready: list[tuple[Envelope, Customer]]) -> 
 
 
 TASK_HANDLERS = {"survey.assign": replica.needs_customer(assign_survey)}
-BATCH_HANDLERS = {"survey.assign": replica.needs_customers(assign_surveys)}
+BATCH_HANDLERS = {"survey.assign": replica.needs_customers(assign_surveys), **replica.event_batch_handlers()}
 HANDLERS = {**TASK_HANDLERS, **replica.event_handlers()}

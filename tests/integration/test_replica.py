@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contexts.survey.tables import replica
@@ -66,3 +67,59 @@ def test_find_many_returns_exactly_the_keys_asked_for(engine):
     with Session(engine) as session:
         found = replica.find_many(session, [("acme", "C-1"), ("other", "C-2"), ("other", "C-9")])
     assert sorted(found) == [("acme", "C-1"), ("other", "C-2")]  # not ("acme", "C-2")
+
+
+@pytest.mark.parametrize(
+    "order", [(1, 2, 3), (3, 1, 2), (2, 2, 1)], ids=["in order", "newest first", "duplicated"]
+)
+def test_a_batch_of_events_keeps_the_newest_version(engine, order):
+    with Session(engine) as session, session.begin():
+        replica.apply_many(session, [event(version, f"v{version}@example.com") for version in order])
+    with Session(engine) as session:
+        customer = replica.find(session, "acme", "C-1")
+    newest = max(order)
+    assert (customer.version, customer.email) == (newest, f"v{newest}@example.com")
+
+
+def customer_event(client_id, customer_id, version):
+    payload = {"customer_id": customer_id, "name": customer_id, "email": f"{customer_id}@example.com"}
+    return Envelope(
+        "customer.updated", f"T-{version}", uuid.uuid4(), client_id, {**payload, "version": version}
+    )
+
+
+def park(engine, client_id, customer_id, task_id):
+    task = Envelope(
+        "survey.assign",
+        task_id,
+        uuid.uuid4(),
+        client_id,
+        {"customer_id": customer_id, "survey_id": "SRV-1", "due_date": "2030-12-31"},
+    )
+    with Session(engine) as session, session.begin():
+        replica.needs_customer(lambda *_: [])(session, task)
+    return task
+
+
+def test_a_batch_of_events_resumes_the_tasks_parked_for_exactly_its_customers(engine):
+    first = park(engine, "acme", "C-1", "S-1")
+    second = park(engine, "other", "C-2", "S-2")
+    unrelated = park(engine, "acme", "C-2", "S-3")  # client of one key, customer of the other
+    events = [
+        customer_event("acme", "C-1", 1),
+        customer_event("other", "C-2", 1),
+        customer_event("acme", "C-1", 2),
+    ]
+
+    with Session(engine) as session, session.begin():
+        resumed = replica.when_customers_changed(session, events)
+
+    assert [task.task_id for task in resumed] == ["S-1", "S-2"]  # oldest first
+    assert {task.message_id for task in resumed}.isdisjoint({first.message_id, second.message_id})
+    # Each is caused by the batch's last event about its customer.
+    assert [task.causation_id for task in resumed] == [events[2].message_id, events[1].message_id]
+    with Session(engine) as session:
+        still_parked = session.execute(select(replica.parked.c.message_id)).scalars().all()
+        assert still_parked == [unrelated.message_id]
+        assert replica.find(session, "acme", "C-1").version == 2
+        assert replica.find(session, "other", "C-2").version == 1
