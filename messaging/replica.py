@@ -9,6 +9,7 @@ handled when the customer's event arrives, in that event's transaction; a sweepe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -38,6 +39,7 @@ from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
     JsonDocument,
     UtcDateTime,
+    dialect_name,
     in_both,
     is_postgresql,
     serialize_on_many,
@@ -225,15 +227,9 @@ class CustomerReplica:
             }
             for (client_id, customer_id), event in newest.items()
         ]
-        table = self.customers
-        insert = postgresql.insert if is_postgresql(session.get_bind()) else sqlite.insert
-        statement = insert(table).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.client_id, table.c.customer_id],
-            set_={name: statement.excluded[name] for name in ("name", "email", "version", "updated_at")},
-            where=table.c.version < statement.excluded.version,
-        )
-        session.execute(statement)
+        # Executed with many parameter sets, the statement (built once) becomes one INSERT of
+        # many rows (SQLAlchemy's "insertmanyvalues", which RETURNING enables).
+        session.execute(_upsert_newer(dialect_name(session), self.customers), rows).all()
 
     def _unpark(self, session: Session, keys: Iterable[CustomerKey]) -> list[tuple[CustomerKey, Envelope]]:
         """Take the parked tasks of these customers, oldest first, each with its customer's key:
@@ -290,6 +286,19 @@ class CustomerReplica:
         if oldest is None:
             return None
         return max(0.0, (oldest + timeout - utcnow()).total_seconds())
+
+
+@functools.cache
+def _upsert_newer(dialect: str, table: Table):
+    """INSERT ... ON CONFLICT DO UPDATE for a replica's customers: a row is overwritten only by a
+    newer version of it."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.client_id, table.c.customer_id],
+        set_={name: statement.excluded[name] for name in ("name", "email", "version", "updated_at")},
+        where=table.c.version < statement.excluded.version,
+    ).returning(table.c.customer_id)
 
 
 class ParkingSweeper:
