@@ -63,6 +63,11 @@ def _require_schema(settings: Settings, engine, *, long_running: bool = False) -
                 database.upgrade_apart(settings.database_url)
             except RuntimeError as error:
                 raise click.ClickException(str(error)) from None
+            if not database.is_current(engine):
+                raise click.ClickException(
+                    f"the database is at {database.current_revision(engine)} after migrating, "
+                    f"not at {database.head()}"
+                )
         else:
             database.upgrade(settings.database_url)
     elif not database.is_current(engine):
@@ -77,8 +82,8 @@ def _wait_for_schema(settings: Settings, engine) -> None:
         try:
             _require_schema(settings, engine, long_running=True)
             return
-        except SQLAlchemyError as error:
-            if not is_unavailable(error):
+        except (SQLAlchemyError, database.MigrationUnavailable) as error:
+            if isinstance(error, SQLAlchemyError) and not is_unavailable(error):
                 raise
             log.warning("database unavailable (%s); retrying in %.1f s", type(error).__name__, pause)
             time.sleep(pause)

@@ -2,12 +2,15 @@
 
 Alembic, with the Mako and Pygments it brings, is some 10 MiB of modules that a long-running
 process would carry for nothing: such a process only needs to know whether the schema is current.
-So that check reads Alembic's version table with plain SQLAlchemy against `HEAD`, and Alembic is
-imported only to migrate, which `serve` does in a short-lived child process (`upgrade_apart`).
+So that check reads Alembic's version table with plain SQLAlchemy against the newest script's
+revision (`head()`, read from the scripts' text), and Alembic is imported only to migrate,
+which `serve` does in a short-lived child process (`upgrade_apart`).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +18,28 @@ from pathlib import Path
 from sqlalchemy import Engine, inspect, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0008"  # the newest migration's revision (tests/unit/test_database.py checks it)
 VERSION_TABLE = "alembic_version"
+UNAVAILABLE_EXIT = 75  # the child's exit status when the database is unavailable (EX_TEMPFAIL)
+
+
+class MigrationUnavailable(Exception):
+    """The database was unavailable to the migrating child process; worth trying again."""
+
+
+@functools.cache
+def head() -> str:
+    """The newest migration's revision, read from the scripts without importing Alembic: the one
+    that no script names as its down_revision (tests/integration/test_database.py checks it
+    against Alembic's own answer)."""
+    revisions, parents = set(), set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        source = script.read_text()
+        revisions.update(re.findall(r"^revision\s*=\s*[\"'](\w+)[\"']", source, re.MULTILINE))
+        parents.update(re.findall(r"^down_revision\s*=\s*[\"'](\w+)[\"']", source, re.MULTILINE))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"expected one newest migration in {MIGRATIONS}, found {sorted(heads)}")
+    return heads.pop()
 
 
 def alembic_config(url: str):
@@ -42,11 +65,14 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 def upgrade_apart(url: str) -> None:
-    """upgrade(url) in a child process, so that this one never loads Alembic; raises
-    RuntimeError with the child's error output if it fails."""
+    """upgrade(url) in a child process, so that this one never loads Alembic. Raises
+    MigrationUnavailable if the database was unavailable (locked, unreachable), RuntimeError with
+    the child's error output if the migration failed otherwise."""
     done = subprocess.run(
         [sys.executable, "-m", "taskgate.database", url], capture_output=True, text=True, check=False
     )
+    if done.returncode == UNAVAILABLE_EXIT:
+        raise MigrationUnavailable(done.stderr.strip())
     if done.returncode:
         raise RuntimeError(f"migrating the database failed:\n{done.stderr.strip()}")
 
@@ -61,8 +87,22 @@ def current_revision(engine: Engine) -> str | None:
 
 def is_current(engine: Engine) -> bool:
     """True if the database is at the newest migration."""
-    return current_revision(engine) == HEAD
+    return current_revision(engine) == head()
 
 
-if __name__ == "__main__":  # `python -m taskgate.database URL`: what upgrade_apart runs
-    upgrade(sys.argv[1])
+def _main(url: str) -> int:
+    """`python -m taskgate.database URL`: what upgrade_apart runs."""
+    from messaging.db import is_unavailable
+
+    try:
+        upgrade(url)
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        print(f"database unavailable: {str(error).splitlines()[0]}", file=sys.stderr)
+        return UNAVAILABLE_EXIT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))

@@ -108,8 +108,10 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
 
 def _lock_resources(session: Session, tasks: list[Envelope]) -> None:
     """Hold the tasks' resources, one booking of each at a time. Taken in a fixed order (after the
-    customers, which needs_customers locks first), so that batches of different workers cannot
-    deadlock."""
+    customers, which needs_customers locks first), so that two batches of schedules cannot
+    deadlock. (A consumer's transaction can also hold runs of other message types, whose locks
+    are not ordered with these; PostgreSQL then detects the deadlock, the batch rolls back and its
+    messages are handled one by one.)"""
     for client_id, resource_id in sorted({(task.client_id, task.payload["resource_id"]) for task in tasks}):
         lock_row(session, resources, client_id=client_id, resource_id=resource_id)
 

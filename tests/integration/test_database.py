@@ -14,13 +14,13 @@ from taskgate import database
 
 def test_head_is_the_newest_migration():
     scripts = ScriptDirectory.from_config(database.alembic_config("sqlite://"))
-    assert scripts.get_current_head() == database.HEAD
+    assert scripts.get_current_head() == database.head()
 
 
 def test_a_migrated_database_is_current(database_url):
     engine = create_engine(database_url)
     try:
-        assert database.current_revision(engine) == database.HEAD
+        assert database.current_revision(engine) == database.head()
         assert database.is_current(engine)
     finally:
         engine.dispose()
@@ -49,3 +49,8 @@ def test_a_failed_migration_apart_says_why(tmp_path):
     (tmp_path / "taskgate.db").write_text("not a database")
     with pytest.raises(RuntimeError, match="file is not a database"):
         database.upgrade_apart(f"sqlite:///{tmp_path / 'taskgate.db'}")
+
+
+def test_an_unreachable_database_is_reported_as_unavailable_for_a_retry():
+    with pytest.raises(database.MigrationUnavailable, match="database unavailable"):
+        database.upgrade_apart("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
