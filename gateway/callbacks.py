@@ -106,6 +106,9 @@ class CallbackDispatcher:
         self._sessions = threading.local()
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
+        # Whether the last lease left something behind that the end of a chunk may free.
+        self._waiting = True
+        self._released = 0  # chunks ended so far
         self._recorder = GroupCommit(self._write_attempts)
 
     def run(self, stop: threading.Event) -> None:
@@ -114,7 +117,7 @@ class CallbackDispatcher:
             while not stop.is_set():
                 try:
                     leased_at = time.monotonic()
-                    leased = self._lease_due(self.concurrency - self._in_flight_total())
+                    leased = self._lease_due()
                     for chunk in leased:
                         pool.submit(self._attempt_and_release, chunk, leased_at)
                 except Exception:
@@ -171,27 +174,43 @@ class CallbackDispatcher:
                 self._in_flight[client_id] -= 1
                 if self._in_flight[client_id] <= 0:
                     del self._in_flight[client_id]
-            self.wakeup.notify()
+                self._released += 1
+                waiting = self._waiting
+            if waiting:  # the chunk's end may free room, or a later result of its tasks
+                self.wakeup.notify()
 
-    def _lease_due(self, room: int, chunk_size: int = CHUNK_SIZE) -> list[list]:
+    def _lease_due(self, room: int | None = None, chunk_size: int = CHUNK_SIZE) -> list[list]:
         """Up to room chunks of the most overdue deliveries whose task has no earlier pending
         result: each chunk one client's, up to chunk_size long, at most per_client chunks in flight
         per client. Leased in one transaction for as long as one attempt can take plus the margin
-        in which _attempt_and_release starts attempts; each chunk counts as in flight until then."""
-        if room <= 0:
-            return []
+        in which _attempt_and_release starts attempts; each chunk counts as in flight until then.
+
+        It first looks at a window of the most overdue deliveries, which come flagged when an
+        earlier result holds them back; only a window full of deliveries, too few of them free to
+        go, sends it on to all the due ones. It notes whether a chunk's end can free something
+        (it left deliveries for lack of room, or saw some held back): only then does the chunk's
+        end wake the lease loop. room defaults to what is free of concurrency."""
         with self._lock:
             in_flight = Counter(self._in_flight)
+            if room is None:
+                room = self.concurrency - in_flight.total()
+            released = self._released
+            if room <= 0:
+                self._waiting = True
+                return []
         busy = [client for client, count in in_flight.items() if count >= self.per_client]
         now = utcnow()
         chunks: list[list] = []
         open_chunks: dict[str, list[list]] = {}
         with Session(self.engine) as session, session.begin():
             wanted = {"now": now, "busy": busy, "limit": room * chunk_size * self.per_client}
-            due = session.execute(self._due_window, wanted).all()
-            if len(due) < wanted["limit"]:
+            window = session.execute(self._due_window, wanted).all()
+            due = [row for row in window if not row.held]
+            waiting = bool(busy) or len(due) < len(window)
+            if len(window) >= wanted["limit"] * DUE_WINDOW and len(due) < wanted["limit"]:
                 due = session.execute(self._due_all, wanted).all()
-            for row in due:
+                waiting = True
+            for row in due[: wanted["limit"]]:
                 mine = open_chunks.setdefault(row.client_id, [])
                 if in_flight[row.client_id] < self.per_client and len(chunks) < room:
                     in_flight[row.client_id] += 1
@@ -199,6 +218,9 @@ class CallbackDispatcher:
                     chunks.append(mine[-1])
                 elif mine and len(shortest := min(mine, key=len)) < chunk_size:
                     shortest.append(row)
+                else:
+                    waiting = True  # no room for it now
+            waiting = waiting or len(due) > wanted["limit"]
             if chunks:
                 session.execute(
                     update(deliveries)
@@ -208,6 +230,10 @@ class CallbackDispatcher:
         with self._lock:
             for chunk in chunks:
                 self._in_flight[chunk[0].client_id] += 1
+            self._waiting = waiting
+            missed = waiting and self._released != released
+        if missed:  # a chunk ended meanwhile, before it could know it should wake us
+            self.wakeup.notify()
         return chunks
 
     def _http(self) -> requests.Session:
@@ -352,14 +378,18 @@ class CallbackDispatcher:
 
 # A lease first looks only at this many times `limit` of the most overdue deliveries, so that
 # under a backlog its cost does not grow with the backlog (PostgreSQL would otherwise check every
-# due delivery for an earlier pending result, then sort them all). If that finds too few (e.g. the
-# window is full of deliveries held back by an earlier result), it looks at all of them.
+# due delivery for an earlier pending result, then sort them all). If that window is full and too
+# few in it are free to go (e.g. most are held back by an earlier result), it looks at all of them.
 DUE_WINDOW = 2
 
 
 def _due_query(for_update: bool, *, windowed: bool):
-    """Due pending deliveries, most overdue first, whose task has no earlier pending result; built
-    once, with the time, the clients to leave out and the limit as parameters."""
+    """Due pending deliveries, most overdue first; built once, with the time, the clients to
+    leave out and the limit as parameters.
+
+    Windowed: up to DUE_WINDOW times limit of them, each flagged `held` when its task has an
+    earlier pending result. Not windowed: up to limit of those not held back.
+    """
     due = (
         select(deliveries.c.result_id)
         .where(
@@ -410,14 +440,14 @@ def _due_query(for_update: bool, *, windowed: bool):
         # Again here, not only in the window: with FOR UPDATE SKIP LOCKED, PostgreSQL re-checks a
         # row another dispatcher leased meanwhile against these conditions only, and a delivery
         # just leased elsewhere must not be leased again.
-        .where(
-            deliveries.c.status == "pending",
-            deliveries.c.next_attempt_at <= bindparam("now"),
-            ~earlier_pending,
-        )
+        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= bindparam("now"))
         .order_by(deliveries.c.next_attempt_at)
-        .limit(bindparam("limit"))
     )
+    if windowed:
+        # The window bounds it; held-back rows are locked with the rest, for the lease's moment.
+        query = query.add_columns(earlier_pending.label("held"))
+    else:
+        query = query.where(~earlier_pending).limit(bindparam("limit"))
     return query.with_for_update(of=deliveries, skip_locked=True) if for_update else query
 
 

@@ -10,7 +10,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, make_url, select, update
+from sqlalchemy import event, func, make_url, select, update
 from sqlalchemy.orm import Session
 
 from gateway import deliveries as delivery_store
@@ -254,6 +254,53 @@ def test_deliveries_held_back_by_earlier_results_do_not_starve_the_rest(engine):
     # room 1, chunks of 1: the window holds 2 deliveries, all of them held back.
     chunks = dispatcher._lease_due(room=1, chunk_size=1)
     assert [[row.result_id for row in chunk] for chunk in chunks] == [[free]]
+
+
+def statements_of(engine):
+    """The SQL statements engine executes from now on (a list that grows)."""
+    seen = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement))
+    return seen
+
+
+def test_a_lease_with_few_deliveries_due_looks_once(engine):
+    """The window holds everything that is due: no second look at all due deliveries."""
+    register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+    made = results_for(engine, "acme", "A-1")
+    dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,))
+    seen = statements_of(engine)
+    [[row]] = dispatcher._lease_due()
+    assert row.result_id == made[0]
+    assert sum(statement.lstrip().upper().startswith("SELECT") for statement in seen) == 1
+
+
+def test_a_chunks_end_wakes_the_lease_loop_only_when_it_can_free_something(engine):
+    register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+    register_client(engine, "other", callback_url="http://127.0.0.1:9/unused")
+    wakeup = Wakeup()
+    dispatcher = CallbackDispatcher(engine, wakeup, timeout=1, schedule=(0, 60), allow_private=True)
+
+    def attempt_all(chunks):
+        for chunk in chunks:
+            dispatcher._attempt_and_release(chunk, time.monotonic())
+
+    # Nothing left behind: the end of the chunk frees nothing the lease loop is waiting for.
+    results_for(engine, "acme", "A-1")
+    attempt_all(dispatcher._lease_due())
+    assert not wakeup.wait(0)
+    # No room for the other client's delivery: the end of the chunk wakes the loop.
+    results_for(engine, "acme", "A-2")
+    results_for(engine, "other", "O-2")
+    attempt_all(dispatcher._lease_due(room=1))
+    assert wakeup.wait(0)
+    attempt_all(dispatcher._lease_due())  # the one left behind
+    assert not wakeup.wait(0)
+    # A second result of a task is held back by its first: the end of the first's chunk wakes.
+    first, second = results_for(engine, "acme", "A-3", count=2)
+    [chunk] = dispatcher._lease_due()
+    assert [row.result_id for row in chunk] == [first]
+    attempt_all([chunk])
+    assert wakeup.wait(0)
 
 
 def test_an_attempt_is_recorded_although_the_server_dropped_the_pooled_connection(postgres_database):
