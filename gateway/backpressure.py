@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from sqlalchemy import Engine, Table, func, literal, select
 
 from gateway.tables import deliveries
-from messaging.db import read_only
+from messaging.db import single_read
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Backpressure:
             return self._reason
 
     def _check(self) -> str | None:
-        with read_only(self.engine).connect() as connection:
+        with single_read(self.engine).connect() as connection:
             counts = connection.execute(self._counts).one()._asdict()
         for name, limit in self.limits.items():
             if not limit:

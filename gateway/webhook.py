@@ -25,6 +25,7 @@ from gateway.store import (
     find_task,
     sender_and_replay,
 )
+from messaging.db import single_read
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -37,18 +38,20 @@ def submit_task(client_id: str):
         raise Problem(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
 
-    # Who is asking, and whether this exact request was seen before: one statement.
-    with state.reader.connect() as connection:
-        client, replayed = (
-            sender_and_replay(connection, client_id, request.headers.get("webhook-id", ""))
-            if re.fullmatch(CLIENT_ID, client_id)
-            else (None, None)
-        )
-        if client is None:
-            raise Problem(401, "unknown client or invalid signature")
-        g.known_client = client_id
-        webhook_id, body = _verified_body(client, raw, state.settings.signature_tolerance_seconds)
-        task = find_task(connection, client_id, task_uuid=replayed) if replayed else None
+    # Who is asking, and whether this exact request was seen before: one statement, no transaction.
+    if re.fullmatch(CLIENT_ID, client_id):
+        with single_read(state.engine).connect() as connection:
+            client, replayed = sender_and_replay(connection, client_id, request.headers.get("webhook-id", ""))
+    else:
+        client, replayed = None, None
+    if client is None:
+        raise Problem(401, "unknown client or invalid signature")
+    g.known_client = client_id
+    webhook_id, body = _verified_body(client, raw, state.settings.signature_tolerance_seconds)
+    task = None
+    if replayed:
+        with state.reader.connect() as connection:
+            task = find_task(connection, client_id, task_uuid=replayed)
     if task is not None:  # the same request again: answered, not processed
         if task["content_sha256"] != content_digest(body):
             raise Problem(409, "this webhook-id was already used for a request with other content")

@@ -113,6 +113,20 @@ def read_only(engine: Engine) -> Engine:
     return _read_only_engines[engine]
 
 
+_single_read_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def single_read(engine: Engine) -> Engine:
+    """engine for a read of one statement, which needs no transaction around it: on PostgreSQL in
+    autocommit (no BEGIN and ROLLBACK round trips), elsewhere read_only(engine). A second
+    statement on such a connection sees a newer snapshot than the first."""
+    if not is_postgresql(engine):
+        return read_only(engine)
+    if engine not in _single_read_engines:
+        _single_read_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return _single_read_engines[engine]
+
+
 def _release_after(dialect, name: str, writers: _WriterLock) -> None:
     finish = getattr(dialect, name)
 
