@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    bindparam,
     delete,
     func,
     insert,
@@ -137,6 +138,18 @@ def add_raw_to_outbox(
     )
 
 
+def _take_statement(table: Table, batch_size: int, *, keep: bool, locking: bool):
+    """The oldest batch_size pending rows of table, deleted (or, with keep, marked published)
+    and returned in one statement. locking: several relays may run at once (PostgreSQL), and
+    each row goes to one of them."""
+    oldest = select(table.c.id).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(batch_size)
+    if locking:
+        oldest = oldest.with_for_update(skip_locked=True)
+    chosen = table.c.id.in_(oldest.scalar_subquery())
+    taken = update(table).values(published_at=bindparam("now", type_=UtcDateTime)) if keep else delete(table)
+    return taken.where(chosen).returning(*table.columns)
+
+
 class OutboxRelay:
     """Publishes an outbox's rows in order, with publisher confirms per batch, then deletes them.
 
@@ -169,6 +182,9 @@ class OutboxRelay:
         self.linger = linger
         self.keep_published = keep_published
         self._confirms = BatchConfirms(broker)
+        self._take = _take_statement(
+            table, batch_size, keep=bool(keep_published), locking=is_postgresql(engine)
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Relay until stop is set; waits for a wake-up (or idle_interval) when the outbox is empty."""
@@ -220,18 +236,13 @@ class OutboxRelay:
 
     def relay_batch(self) -> int:
         """Publish up to batch_size pending messages, wait for the broker to confirm them all, then
-        delete (or mark) their rows; returns how many were published. If the broker does not
-        confirm, the transaction rolls back and the batch is published again (consumers' inboxes
-        make the repeats harmless)."""
-        table = self.table
-        query = (
-            select(table).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(self.batch_size)
-        )
-        if is_postgresql(self.engine):
-            # Several relays may run at once; each row goes to one of them.
-            query = query.with_for_update(skip_locked=True)
+        commit their rows' deletion (or marking); returns how many were published. If the broker
+        does not confirm, the transaction rolls back and the batch is published again (consumers'
+        inboxes make the repeats harmless)."""
         with Session(self.engine) as session, session.begin():
-            rows = session.execute(query).all()
+            # Taking the rows and deleting them is one statement; the commit waits for the confirms.
+            taken = session.execute(self._take, {"now": utcnow()} if self.keep_published else {})
+            rows = sorted(taken.all(), key=lambda row: row.id)
             if not rows:
                 return 0
             producer = Producer(self._confirms.channel())
@@ -239,11 +250,6 @@ class OutboxRelay:
                 self._publish(producer, row)
                 self._confirms.published()
             self._confirms.wait()
-            relayed = table.c.id.in_([row.id for row in rows])
-            if self.keep_published:
-                session.execute(update(table).where(relayed).values(published_at=utcnow()))
-            else:
-                session.execute(delete(table).where(relayed))
         return len(rows)
 
     def _publish(self, producer: Producer, row) -> None:

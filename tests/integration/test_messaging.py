@@ -273,6 +273,58 @@ def test_the_relay_confirms_whole_batches_and_every_message_arrives_once(engine,
     relay.broker.release()
 
 
+def test_a_batch_the_broker_does_not_confirm_stays_in_the_outbox(engine, connection, broker_url, monkeypatch):
+    tasks = [upsert(task_id=f"T-{number}") for number in range(3)]
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, tasks)
+    relay = OutboxRelay(
+        engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False), Wakeup(), batch_size=100
+    )
+
+    def no_confirm():
+        raise OSError("connection lost before the confirms")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(relay._confirms, "wait", no_confirm)
+        with pytest.raises(OSError):
+            relay.relay_batch()
+    assert count(engine, CUSTOMERS.outbox) == 3  # rolled back: nothing is lost
+    assert relay.relay_batch() == 3
+    assert count(engine, CUSTOMERS.outbox) == 0
+    relay.broker.release()
+
+
+def test_relays_running_at_once_publish_each_message_once(engine, connection, broker_url):
+    tasks = [upsert(task_id=f"T-{number}") for number in range(300)]
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, tasks)
+    relays = [
+        OutboxRelay(
+            engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False), Wakeup(), batch_size=20
+        )
+        for _ in range(3)
+    ]
+
+    def relay_all(relay):
+        while relay.relay_batch():
+            pass
+
+    threads = [threading.Thread(target=relay_all, args=(relay,)) for relay in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert count(engine, CUSTOMERS.outbox) == 0
+    received = []
+    with connection.Consumer([CUSTOMERS.queue], on_message=received.append, accept=["json"]):
+        wait_for(lambda: _drain(connection) or len(received) >= len(tasks), message="every message")
+    for message in received:
+        message.ack()
+    assert sorted(m.properties["message_id"] for m in received) == sorted(str(t.message_id) for t in tasks)
+    for relay in relays:
+        relay.broker.release()
+
+
 def test_the_in_process_broker_gets_kept_messages_again_after_a_restart(engine):
     declare_topology("memory://")
     task = upsert()
