@@ -50,6 +50,7 @@ def create_app(
             overview_sources.outboxes.values(),
             max_outbox=settings.max_outbox_backlog,
             max_undelivered=settings.max_undelivered_callbacks,
+            max_unfinished=settings.max_unfinished_tasks,
         ),
         overview_sources=overview_sources,
     )

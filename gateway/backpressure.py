@@ -1,8 +1,11 @@
 """Backpressure: while taskgate is too far behind, new tasks are refused with 503 and Retry-After
 rather than piling up without bound; it recovers by itself as the backlog drains.
 
-Two backlogs are watched: messages waiting in the outboxes (the relays or the broker are behind)
-and callbacks waiting to be delivered (the dispatcher or the clients' endpoints are behind). Counts
+Three backlogs are watched: messages waiting in the outboxes (the relays or the broker are behind),
+tasks accepted but not yet decided by their context (wherever they wait: in a broker queue behind
+a busy or stopped context, or in an outbox), and callbacks waiting to be delivered (the dispatcher
+or the clients' endpoints are behind). Only tasks that arrived in the last UNFINISHED_WINDOW
+count, so a task that never finishes (its message was dead-lettered) does not count for ever. Counts
 are bounded (never more than limit + 1 rows are counted) and taken at most once per `ttl` seconds
 per process, so a busy webhook pays next to nothing for them. Once over a limit, tasks are refused
 until the backlog is below `resume_ratio` of it, so the webhook does not flap at the threshold.
@@ -14,13 +17,18 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 
-from sqlalchemy import Engine, Table, func, literal, select
+from sqlalchemy import Engine, Table, and_, bindparam, func, literal, select
 
-from gateway.tables import deliveries
-from messaging.db import single_read
+from gateway.tables import ACCEPTED, deliveries, tasks
+from messaging.db import UtcDateTime, single_read, utcnow
 
 log = logging.getLogger(__name__)
+
+# A task still undecided after this long is not behind but stuck (e.g. dead-lettered): it is for
+# an operator to look into, and no longer holds up new tasks.
+UNFINISHED_WINDOW = timedelta(minutes=15)
 
 
 class Backpressure:
@@ -31,12 +39,13 @@ class Backpressure:
         *,
         max_outbox: int,
         max_undelivered: int,
+        max_unfinished: int = 0,
         ttl: float = 0.5,
         resume_ratio: float = 0.8,
     ):
         self.engine = engine
         self.outboxes = list(outboxes)
-        self.limits = {"outbox": max_outbox, "undelivered": max_undelivered}
+        self.limits = {"outbox": max_outbox, "unfinished": max_unfinished, "undelivered": max_undelivered}
         self.ttl = ttl
         self.resume_ratio = resume_ratio
         self._lock = threading.Lock()
@@ -60,7 +69,7 @@ class Backpressure:
 
     def _check(self) -> str | None:
         with single_read(self.engine).connect() as connection:
-            counts = connection.execute(self._counts).one()._asdict()
+            counts = connection.execute(self._counts, {"since": utcnow() - UNFINISHED_WINDOW}).one()._asdict()
         for name, limit in self.limits.items():
             if not limit:
                 continue
@@ -76,13 +85,18 @@ class Backpressure:
 
 
 def _counts_query(outboxes: list[Table], limits: dict[str, int]):
-    """Both backlogs in one statement (one round trip), each count bounded by its limit."""
+    """The backlogs in one statement (one round trip), each count bounded by its limit."""
     outbox = sum(
         (_bounded_count(table, table.c.published_at.is_(None), limits["outbox"]) for table in outboxes),
         literal(0),
     )
+    unfinished = _bounded_count(
+        tasks,
+        and_(tasks.c.status == ACCEPTED, tasks.c.received_at >= bindparam("since", type_=UtcDateTime)),
+        limits["unfinished"],
+    )
     undelivered = _bounded_count(deliveries, deliveries.c.status == "pending", limits["undelivered"])
-    return select(outbox.label("outbox"), undelivered.label("undelivered"))
+    return select(outbox.label("outbox"), unfinished.label("unfinished"), undelivered.label("undelivered"))
 
 
 def _bounded_count(table: Table, condition, limit: int):

@@ -30,6 +30,7 @@ class Settings:
     heartbeat_seconds: float = 5.0
     max_outbox_backlog: int = 20_000
     max_undelivered_callbacks: int = 50_000
+    max_unfinished_tasks: int = 10_000
     operator_token: str | None = None
     # Under load (its last batch held more than one item), how long a woken relay, consumer or
     # dispatcher waits for more work before it starts the next batch: fewer, larger transactions
@@ -64,6 +65,7 @@ class Settings:
             "heartbeat_seconds": ("TASKGATE_HEARTBEAT_SECONDS", _positive_float),
             "max_outbox_backlog": ("TASKGATE_MAX_OUTBOX_BACKLOG", _non_negative_int),
             "max_undelivered_callbacks": ("TASKGATE_MAX_UNDELIVERED_CALLBACKS", _non_negative_int),
+            "max_unfinished_tasks": ("TASKGATE_MAX_UNFINISHED_TASKS", _non_negative_int),
             "operator_token": ("TASKGATE_OPERATOR_TOKEN", str),
             "batch_linger_ms": ("TASKGATE_BATCH_LINGER_MS", _non_negative_int),
         }

@@ -14,13 +14,11 @@ from sqlalchemy.orm import Session
 
 from gateway.clients import CLIENT_COLUMNS, Client
 from gateway.metrics import RESULTS_RECORDED
-from gateway.tables import clients, deliveries, outbox, results, tasks, webhook_ids
+from gateway.tables import ACCEPTED, clients, deliveries, outbox, results, tasks, webhook_ids
 from messaging import vocabulary
 from messaging.db import dialect_name, insert_ignoring_duplicates, insert_many_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox, outbox_row
-
-ACCEPTED = "accepted"
 
 
 class TaskConflict(Exception):

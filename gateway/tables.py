@@ -37,6 +37,9 @@ clients = Table(
     Column("created_at", UtcDateTime, nullable=False),
 )
 
+# A task's status from its arrival until its primary context decides (or parks it: "waiting").
+ACCEPTED = "accepted"
+
 tasks = Table(
     "gateway_tasks",
     metadata,
@@ -53,7 +56,7 @@ tasks = Table(
     # The idempotency guarantee: one task per client and task-id, whatever the interleaving.
     UniqueConstraint("client_id", "task_id", name="uq_gateway_tasks_client_task"),
     Index("ix_gateway_tasks_client_received", "client_id", "received_at", "task_uuid"),
-    Index("ix_gateway_tasks_status", "status"),
+    Index("ix_gateway_tasks_status_received", "status", "received_at"),
 )
 
 results = Table(

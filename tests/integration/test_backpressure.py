@@ -4,18 +4,21 @@ again by itself once the backlog has drained (below 80 % of the limit)."""
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 
 import pytest
 import responses
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from gateway import create_app
+from gateway.backpressure import UNFINISHED_WINDOW
 from gateway.callbacks import CallbackDispatcher
 from gateway.identity import task_uuid
 from gateway.store import accept_task, record_result
-from gateway.tables import outbox
+from gateway.tables import outbox, tasks
 from messaging import broker, vocabulary
-from messaging.db import make_engine
+from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
 from messaging.outbox import OutboxRelay
 from messaging.wakeup import Wakeup
@@ -95,8 +98,49 @@ def test_undelivered_callbacks_over_the_limit_refuse_tasks(database_url):
     engine.dispose()
 
 
+def test_tasks_not_yet_decided_over_the_limit_refuse_tasks_until_they_are(database_url):
+    """Wherever undecided tasks wait (here: in a broker queue no context drains), over the limit
+    new ones are refused; as their results come in, tasks are taken again."""
+    app = make_app(database_url, max_unfinished_tasks=3, max_outbox_backlog=0)
+    engine = app.extensions["taskgate"].engine
+    sender = Sender(app)
+    assert [sender.send().status_code for _ in range(4)] == [202] * 4  # 4th: 3 undecided, not over 3
+    refused = sender.send()
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert "unfinished backlog over 3" in refused.get_json()["detail"]
+
+    def decide(number):
+        identity = task_uuid(app.extensions["taskgate"].settings.namespace, "acme", f"T-{number}")
+        cause = Envelope("customer.upsert", f"T-{number}", identity, "acme", {})
+        with Session(engine) as session, session.begin():
+            record_result(
+                session,
+                vocabulary.result(
+                    cause, context="customers", outcome="customer.registered", status="succeeded"
+                ),
+            )
+
+    decide(0)  # 3 undecided: at the limit, but refusing goes on until below 80 % of it
+    assert sender.send().status_code == 503
+    decide(1)  # 2 undecided
+    assert sender.send().status_code == 202
+    engine.dispose()
+
+
+def test_tasks_undecided_for_long_no_longer_hold_up_new_ones(database_url):
+    app = make_app(database_url, max_unfinished_tasks=2, max_outbox_backlog=0)
+    engine = app.extensions["taskgate"].engine
+    sender = Sender(app)
+    assert [sender.send().status_code for _ in range(3)] == [202] * 3
+    assert sender.send().status_code == 503
+    with Session(engine) as session, session.begin():  # stuck ones, e.g. their message dead-lettered
+        session.execute(update(tasks).values(received_at=utcnow() - UNFINISHED_WINDOW - timedelta(seconds=1)))
+    assert sender.send().status_code == 202
+    engine.dispose()
+
+
 def test_limits_of_zero_turn_backpressure_off(database_url):
-    app = make_app(database_url, max_outbox_backlog=0, max_undelivered_callbacks=0)
+    app = make_app(database_url, max_outbox_backlog=0, max_undelivered_callbacks=0, max_unfinished_tasks=0)
     sender = Sender(app)
     assert {sender.send().status_code for _ in range(5)} == {202}
     assert not app.extensions["taskgate"].backpressure.enabled

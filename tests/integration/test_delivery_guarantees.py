@@ -296,7 +296,7 @@ def test_a_chunks_end_wakes_the_lease_loop_only_when_it_can_free_something(engin
     attempt_all(dispatcher._lease_due())  # the one left behind
     assert not wakeup.wait(0)
     # A second result of a task is held back by its first: the end of the first's chunk wakes.
-    first, second = results_for(engine, "acme", "A-3", count=2)
+    first, _second = results_for(engine, "acme", "A-3", count=2)
     [chunk] = dispatcher._lease_due()
     assert [row.result_id for row in chunk] == [first]
     attempt_all([chunk])
