@@ -61,6 +61,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--drain", type=float, default=30.0, help="max seconds to wait for the backlog after the load"
     )
+    parser.add_argument(
+        "--max-unfinished",
+        type=int,
+        default=1000,
+        help="TASKGATE_MAX_UNFINISHED_TASKS under test: the backlog beyond which the webhook refuses",
+    )
     parser.add_argument("--name", help="results file name (default: the start time)")
     parser.add_argument(
         "--postgres-url",
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         drain=args.drain,
         unpaced_cap=3000,
+        max_unfinished=args.max_unfinished,
         profile_dir=HERE / "profiles" if args.profile else None,
     )
     started_at = datetime.now(UTC)

@@ -28,6 +28,7 @@ class Options:
     log_level: str
     drain: float  # at most this long to wait, after the load, for the last callbacks
     unpaced_cap: int  # requests pre-built for an unpaced point, per second of duration
+    max_unfinished: int  # TASKGATE_MAX_UNFINISHED_TASKS of the deployment under test
     profile_dir: Path | None = None
 
 
@@ -36,7 +37,12 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
     point_dir = run_dir / label
     point_dir.mkdir(parents=True)
     env = deployments.environment(
-        mode, point_dir, services, http_workers=options.http_workers, log_level=options.log_level
+        mode,
+        point_dir,
+        services,
+        http_workers=options.http_workers,
+        log_level=options.log_level,
+        max_unfinished=options.max_unfinished,
     )
     deployments.prepare_storage(mode, env, services)
     receiver_port, port = free_port(), free_port()
