@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import Engine, and_, bindparam, exc, exists, insert, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import aliased
 
 from gateway import signatures
 from gateway.clients import Client
@@ -202,13 +202,13 @@ class CallbackDispatcher:
         now = utcnow()
         chunks: list[list] = []
         open_chunks: dict[str, list[list]] = {}
-        with Session(self.engine) as session, session.begin():
+        with self.engine.begin() as connection:
             wanted = {"now": now, "busy": busy, "limit": room * chunk_size * self.per_client}
-            window = session.execute(self._due_window, wanted).all()
+            window = connection.execute(self._due_window, wanted).all()
             due = [row for row in window if not row.held]
             waiting = bool(busy) or len(due) < len(window)
             if len(window) >= wanted["limit"] * DUE_WINDOW and len(due) < wanted["limit"]:
-                due = session.execute(self._due_all, wanted).all()
+                due = connection.execute(self._due_all, wanted).all()
                 waiting = True
             for row in due[: wanted["limit"]]:
                 mine = open_chunks.setdefault(row.client_id, [])
@@ -222,7 +222,7 @@ class CallbackDispatcher:
                     waiting = True  # no room for it now
             waiting = waiting or len(due) > wanted["limit"]
             if chunks:
-                session.execute(
+                connection.execute(
                     update(deliveries)
                     .where(deliveries.c.result_id.in_([row.result_id for chunk in chunks for row in chunk]))
                     .values(next_attempt_at=now + self.lease)
@@ -332,9 +332,9 @@ class CallbackDispatcher:
             self._write_attempts_once(recorded)
 
     def _write_attempts_once(self, recorded: list[tuple]) -> None:
-        with Session(self.engine) as session, session.begin():
+        with self.engine.begin() as connection:
             try:
-                session.execute(
+                connection.execute(
                     insert(delivery_attempts),
                     [
                         {
@@ -353,7 +353,7 @@ class CallbackDispatcher:
                     raise StaleConnection from error
                 raise
             # Each only if nobody else recorded an attempt meanwhile (e.g. after our lease ran out).
-            session.execute(
+            connection.execute(
                 _RECORD_ATTEMPT,
                 [
                     {

@@ -16,7 +16,13 @@ from gateway.clients import CLIENT_COLUMNS, Client
 from gateway.metrics import RESULTS_RECORDED
 from gateway.tables import ACCEPTED, clients, deliveries, outbox, results, tasks, webhook_ids
 from messaging import vocabulary
-from messaging.db import dialect_name, insert_ignoring_duplicates, insert_many_ignoring_duplicates, utcnow
+from messaging.db import (
+    Transaction,
+    dialect_name,
+    insert_ignoring_duplicates,
+    insert_many_ignoring_duplicates,
+    utcnow,
+)
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox, outbox_row
 
@@ -182,12 +188,12 @@ def forget_webhook_ids(session: Session, older_than: datetime) -> int:
     return session.execute(delete(webhook_ids).where(webhook_ids.c.received_at < older_than)).rowcount
 
 
-def record_result(session: Session, envelope: Envelope) -> list[Envelope]:
+def record_result(session: Transaction, envelope: Envelope) -> list[Envelope]:
     """Handler for result messages: store the result, move the task's status, queue the callback."""
     return record_results(session, [envelope])
 
 
-def record_results(session: Session, envelopes: list[Envelope]) -> list[Envelope]:
+def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Envelope]:
     """record_result for many result messages in a few statements, whatever their number."""
     known = {
         task.task_uuid: task
@@ -250,7 +256,7 @@ def record_results(session: Session, envelopes: list[Envelope]) -> list[Envelope
     return []
 
 
-def record_status(session: Session, envelope: Envelope) -> list[Envelope]:
+def record_status(session: Transaction, envelope: Envelope) -> list[Envelope]:
     """Handler for status messages: a task its primary context parked is `waiting`."""
     context, status = envelope.payload["context"], envelope.payload["status"]
     if status != vocabulary.WAITING:

@@ -23,10 +23,9 @@ from collections.abc import Callable, Mapping
 from kombu import Connection, Producer, Queue
 from kombu.mixins import ConsumerMixin
 from sqlalchemy import Engine, Table
-from sqlalchemy.orm import Session
 
 from messaging import topology
-from messaging.db import is_unavailable
+from messaging.db import Transaction, is_unavailable
 from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
 from messaging.inbox import first_deliveries, first_delivery
 from messaging.outbox import PERSISTENT, add_to_outbox
@@ -34,8 +33,9 @@ from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Session, Envelope], list[Envelope]]
-BatchHandler = Callable[[Session, list[Envelope]], list[Envelope]]
+# A handler writes through the transaction's Core Connection (messaging.db.Transaction).
+Handler = Callable[[Transaction, Envelope], list[Envelope]]
+BatchHandler = Callable[[Transaction, list[Envelope]], list[Envelope]]
 
 # A handler that raises is retried in place this many times (seconds between tries), then its
 # message is dead-lettered. A database outage is not counted: the message waits for the database.
@@ -199,8 +199,8 @@ class MessageWorker(ConsumerMixin):
             message.ack()
 
     def _handle_together(self, batch) -> None:
-        with Session(self.engine) as session, session.begin():
-            firsts = first_deliveries(session, self.inbox, [(e.message_id, e.type) for e, _, _ in batch])
+        with self.engine.begin() as connection:
+            firsts = first_deliveries(connection, self.inbox, [(e.message_id, e.type) for e, _, _ in batch])
             handled = []
             for (envelope, handler, _), first in zip(batch, firsts, strict=True):
                 if first:
@@ -211,13 +211,13 @@ class MessageWorker(ConsumerMixin):
             # In order; a run of messages of one type with a batch handler goes to it at once.
             for kind, run in itertools.groupby(handled, key=lambda item: item[0].type):
                 if kind in self.batch_handlers:
-                    caused += self.batch_handlers[kind](session, [envelope for envelope, _ in run])
+                    caused += self.batch_handlers[kind](connection, [envelope for envelope, _ in run])
                 else:
                     for envelope, handler in run:
-                        caused += handler(session, envelope)
-            add_to_outbox(session, self.outbox, caused)
+                        caused += handler(connection, envelope)
+            add_to_outbox(connection, self.outbox, caused)
             if caused and self.outbox_wakeup is not None:
-                self.outbox_wakeup.notify(session)
+                self.outbox_wakeup.notify(connection)
         for envelope, _ in handled:
             log.info("handled %s", envelope.type, extra=envelope.log_fields)
 
@@ -260,14 +260,14 @@ class MessageWorker(ConsumerMixin):
 
     def _handle_once(self, handler: Handler, envelope: Envelope) -> bool:
         """Handle envelope in one transaction; False if it had been handled before."""
-        with Session(self.engine) as session, session.begin():
-            if not first_delivery(session, self.inbox, envelope.message_id, envelope.type):
+        with self.engine.begin() as connection:
+            if not first_delivery(connection, self.inbox, envelope.message_id, envelope.type):
                 log.info("duplicate message ignored", extra=envelope.log_fields)
                 return False
-            caused = handler(session, envelope)
-            add_to_outbox(session, self.outbox, caused)
+            caused = handler(connection, envelope)
+            add_to_outbox(connection, self.outbox, caused)
             if caused and self.outbox_wakeup is not None:
-                self.outbox_wakeup.notify(session)
+                self.outbox_wakeup.notify(connection)
         log.info("handled %s", envelope.type, extra=envelope.log_fields)
         return True
 

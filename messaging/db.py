@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Connection, DateTime, Engine, create_engine, event, exc, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for the write lock
@@ -35,6 +36,12 @@ class UtcDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# What handlers and the helpers they call write through: a Core Connection in a transaction (the
+# consumers', as the ORM Session costs more per statement and nothing needs it there) or a Session
+# (tools, tests). Both offer execute, scalar and scalars; use dialect_name() for the dialect.
+Transaction = Connection | Session
 
 
 def utcnow() -> datetime:
@@ -280,7 +287,7 @@ def lock_row(session, table, **key: str) -> None:
     """Hold table's row for key (created if missing) until the transaction ends, so that every
     other transaction locking the same row waits its turn. SQLite's single writer already does that."""
     insert_ignoring_duplicates(session, table, key)
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         session.execute(
             select(*table.primary_key.columns)
             .where(*(table.c[column] == value for column, value in key.items()))

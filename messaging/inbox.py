@@ -4,9 +4,14 @@ the message's effects, so a redelivered message is recognised and has no second 
 from __future__ import annotations
 
 from sqlalchemy import Column, MetaData, String, Table, Uuid
-from sqlalchemy.orm import Session
 
-from messaging.db import UtcDateTime, insert_ignoring_duplicates, insert_many_ignoring_duplicates, utcnow
+from messaging.db import (
+    Transaction,
+    UtcDateTime,
+    insert_ignoring_duplicates,
+    insert_many_ignoring_duplicates,
+    utcnow,
+)
 
 
 def make_inbox_table(metadata: MetaData, owner: str) -> Table:
@@ -19,7 +24,7 @@ def make_inbox_table(metadata: MetaData, owner: str) -> Table:
     )
 
 
-def first_delivery(session: Session, table: Table, message_id, message_type: str) -> bool:
+def first_delivery(session: Transaction, table: Table, message_id, message_type: str) -> bool:
     """Record message_id as processed; False if it already was (a redelivery)."""
     return insert_ignoring_duplicates(
         session,
@@ -28,7 +33,7 @@ def first_delivery(session: Session, table: Table, message_id, message_type: str
     )
 
 
-def first_deliveries(session: Session, table: Table, messages: list[tuple[object, str]]) -> list[bool]:
+def first_deliveries(session: Transaction, table: Table, messages: list[tuple[object, str]]) -> list[bool]:
     """first_delivery for many (message_id, message_type) in one statement: for each, in order,
     whether this is its first delivery (a message id twice in the list is first only once)."""
     now = utcnow()

@@ -239,9 +239,9 @@ class OutboxRelay:
         commit their rows' deletion (or marking); returns how many were published. If the broker
         does not confirm, the transaction rolls back and the batch is published again (consumers'
         inboxes make the repeats harmless)."""
-        with Session(self.engine) as session, session.begin():
+        with self.engine.begin() as connection:
             # Taking the rows and deleting them is one statement; the commit waits for the confirms.
-            taken = session.execute(self._take, {"now": utcnow()} if self.keep_published else {})
+            taken = connection.execute(self._take, {"now": utcnow()} if self.keep_published else {})
             rows = sorted(taken.all(), key=lambda row: row.id)
             if not rows:
                 return 0

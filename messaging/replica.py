@@ -38,10 +38,10 @@ from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
     JsonDocument,
+    Transaction,
     UtcDateTime,
     dialect_name,
     in_both,
-    is_postgresql,
     serialize_on_many,
     utcnow,
 )
@@ -62,8 +62,8 @@ class Customer:
 
 
 CustomerKey = tuple[str, str]  # (client_id, customer_id)
-CustomerTaskHandler = Callable[[Session, Envelope, Customer], list[Envelope]]
-CustomerBatchHandler = Callable[[Session, list[tuple[Envelope, Customer]]], list[Envelope]]
+CustomerTaskHandler = Callable[[Transaction, Envelope, Customer], list[Envelope]]
+CustomerBatchHandler = Callable[[Transaction, list[tuple[Envelope, Customer]]], list[Envelope]]
 
 
 class CustomerReplica:
@@ -96,10 +96,12 @@ class CustomerReplica:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def find(self, session: Session, client_id: str, customer_id: str) -> Customer | None:
+    def find(self, session: Transaction, client_id: str, customer_id: str) -> Customer | None:
         return self.find_many(session, [(client_id, customer_id)]).get((client_id, customer_id))
 
-    def find_many(self, session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Customer]:
+    def find_many(
+        self, session: Transaction, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], Customer]:
         """The replicated customers of these (client_id, customer_id) keys, by key; one query."""
         keys = set(keys)
         if not keys:
@@ -118,12 +120,12 @@ class CustomerReplica:
     def needs_customer(self, handler: CustomerTaskHandler) -> Handler:
         """A task handler that runs with the task's customer, or parks the task until it is known."""
 
-        def handle_many(session: Session, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
+        def handle_many(session: Transaction, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
             return [caused for task, customer in ready for caused in handler(session, task, customer)]
 
         handle_batch = self.needs_customers(handle_many)
 
-        def handle(session: Session, task: Envelope) -> list[Envelope]:
+        def handle(session: Transaction, task: Envelope) -> list[Envelope]:
             return handle_batch(session, [task])
 
         handle.__name__ = handler.__name__
@@ -138,7 +140,7 @@ class CustomerReplica:
         and looked up in one more, however many tasks there are.
         """
 
-        def handle(session: Session, tasks: list[Envelope]) -> list[Envelope]:
+        def handle(session: Transaction, tasks: list[Envelope]) -> list[Envelope]:
             keys = {(task.client_id, task.payload["customer_id"]) for task in tasks}
             serialize_on_many(session, [(self.context, "customer", *key) for key in keys])
             known = self.find_many(session, keys)
@@ -155,7 +157,7 @@ class CustomerReplica:
         handle.__doc__ = handler.__doc__
         return handle
 
-    def _park(self, session: Session, task: Envelope) -> Envelope:
+    def _park(self, session: Transaction, task: Envelope) -> Envelope:
         """Keep task until its customer is known; returns the status message saying it waits."""
         customer_id = task.payload["customer_id"]
         session.execute(
@@ -175,7 +177,7 @@ class CustomerReplica:
     def event_handlers(self) -> dict[str, Handler]:
         """Handlers for the customer events, one at a time (see when_customers_changed)."""
 
-        def when_customer_changed(session: Session, event: Envelope) -> list[Envelope]:
+        def when_customer_changed(session: Transaction, event: Envelope) -> list[Envelope]:
             return self.when_customers_changed(session, [event])
 
         return dict.fromkeys(vocabulary.CUSTOMER_EVENTS, when_customer_changed)
@@ -184,7 +186,7 @@ class CustomerReplica:
         """Batch handlers for the customer events, with the same effects as event_handlers."""
         return dict.fromkeys(vocabulary.CUSTOMER_EVENTS, self.when_customers_changed)
 
-    def when_customers_changed(self, session: Session, events: list[Envelope]) -> list[Envelope]:
+    def when_customers_changed(self, session: Transaction, events: list[Envelope]) -> list[Envelope]:
         """Apply the events to the replica, then resume the tasks parked for their customers.
 
         A resumed task is sent again (a new message, caused by the last of the events about its
@@ -201,11 +203,11 @@ class CustomerReplica:
             resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=last[key].message_id))
         return resumed
 
-    def apply(self, session: Session, event: Envelope) -> None:
+    def apply(self, session: Transaction, event: Envelope) -> None:
         """Insert or update the customer unless the replica already has this version or a newer one."""
         self.apply_many(session, [event])
 
-    def apply_many(self, session: Session, events: Iterable[Envelope]) -> None:
+    def apply_many(self, session: Transaction, events: Iterable[Envelope]) -> None:
         """apply for each event, in one statement (which, on PostgreSQL, may touch a row only
         once: of several events about one customer, only the newest version is written)."""
         newest: dict[CustomerKey, Envelope] = {}
@@ -231,7 +233,9 @@ class CustomerReplica:
         # many rows (SQLAlchemy's "insertmanyvalues", which RETURNING enables).
         session.execute(_upsert_newer(dialect_name(session), self.customers), rows).all()
 
-    def _unpark(self, session: Session, keys: Iterable[CustomerKey]) -> list[tuple[CustomerKey, Envelope]]:
+    def _unpark(
+        self, session: Transaction, keys: Iterable[CustomerKey]
+    ) -> list[tuple[CustomerKey, Envelope]]:
         """Take the parked tasks of these customers, oldest first, each with its customer's key:
         only those this transaction removed, so a task the sweeper is failing at the same moment is
         not resumed too."""
@@ -247,13 +251,13 @@ class CustomerReplica:
         rows.sort(key=lambda row: row.parked_at)
         return [((row.client_id, row.customer_id), Envelope.from_body(row.envelope)) for row in rows]
 
-    def clear(self, session: Session) -> int:
+    def clear(self, session: Transaction) -> int:
         """Forget every replicated customer (before rebuilding from the customers' current state)."""
         return session.execute(delete(self.customers)).rowcount
 
     # -- expiry --------------------------------------------------------------------------------
 
-    def fail_expired(self, session: Session, timeout: timedelta, limit: int = 100) -> list[Envelope]:
+    def fail_expired(self, session: Transaction, timeout: timedelta, limit: int = 100) -> list[Envelope]:
         """Take tasks parked longer than timeout; returns their `unknown_customer` failures."""
         table = self.parked
         query = (
@@ -262,7 +266,7 @@ class CustomerReplica:
             .order_by(table.c.parked_at)
             .limit(limit)
         )
-        if is_postgresql(session.get_bind()):
+        if dialect_name(session) == "postgresql":
             query = query.with_for_update(skip_locked=True)
         rows = session.execute(query).all()
         if rows:
@@ -281,7 +285,7 @@ class CustomerReplica:
             failures.append(vocabulary.failure(task, context=self.context, reason="unknown_customer"))
         return failures
 
-    def seconds_to_next_expiry(self, session: Session, timeout: timedelta) -> float | None:
+    def seconds_to_next_expiry(self, session: Transaction, timeout: timedelta) -> float | None:
         oldest = session.scalar(select(func.min(self.parked.c.parked_at)))
         if oldest is None:
             return None

@@ -5,21 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from contexts.appointment import model
 from contexts.appointment.tables import ACTIVE, CANCELED, appointments, replica, resources
 from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
-from messaging.db import lock_row, utcnow
+from messaging.db import Transaction, lock_row, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer, CustomerBatchHandler, CustomerTaskHandler
 
 CONTEXT = "appointment"
 
 
-def _slots(session: Session, *conditions) -> list[model.Slot]:
+def _slots(session: Transaction, *conditions) -> list[model.Slot]:
     rows = session.execute(
         select(appointments.c.starts_at, appointments.c.ends_at).where(
             appointments.c.status == ACTIVE, *conditions
@@ -32,17 +31,17 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
     """appointment.schedule, for one task and for a batch (both run in needs_customer(s), which
     has serialized the customers already)."""
 
-    def schedule_appointment(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
+    def schedule_appointment(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
         """appointment.schedule: book the slot unless a rule forbids it."""
         _lock_resources(session, [task])
         return book(session, task, customer)
 
-    def schedule_appointments(session: Session, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
+    def schedule_appointments(session: Transaction, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
         """appointment.schedule for a batch, in order, with the effects of one task at a time."""
         _lock_resources(session, [task for task, _ in ready])
         return [caused for task, customer in ready for caused in book(session, task, customer)]
 
-    def book(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
+    def book(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
         existing = _appointment_of(session, task.client_id, task.task_id)
         if existing is not None:  # the same task again (e.g. resumed twice): same answer
             return [_scheduled(task, existing.appointment_id)]
@@ -106,7 +105,7 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
     return schedule_appointment, schedule_appointments
 
 
-def _lock_resources(session: Session, tasks: list[Envelope]) -> None:
+def _lock_resources(session: Transaction, tasks: list[Envelope]) -> None:
     """Hold the tasks' resources, one booking of each at a time. Taken in a fixed order (after the
     customers, which needs_customers locks first), so that two batches of schedules cannot
     deadlock. (A consumer's transaction can also hold runs of other message types, whose locks
@@ -126,13 +125,13 @@ def _scheduled(task: Envelope, appointment_id) -> Envelope:
     )
 
 
-def _appointment_of(session: Session, client_id: str, task_id: str):
+def _appointment_of(session: Transaction, client_id: str, task_id: str):
     return session.execute(
         select(appointments).where(appointments.c.client_id == client_id, appointments.c.task_id == task_id)
     ).one_or_none()
 
 
-def cancel_appointment(session: Session, task: Envelope) -> list[Envelope]:
+def cancel_appointment(session: Transaction, task: Envelope) -> list[Envelope]:
     """appointment.cancel: cancel the active appointment that appointment_task_id booked."""
     target = task.payload["appointment_task_id"]
     canceled = session.execute(

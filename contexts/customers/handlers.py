@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from contexts.customers import model
 from contexts.customers.tables import customers
 from messaging import vocabulary
-from messaging.db import is_postgresql, utcnow
+from messaging.db import Transaction, dialect_name, utcnow
 from messaging.envelope import Envelope
 
 CONTEXT = "customers"
 
 
-def upsert_customer(session: Session, task: Envelope) -> list[Envelope]:
+def upsert_customer(session: Transaction, task: Envelope) -> list[Envelope]:
     """customer.upsert: store the master record; publish its change and the task's result."""
     customer_id = task.payload["customer_id"]
     existing = _load_for_update(session, task.client_id, customer_id)
@@ -48,18 +47,18 @@ def upsert_customer(session: Session, task: Envelope) -> list[Envelope]:
     return messages
 
 
-def _load_for_update(session: Session, client_id: str, customer_id: str) -> model.Customer | None:
+def _load_for_update(session: Transaction, client_id: str, customer_id: str) -> model.Customer | None:
     query = select(customers.c.customer_id, customers.c.name, customers.c.email, customers.c.version).where(
         customers.c.client_id == client_id, customers.c.customer_id == customer_id
     )
-    if is_postgresql(session.get_bind()):
+    if dialect_name(session) == "postgresql":
         # Two workers upserting one customer must not both derive version n+1.
         query = query.with_for_update()
     row = session.execute(query).one_or_none()
     return model.Customer(*row) if row else None
 
 
-def _save(session: Session, task: Envelope, customer: model.Customer, *, is_new: bool) -> None:
+def _save(session: Transaction, task: Envelope, customer: model.Customer, *, is_new: bool) -> None:
     client_id = task.client_id
     values = {
         "name": customer.name,
@@ -82,7 +81,7 @@ def _save(session: Session, task: Envelope, customer: model.Customer, *, is_new:
         )
 
 
-def current_state(session: Session) -> list[Envelope]:
+def current_state(session: Transaction) -> list[Envelope]:
     """Every customer's current state as a customer.snapshot event, tagged with the task that made
     that version (or, for customers stored before taskgate recorded it, with one id for this rebuild).
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from contexts.maintenance import model
 from contexts.maintenance.tables import ACTIVE, CANCELED, canceled_appointments, jobs, positions, replica
 from messaging import vocabulary
-from messaging.db import insert_ignoring_duplicates, lock_row, serialize_on, utcnow
+from messaging.db import Transaction, insert_ignoring_duplicates, lock_row, serialize_on, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer
 
 CONTEXT = "maintenance"
 
 
-def schedule_maintenance(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
+def schedule_maintenance(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
     """maintenance.schedule: book the position for the car unless it is taken (or the linked
     appointment is already canceled)."""
     existing = session.scalar(
@@ -65,7 +64,7 @@ def schedule_maintenance(session: Session, task: Envelope, customer: Customer) -
     return [_scheduled(task, job_id)]
 
 
-def _appointment_canceled(session: Session, client_id: str, appointment_task_id: str) -> bool:
+def _appointment_canceled(session: Transaction, client_id: str, appointment_task_id: str) -> bool:
     """Whether the linked appointment is canceled; serialized with that cancel's cascade, so a job
     is either refused here or canceled there, never missed."""
     serialize_on(session, CONTEXT, "appointment", client_id, appointment_task_id)
@@ -98,7 +97,7 @@ def _rejected(task: Envelope, reason: str) -> Envelope:
     )
 
 
-def when_appointment_canceled(session: Session, event: Envelope) -> list[Envelope]:
+def when_appointment_canceled(session: Transaction, event: Envelope) -> list[Envelope]:
     """Cancel the jobs linked to the canceled appointment; each result is tagged with the cancel task."""
     appointment_task_id = event.payload["appointment_task_id"]
     serialize_on(session, CONTEXT, "appointment", event.client_id, appointment_task_id)

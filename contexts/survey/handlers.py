@@ -5,24 +5,23 @@ from __future__ import annotations
 from datetime import date
 
 from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from contexts.survey.tables import invitations, replica
 from messaging import vocabulary
-from messaging.db import in_both, utcnow
+from messaging.db import Transaction, in_both, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer
 
 CONTEXT = "survey"
 
 
-def assign_survey(session: Session, task: Envelope, customer: Customer) -> list[Envelope]:
+def assign_survey(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
     """survey.assign: invite the customer at the email replicated right now."""
     return assign_surveys(session, [(task, customer)])
 
 
-def assign_surveys(session: Session, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
+def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
     """assign_survey for many tasks: one query for the invitations made before, one insert."""
     keys = {(task.client_id, task.task_id) for task, _ in ready}
     existing = {

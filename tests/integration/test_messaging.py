@@ -210,10 +210,10 @@ def test_waiting_messages_are_handled_in_batches_and_one_bad_message_spoils_none
     batch roll back, the others are then handled one by one, the bad one is dead-lettered."""
     transactions, handled = [], []
 
-    def upsert_unless_poison(session, envelope):
+    def upsert_unless_poison(connection, envelope):
         if envelope.payload["name"] == "poison":
             raise PermanentError("poison")
-        transactions.append(session.hash_key)  # unique per session
+        transactions.append(connection.get_transaction())  # kept alive here: distinct objects
         handled.append(envelope.task_id)
         return []
 
