@@ -222,11 +222,8 @@ class CallbackDispatcher:
                     waiting = True  # no room for it now
             waiting = waiting or len(due) > wanted["limit"]
             if chunks:
-                connection.execute(
-                    update(deliveries)
-                    .where(deliveries.c.result_id.in_([row.result_id for chunk in chunks for row in chunk]))
-                    .values(next_attempt_at=now + self.lease)
-                )
+                leased = [row.result_id for chunk in chunks for row in chunk]
+                connection.execute(_LEASE, {"leased": leased, "until": now + self.lease})
         with self._lock:
             for chunk in chunks:
                 self._in_flight[chunk[0].client_id] += 1
@@ -450,6 +447,12 @@ def _due_query(for_update: bool, *, windowed: bool):
         query = query.where(~earlier_pending).limit(bindparam("limit"))
     return query.with_for_update(of=deliveries, skip_locked=True) if for_update else query
 
+
+_LEASE = (
+    update(deliveries)
+    .where(deliveries.c.result_id.in_(bindparam("leased", expanding=True)))
+    .values(next_attempt_at=bindparam("until"))
+)
 
 _RECORD_ATTEMPT = (
     update(deliveries)

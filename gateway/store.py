@@ -195,14 +195,8 @@ def record_result(session: Transaction, envelope: Envelope) -> list[Envelope]:
 
 def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Envelope]:
     """record_result for many result messages in a few statements, whatever their number."""
-    known = {
-        task.task_uuid: task
-        for task in session.execute(
-            select(tasks.c.task_uuid, tasks.c.type, tasks.c.client_id).where(
-                tasks.c.task_uuid.in_({envelope.task_uuid for envelope in envelopes})
-            )
-        )
-    }
+    uuids = list({envelope.task_uuid for envelope in envelopes})
+    known = {task.task_uuid: task for task in session.execute(_TASKS_OF, {"uuids": uuids})}
     for envelope in envelopes:
         if envelope.task_uuid not in known:
             raise UnknownTask(f"result for unknown task {envelope.task_uuid}")
@@ -246,14 +240,25 @@ def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Enve
     for task_uuid, status in decided.items():
         by_status.setdefault(status, []).append(task_uuid)
     for status, task_uuids in by_status.items():
-        session.execute(
-            update(tasks)
-            .where(tasks.c.task_uuid.in_(task_uuids), tasks.c.status.in_((ACCEPTED, vocabulary.WAITING)))
-            .values(status=status, updated_at=now)
-        )
+        session.execute(_DECIDE, {"uuids": task_uuids, "decided": status, "now": now})
     if queued:
-        session.execute(insert(deliveries), queued)
+        session.execute(_QUEUE, queued)
     return []
+
+
+# record_results' statements, built once: only the parameters change from batch to batch.
+_TASKS_OF = select(tasks.c.task_uuid, tasks.c.type, tasks.c.client_id).where(
+    tasks.c.task_uuid.in_(bindparam("uuids", expanding=True))
+)
+_DECIDE = (
+    update(tasks)
+    .where(
+        tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)),
+        tasks.c.status.in_((ACCEPTED, vocabulary.WAITING)),
+    )
+    .values(status=bindparam("decided"), updated_at=bindparam("now"))
+)
+_QUEUE = insert(deliveries)
 
 
 def record_status(session: Transaction, envelope: Envelope) -> list[Envelope]:

@@ -9,7 +9,7 @@ import threading
 import weakref
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Connection, DateTime, Engine, create_engine, event, exc, select, text
+from sqlalchemy import JSON, Connection, DateTime, Engine, bindparam, create_engine, event, exc, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
@@ -209,11 +209,20 @@ def _insert_ignoring_duplicates(dialect: str, table):
     return insert(table).on_conflict_do_nothing().returning(key)
 
 
-def in_both(first, second, keys) -> tuple:
-    """Conditions matching rows whose (first, second) may be among keys: first IN (...) AND
-    second IN (...), which an index on the two columns serves (a row-value IN often is not). It
-    can match pairs that are not keys; the caller keeps only the keys."""
-    return first.in_({key[0] for key in keys}), second.in_({key[1] for key in keys})
+def in_both(first, second) -> tuple:
+    """Conditions matching rows whose (first, second) may be among the keys given at execution as
+    both_of(keys): first IN (...) AND second IN (...), which an index on the two columns serves (a
+    row-value IN often is not). They can match pairs that are not keys; the caller keeps only the
+    keys. A statement using them is built once, as only the parameters change."""
+    return (
+        first.in_(bindparam("firsts", expanding=True)),
+        second.in_(bindparam("seconds", expanding=True)),
+    )
+
+
+def both_of(keys) -> dict:
+    """The parameters of in_both for these (first, second) keys."""
+    return {"firsts": sorted({key[0] for key in keys}), "seconds": sorted({key[1] for key in keys})}
 
 
 def is_postgresql(engine: Engine) -> bool:
@@ -288,8 +297,14 @@ def lock_row(session, table, **key: str) -> None:
     other transaction locking the same row waits its turn. SQLite's single writer already does that."""
     insert_ignoring_duplicates(session, table, key)
     if dialect_name(session) == "postgresql":
-        session.execute(
-            select(*table.primary_key.columns)
-            .where(*(table.c[column] == value for column, value in key.items()))
-            .with_for_update()
-        )
+        session.execute(_lock_query(table, tuple(key)), key)
+
+
+@functools.cache
+def _lock_query(table, columns: tuple[str, ...]):
+    """lock_row's SELECT ... FOR UPDATE, built once per table and key columns."""
+    return (
+        select(*table.primary_key.columns)
+        .where(*(table.c[column] == bindparam(column) for column in columns))
+        .with_for_update()
+    )

@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    bindparam,
     delete,
     func,
     select,
@@ -40,6 +41,7 @@ from messaging.db import (
     JsonDocument,
     Transaction,
     UtcDateTime,
+    both_of,
     dialect_name,
     in_both,
     serialize_on_many,
@@ -93,6 +95,20 @@ class CustomerReplica:
             Index(f"ix_{context}_parked_customer", "client_id", "customer_id"),
             Index(f"ix_{context}_parked_at", "parked_at"),
         )
+        # Built once: only the parameters change from call to call.
+        customers, parked = self.customers, self.parked
+        self._find = select(
+            *(customers.c[name] for name in ("client_id", "customer_id", "name", "email", "version"))
+        ).where(*in_both(customers.c.client_id, customers.c.customer_id))
+        self._unpark_statement = (
+            delete(parked)
+            # in_both lets the index find the rows; the pair condition keeps exactly the keys.
+            .where(
+                *in_both(parked.c.client_id, parked.c.customer_id),
+                tuple_(parked.c.client_id, parked.c.customer_id).in_(bindparam("pairs", expanding=True)),
+            )
+            .returning(parked.c.client_id, parked.c.customer_id, parked.c.envelope, parked.c.parked_at)
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -106,12 +122,7 @@ class CustomerReplica:
         keys = set(keys)
         if not keys:
             return {}
-        table = self.customers
-        rows = session.execute(
-            select(
-                table.c.client_id, table.c.customer_id, table.c.name, table.c.email, table.c.version
-            ).where(*in_both(table.c.client_id, table.c.customer_id, keys))
-        )
+        rows = session.execute(self._find, both_of(keys))
         found = {(row.client_id, row.customer_id): Customer(*row) for row in rows}
         return {key: customer for key, customer in found.items() if key in keys}
 
@@ -240,14 +251,7 @@ class CustomerReplica:
         only those this transaction removed, so a task the sweeper is failing at the same moment is
         not resumed too."""
         keys = set(keys)
-        table = self.parked
-        pair = tuple_(table.c.client_id, table.c.customer_id)
-        rows = session.execute(
-            delete(table)
-            # in_both lets the index find the rows; the pair condition keeps exactly the keys.
-            .where(*in_both(table.c.client_id, table.c.customer_id, keys), pair.in_(sorted(keys)))
-            .returning(table.c.client_id, table.c.customer_id, table.c.envelope, table.c.parked_at)
-        ).all()
+        rows = session.execute(self._unpark_statement, {**both_of(keys), "pairs": sorted(keys)}).all()
         rows.sort(key=lambda row: row.parked_at)
         return [((row.client_id, row.customer_id), Envelope.from_body(row.envelope)) for row in rows]
 

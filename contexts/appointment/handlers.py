@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from uuid6 import uuid7
 
 from contexts.appointment import model
@@ -18,13 +18,24 @@ from messaging.replica import Customer, CustomerBatchHandler, CustomerTaskHandle
 CONTEXT = "appointment"
 
 
-def _slots(session: Transaction, *conditions) -> list[model.Slot]:
-    rows = session.execute(
-        select(appointments.c.starts_at, appointments.c.ends_at).where(
-            appointments.c.status == ACTIVE, *conditions
-        )
+def _slots(session: Transaction, query, **parameters) -> list[model.Slot]:
+    return [model.Slot(row.starts_at, row.ends_at) for row in session.execute(query, parameters)]
+
+
+def _active_slots(column):
+    """Active appointments of a client's given column value overlapping [since, until); built once."""
+    return select(appointments.c.starts_at, appointments.c.ends_at).where(
+        appointments.c.status == ACTIVE,
+        appointments.c.client_id == bindparam("client_id"),
+        column == bindparam("of"),
+        appointments.c.starts_at < bindparam("until"),
+        appointments.c.ends_at > bindparam("since"),
     )
-    return [model.Slot(row.starts_at, row.ends_at) for row in rows]
+
+
+_RESOURCE_SLOTS = _active_slots(appointments.c.resource_id)
+_CUSTOMER_SLOTS = _active_slots(appointments.c.customer_id)
+_BOOK = appointments.insert()
 
 
 def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBatchHandler]:
@@ -52,17 +63,19 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
         span = model.window(requested)
         resource_slots = _slots(
             session,
-            appointments.c.client_id == task.client_id,
-            appointments.c.resource_id == resource_id,
-            appointments.c.starts_at < span.ends_at,
-            appointments.c.ends_at > span.starts_at,
+            _RESOURCE_SLOTS,
+            client_id=task.client_id,
+            of=resource_id,
+            since=span.starts_at,
+            until=span.ends_at,
         )
         customer_slots = _slots(
             session,
-            appointments.c.client_id == task.client_id,
-            appointments.c.customer_id == customer.customer_id,
-            appointments.c.starts_at < requested.ends_at,
-            appointments.c.ends_at > requested.starts_at,
+            _CUSTOMER_SLOTS,
+            client_id=task.client_id,
+            of=customer.customer_id,
+            since=requested.starts_at,
+            until=requested.ends_at,
         )
         reason = model.rejection(requested, resource_slots, customer_slots, limits)
         if reason is not None:
@@ -77,17 +90,18 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
             ]
         appointment_id = uuid7()
         session.execute(
-            appointments.insert().values(
-                appointment_id=appointment_id,
-                client_id=task.client_id,
-                task_id=task.task_id,
-                customer_id=customer.customer_id,
-                resource_id=resource_id,
-                starts_at=requested.starts_at,
-                ends_at=requested.ends_at,
-                status=ACTIVE,
-                created_at=utcnow(),
-            )
+            _BOOK,
+            {
+                "appointment_id": appointment_id,
+                "client_id": task.client_id,
+                "task_id": task.task_id,
+                "customer_id": customer.customer_id,
+                "resource_id": resource_id,
+                "starts_at": requested.starts_at,
+                "ends_at": requested.ends_at,
+                "status": ACTIVE,
+                "created_at": utcnow(),
+            },
         )
         event = task.caused(
             vocabulary.APPOINTMENT_SCHEDULED,

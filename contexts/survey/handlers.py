@@ -9,7 +9,7 @@ from uuid6 import uuid7
 
 from contexts.survey.tables import invitations, replica
 from messaging import vocabulary
-from messaging.db import Transaction, in_both, utcnow
+from messaging.db import Transaction, both_of, in_both, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer
 
@@ -26,14 +26,7 @@ def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]])
     keys = {(task.client_id, task.task_id) for task, _ in ready}
     existing = {
         (row.client_id, row.task_id): (row.invitation_id, row.email)
-        for row in session.execute(
-            select(
-                invitations.c.client_id,
-                invitations.c.task_id,
-                invitations.c.invitation_id,
-                invitations.c.email,
-            ).where(*in_both(invitations.c.client_id, invitations.c.task_id, keys))
-        )
+        for row in session.execute(_INVITATIONS_MADE, both_of(keys))
         if (row.client_id, row.task_id) in keys
     }
     new_rows = []
@@ -66,8 +59,15 @@ def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]])
             )
         )
     if new_rows:
-        session.execute(insert(invitations), new_rows)
+        session.execute(_INVITE, new_rows)
     return results
+
+
+# Built once: only the parameters change from batch to batch.
+_INVITATIONS_MADE = select(
+    invitations.c.client_id, invitations.c.task_id, invitations.c.invitation_id, invitations.c.email
+).where(*in_both(invitations.c.client_id, invitations.c.task_id))
+_INVITE = insert(invitations)
 
 
 TASK_HANDLERS = {"survey.assign": replica.needs_customer(assign_survey)}
