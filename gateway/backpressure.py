@@ -5,9 +5,11 @@ Three backlogs are watched: messages waiting in the outboxes (the relays or the 
 tasks accepted but not yet decided by their context (wherever they wait: in a broker queue behind
 a busy or stopped context, or in an outbox), and callbacks waiting to be delivered (the dispatcher
 or the clients' endpoints are behind). Only tasks that arrived in the last UNFINISHED_WINDOW
-count, so a task that never finishes (its message was dead-lettered) does not count for ever. Counts
-are bounded (never more than limit + 1 rows are counted) and taken at most once per `ttl` seconds
-per process, so a busy webhook pays next to nothing for them. Once over a limit, tasks are refused
+count, so a task that never finishes (its message was dead-lettered) does not count for ever; that
+bounds the backlog while tasks are decided within the window, and a pipeline stalled for longer
+still takes up to the limit per window. Counts are bounded (never more than limit + 1 rows are
+counted) and taken at most once per `ttl` seconds per process, so a busy webhook pays next to
+nothing for them. Once over a limit, tasks are refused
 until the backlog is below `resume_ratio` of it, so the webhook does not flap at the threshold.
 """
 
@@ -39,7 +41,7 @@ class Backpressure:
         *,
         max_outbox: int,
         max_undelivered: int,
-        max_unfinished: int = 0,
+        max_unfinished: int = 0,  # off unless asked for; Settings asks for 10,000
         ttl: float = 0.5,
         resume_ratio: float = 0.8,
     ):

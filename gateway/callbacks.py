@@ -25,7 +25,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import Engine, and_, bindparam, exc, exists, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, exc, exists, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from gateway import signatures
@@ -101,8 +101,10 @@ class CallbackDispatcher:
         # An attempt lasts at most about two timeouts (connect and headers, then one body read past
         # its deadline); the lease outlasts that, so nobody else takes the delivery meanwhile.
         self.lease = timedelta(seconds=3 * timeout + LEASE_MARGIN_SECONDS)
-        self._due_window = _due_query(for_update=is_postgresql(engine), windowed=True)
-        self._due_all = _due_query(for_update=is_postgresql(engine), windowed=False)
+        # PostgreSQL: other dispatchers may hold (and so hide) some of the due rows for a moment.
+        self._competing = is_postgresql(engine)
+        self._due_window = _due_query(for_update=self._competing, windowed=True)
+        self._due_all = _due_query(for_update=self._competing, windowed=False)
         self._sessions = threading.local()
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
@@ -124,8 +126,9 @@ class CallbackDispatcher:
                     log.exception("callback dispatch failed; retrying")
                     stop.wait(1.0)
                     continue
-                # A finished attempt or a new result wakes us; under load (more than one delivery
-                # in the last lease) what follows within the linger is leased with it.
+                # A new result of this process wakes us, and so does the end of a chunk when the
+                # last lease left something it may free (else the idle interval); under load (more
+                # than one delivery in the last lease) what follows within the linger goes with it.
                 if self.wakeup.wait(self.idle_interval) and sum(map(len, leased)) > 1:
                     stop.wait(self.linger)
 
@@ -207,7 +210,12 @@ class CallbackDispatcher:
             window = connection.execute(self._due_window, wanted).all()
             due = [row for row in window if not row.held]
             waiting = bool(busy) or len(due) < len(window)
-            if len(window) >= wanted["limit"] * DUE_WINDOW and len(due) < wanted["limit"]:
+            # How many rows the window held before SKIP LOCKED left out those another dispatcher
+            # is leasing; none came back: nothing is due, or (PostgreSQL) all of it is being leased
+            # elsewhere right now, and what lies beyond is only found by looking at everything.
+            size = wanted["limit"] * DUE_WINDOW
+            in_window = window[0].in_window if window else (size if self._competing else 0)
+            if in_window >= size and len(due) < wanted["limit"]:
                 due = connection.execute(self._due_all, wanted).all()
                 waiting = True
             for row in due[: wanted["limit"]]:
@@ -312,7 +320,8 @@ class CallbackDispatcher:
                 log.info("callback attempt failed; retrying in %.1f s", delay, extra={**fields, **detail})
         DELIVERY_ATTEMPTS.labels(outcome).inc()
         # Once recorded, a later result of the same task may be free to go: the chunk's end wakes
-        # the lease loop.
+        # the lease loop if its last lease saw that result held back. (A result recorded by
+        # another process meanwhile is leased there, or here at the next idle interval.)
         return self._recorder.submit_nowait((row, attempt, attempts, values))
 
     def _write_attempts(self, recorded: list[tuple]) -> None:
@@ -385,7 +394,8 @@ def _due_query(for_update: bool, *, windowed: bool):
     leave out and the limit as parameters.
 
     Windowed: up to DUE_WINDOW times limit of them, each flagged `held` when its task has an
-    earlier pending result. Not windowed: up to limit of those not held back.
+    earlier pending result, and with the number the window held (`in_window`). Not windowed: up
+    to limit of those not held back.
     """
     due = (
         select(deliveries.c.result_id)
@@ -397,8 +407,12 @@ def _due_query(for_update: bool, *, windowed: bool):
         .order_by(deliveries.c.next_attempt_at)
     )
     # Windowed: the most overdue first, straight from the (status, next_attempt_at) index; only
-    # these are joined and checked for earlier results.
-    window = (due.limit(bindparam("limit") * DUE_WINDOW) if windowed else due).subquery()
+    # these are joined and checked for earlier results. Each row says how many the window held.
+    if windowed:
+        most_overdue = due.limit(bindparam("limit") * DUE_WINDOW).subquery()
+        window = select(most_overdue.c.result_id, func.count().over().label("in_window")).subquery()
+    else:
+        window = due.subquery()
     earlier_result, earlier_delivery = aliased(results), aliased(deliveries)
     earlier_pending = exists().where(
         earlier_delivery.c.result_id == earlier_result.c.result_id,
@@ -441,8 +455,10 @@ def _due_query(for_update: bool, *, windowed: bool):
         .order_by(deliveries.c.next_attempt_at)
     )
     if windowed:
-        # The window bounds it; held-back rows are locked with the rest, for the lease's moment.
-        query = query.add_columns(earlier_pending.label("held"))
+        # The window bounds it. Its held-back rows are locked with the rest for the lease's
+        # moment, which hides them from other dispatchers meanwhile: in_window tells those that
+        # their window was full all the same.
+        query = query.add_columns(earlier_pending.label("held"), window.c.in_window)
     else:
         query = query.where(~earlier_pending).limit(bindparam("limit"))
     return query.with_for_update(of=deliveries, skip_locked=True) if for_update else query

@@ -303,6 +303,38 @@ def test_a_chunks_end_wakes_the_lease_loop_only_when_it_can_free_something(engin
     assert wakeup.wait(0)
 
 
+def test_a_lease_finds_due_deliveries_behind_those_another_dispatcher_is_leasing(postgres_database):
+    """PostgreSQL: while another dispatcher's lease holds the most overdue deliveries (SKIP LOCKED
+    hides them), a lease still finds the due ones behind them."""
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    try:
+        register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+        register_client(engine, "other", callback_url="http://127.0.0.1:9/unused")
+        register_client(engine, "third", callback_url="http://127.0.0.1:9/unused")
+        now = utcnow()
+        made = {}
+        for age, client in enumerate(("third", "other", "acme")):  # acme's the most overdue
+            (made[client],) = results_for(engine, client, f"{client}-1")
+            with Session(engine) as session, session.begin():
+                session.execute(
+                    update(deliveries)
+                    .where(deliveries.c.result_id == made[client])
+                    .values(next_attempt_at=now - timedelta(minutes=age))
+                )
+        dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), per_client=1)
+        with engine.begin() as elsewhere:  # room 1, chunks of 1: the window is acme's and other's
+            elsewhere.execute(
+                select(deliveries.c.result_id)
+                .where(deliveries.c.result_id.in_([made["acme"], made["other"]]))
+                .with_for_update()
+            )
+            chunks = dispatcher._lease_due(room=1, chunk_size=1)
+        assert [[row.result_id for row in chunk] for chunk in chunks] == [[made["third"]]]
+    finally:
+        engine.dispose()
+
+
 def test_an_attempt_is_recorded_although_the_server_dropped_the_pooled_connection(postgres_database):
     """Connections are not pinged before use: the record meets the dropped one, and is written on
     a fresh connection rather than lost (the attempt went out)."""
