@@ -76,7 +76,7 @@ def _require_schema(settings: Settings, engine, *, long_running: bool = False) -
 
 def _wait_for_schema(settings: Settings, engine) -> None:
     """Like _require_schema, but a long-running process that starts while the database is away
-    waits for it (SIGTERM still ends the wait) rather than giving up."""
+    waits for it (SIGTERM ends the wait: see _stoppable_start) rather than giving up."""
     pause = 0.5
     while True:
         try:
@@ -90,10 +90,32 @@ def _wait_for_schema(settings: Settings, engine) -> None:
             pause = min(pause * 2, 5.0)
 
 
-def _until_signalled(runtime: Runtime) -> None:
+class _StoppedWhileStarting(Exception):
+    """SIGTERM or SIGINT arrived before the process had started."""
+
+
+def _stop_while_starting(*_) -> None:
+    raise _StoppedWhileStarting
+
+
+def _stoppable_start() -> None:
+    """From here until _stop_on_signals, SIGTERM or SIGINT ends the start-up (waiting for the
+    database or the broker included) with _StoppedWhileStarting, which the command turns into a
+    clean exit, instead of killing the process."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_while_starting)
+
+
+def _stop_on_signals() -> threading.Event:
+    """Once started: SIGTERM or SIGINT sets the event returned (replacing _stoppable_start's
+    handlers, with no gap between them: call it inside the start-up's try)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _until_signalled(runtime: Runtime, stop: threading.Event) -> None:
     while not stop.wait(0.5):
         if runtime.stopping.is_set():  # a loop crashed
             break
@@ -107,20 +129,27 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """HTTP and every worker in one process."""
     from waitress.server import create_server
 
+    _stoppable_start()
     limit_malloc_arenas()
-    engine = _engine(settings)
-    _wait_for_schema(settings, engine)
-    runtime = Runtime(settings, engine)
-    runtime.start(NAMES, role="serve")
-    app = create_app(
-        settings,
-        engine=engine,
-        outbox_wakeup=runtime.relay_wakeup(gateway_outbox),
-        overview_sources=overview_sources(),
-    )
-    server = create_server(app, host=host, port=port, threads=8, ident="taskgate")
-    http = threading.Thread(target=server.run, name="http", daemon=True)
-    http.start()
+    runtime = None
+    try:
+        engine = _engine(settings)
+        _wait_for_schema(settings, engine)
+        runtime = Runtime(settings, engine)
+        runtime.start(NAMES, role="serve")
+        app = create_app(
+            settings,
+            engine=engine,
+            outbox_wakeup=runtime.relay_wakeup(gateway_outbox),
+            overview_sources=overview_sources(),
+        )
+        server = create_server(app, host=host, port=port, threads=8, ident="taskgate")
+        http = threading.Thread(target=server.run, name="http", daemon=True)
+        http.start()
+        stop = _stop_on_signals()
+    except _StoppedWhileStarting:
+        _stopped_while_starting(runtime)
+        return
     log.info(
         "taskgate serving on http://%s:%s (database %s, broker %s)",
         host,
@@ -128,7 +157,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         engine.url.render_as_string(hide_password=True),
         settings.broker_url.split("@")[-1],
     )
-    _until_signalled(runtime)
+    _until_signalled(runtime, stop)
     log.info("stopping")
     server.close()
     runtime.stop()
@@ -147,13 +176,20 @@ def serve(settings: Settings, host: str, port: int) -> None:
 @click.pass_obj
 def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     """Consumers (and outbox relays) of the given contexts, without HTTP."""
+    _stoppable_start()
     limit_malloc_arenas()
-    engine = _engine(settings)
-    _wait_for_schema(settings, engine)
-    runtime = Runtime(settings, engine)
-    runtime.start(dict.fromkeys(contexts))
+    runtime = None
+    try:
+        engine = _engine(settings)
+        _wait_for_schema(settings, engine)
+        runtime = Runtime(settings, engine)
+        runtime.start(dict.fromkeys(contexts))
+        stop = _stop_on_signals()
+    except _StoppedWhileStarting:
+        _stopped_while_starting(runtime)
+        return
     log.info("worker running: %s", ", ".join(contexts))
-    _until_signalled(runtime)
+    _until_signalled(runtime, stop)
     runtime.stop()
     log.info("worker stopped")
 
@@ -430,6 +466,13 @@ def demo(settings: Settings, url: str, timeout: float) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
+
+
+def _stopped_while_starting(runtime: Runtime | None) -> None:
+    """Stop whatever loops had started already (nothing they took is acked before its commit)."""
+    log.info("stopped while starting")
+    if runtime is not None:
+        runtime.stop()
 
 
 def _interrupt(*_) -> None:

@@ -13,6 +13,7 @@ import pytest
 from tests import backends
 from tests.e2e import scenario
 from tests.e2e.helpers import BIN, Process, environment, free_port, run, wait_until_healthy
+from tests.factories import wait_for
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -82,3 +83,21 @@ def test_split_processes_on_postgresql_and_rabbitmq(tmp_path, receiver, postgres
     finally:
         codes = [process.stop() for process in processes]
     assert codes == [0] * len(processes), "\n".join(process.output() for process in processes)
+
+
+def test_a_worker_told_to_stop_while_it_starts_stops_cleanly(tmp_path, postgres_database):
+    """SIGTERM while the worker still waits for its broker ends the start-up with exit 0, as an
+    orchestrator stopping a deployment that is still coming up expects."""
+    postgres_database.empty()
+    env = environment(
+        TASKGATE_DATABASE_URL=postgres_database.url,
+        TASKGATE_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}//",  # nobody listens there
+    )
+    run([str(BIN / "taskgate"), "db", "upgrade"], env)
+    worker = Process([str(BIN / "taskgate"), "worker", "--context", "survey"], env, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: "broker unreachable" in worker.output(), timeout=60, message="waiting for broker")
+    finally:
+        code = worker.stop(timeout=20)
+    assert code == 0, worker.output()
+    assert "stopped while starting" in worker.output()

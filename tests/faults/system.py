@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.tables import deliveries, results, tasks
+from taskgate.tables import processes as heartbeats
 from tests.e2e.helpers import BIN, Process, free_port, wait_until_healthy
 from tests.factories import signed, wait_for
 
@@ -93,6 +94,18 @@ class System:
             self.start(context)
             self.restarts += 1
         return codes
+
+    def wait_until_started(self, engine, timeout: float = 60) -> None:
+        """Until every live worker has started (its heartbeat row is there): one just started
+        again by the killer gets its start-up done before stop(), whose exit codes are checked."""
+
+        def started() -> bool:
+            live = {p.process.pid for ps in self.workers.values() for p in ps if p.process.poll() is None}
+            with engine.connect() as connection:
+                beating = set(connection.scalars(select(heartbeats.c.pid)))
+            return live <= beating
+
+        wait_for(started, timeout=timeout, message="every worker started")
 
     def stop(self) -> list[int]:
         processes = [p for ps in self.workers.values() for p in ps] + ([self.http] if self.http else [])

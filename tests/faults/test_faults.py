@@ -108,6 +108,7 @@ def deployment(tmp_path, postgres_database):
         system = System(env, tmp_path)
         try:
             yield system, engine, receiver, proxy, Client(system.base_url, credentials)
+            system.wait_until_started(engine)
         finally:
             codes = system.stop()
             engine.dispose()
