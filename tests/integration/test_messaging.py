@@ -255,31 +255,41 @@ def test_a_batch_handler_gets_runs_of_its_type_in_order_and_each_message_once(en
     assert any(call[0] == "many" and len(call) > 2 for call in calls)  # some went together
 
 
-def test_the_relay_confirms_whole_batches_and_every_message_arrives_once(engine, connection, broker_url):
-    tasks = [upsert(task_id=f"T-{number}") for number in range(250)]
+def staged(engine, number: int) -> list[Envelope]:
+    """number customer.upsert messages in the customers' outbox, in order."""
+    tasks = [upsert(task_id=f"T-{n}") for n in range(number)]
     with Session(engine) as session, session.begin():
         add_to_outbox(session, CUSTOMERS.outbox, tasks)
-    relay = OutboxRelay(
-        engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False), Wakeup(), batch_size=100
-    )
-    assert [relay.relay_batch() for _ in range(4)] == [100, 100, 50, 0]
-    assert count(engine, CUSTOMERS.outbox) == 0
+    return tasks
+
+
+def relay_to(engine, broker_url, batch_size: int) -> OutboxRelay:
+    connection = broker.connect(broker_url, confirm_each=False)
+    return OutboxRelay(engine, CUSTOMERS.outbox, connection, Wakeup(), batch_size=batch_size)
+
+
+def received_message_ids(connection, expected: int) -> list[str]:
+    """The message ids of the first `expected` messages on the customers' queue, as they came."""
     received = []
     with connection.Consumer([CUSTOMERS.queue], on_message=received.append, accept=["json"]):
-        wait_for(lambda: _drain(connection) or len(received) >= len(tasks), message="every message")
+        wait_for(lambda: _drain(connection) or len(received) >= expected, message="every message")
     for message in received:
         message.ack()
-    assert [m.properties["message_id"] for m in received] == [str(t.message_id) for t in tasks]
+    return [message.properties["message_id"] for message in received]
+
+
+def test_the_relay_confirms_whole_batches_and_every_message_arrives_once(engine, connection, broker_url):
+    tasks = staged(engine, 250)
+    relay = relay_to(engine, broker_url, batch_size=100)
+    assert [relay.relay_batch() for _ in range(4)] == [100, 100, 50, 0]
+    assert count(engine, CUSTOMERS.outbox) == 0
+    assert received_message_ids(connection, len(tasks)) == [str(t.message_id) for t in tasks]
     relay.broker.release()
 
 
 def test_a_batch_the_broker_does_not_confirm_stays_in_the_outbox(engine, connection, broker_url, monkeypatch):
-    tasks = [upsert(task_id=f"T-{number}") for number in range(3)]
-    with Session(engine) as session, session.begin():
-        add_to_outbox(session, CUSTOMERS.outbox, tasks)
-    relay = OutboxRelay(
-        engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False), Wakeup(), batch_size=100
-    )
+    staged(engine, 3)
+    relay = relay_to(engine, broker_url, batch_size=100)
 
     def no_confirm():
         raise OSError("connection lost before the confirms")
@@ -295,15 +305,8 @@ def test_a_batch_the_broker_does_not_confirm_stays_in_the_outbox(engine, connect
 
 
 def test_relays_running_at_once_publish_each_message_once(engine, connection, broker_url):
-    tasks = [upsert(task_id=f"T-{number}") for number in range(300)]
-    with Session(engine) as session, session.begin():
-        add_to_outbox(session, CUSTOMERS.outbox, tasks)
-    relays = [
-        OutboxRelay(
-            engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False), Wakeup(), batch_size=20
-        )
-        for _ in range(3)
-    ]
+    tasks = staged(engine, 300)
+    relays = [relay_to(engine, broker_url, batch_size=20) for _ in range(3)]
 
     def relay_all(relay):
         while relay.relay_batch():
@@ -315,12 +318,7 @@ def test_relays_running_at_once_publish_each_message_once(engine, connection, br
     for thread in threads:
         thread.join(60)
     assert count(engine, CUSTOMERS.outbox) == 0
-    received = []
-    with connection.Consumer([CUSTOMERS.queue], on_message=received.append, accept=["json"]):
-        wait_for(lambda: _drain(connection) or len(received) >= len(tasks), message="every message")
-    for message in received:
-        message.ack()
-    assert sorted(m.properties["message_id"] for m in received) == sorted(str(t.message_id) for t in tasks)
+    assert sorted(received_message_ids(connection, len(tasks))) == sorted(str(t.message_id) for t in tasks)
     for relay in relays:
         relay.broker.release()
 
