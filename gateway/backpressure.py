@@ -7,10 +7,12 @@ a busy or stopped context, or in an outbox), and callbacks waiting to be deliver
 or the clients' endpoints are behind). Only tasks that arrived in the last UNFINISHED_WINDOW
 count, so a task that never finishes (its message was dead-lettered) does not count for ever; that
 bounds the backlog while tasks are decided within the window, and a pipeline stalled for longer
-still takes up to the limit per window. Counts are bounded (never more than limit + 1 rows are
-counted) and taken at most once per `ttl` seconds per process, so a busy webhook pays next to
-nothing for them. Once over a limit, tasks are refused
-until the backlog is below `resume_ratio` of it, so the webhook does not flap at the threshold.
+still takes up to the limit per window.
+
+Counts are bounded (never more than limit + 1 rows are counted) and taken at most once per `ttl`
+seconds per process, so a busy webhook pays next to nothing for them. Once over a limit, tasks are
+refused until the backlog is below `resume_ratio` of it, so the webhook does not flap at the
+threshold.
 """
 
 from __future__ import annotations

@@ -140,10 +140,6 @@ class CallbackDispatcher:
             attempted += 1
         return attempted
 
-    def _in_flight_total(self) -> int:
-        with self._lock:
-            return sum(self._in_flight.values())
-
     def _attempt_and_release(self, chunk: list, leased_at: float) -> None:
         """Attempt a leased chunk (one client's) in order, then free its place once every attempt
         is recorded. An attempt only starts while the lease surely outlasts it; what is left over

@@ -108,19 +108,23 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
 
 
 READ_ONLY = "taskgate_read_only"
-_read_only_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Engines derived from an engine by execution options (sharing its pool), made once per engine.
+_derived_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _derived(engine: Engine, **options) -> Engine:
+    derived = _derived_engines.setdefault(engine, {})
+    key = tuple(sorted(options.items()))
+    if key not in derived:
+        derived[key] = engine.execution_options(**options)
+    return derived[key]
 
 
 def read_only(engine: Engine) -> Engine:
     """engine for transactions that only read. On SQLite they neither wait for the write lock nor
     hold it (so they must not write: that would bypass the writers' queue); elsewhere it is the
     same as engine."""
-    if engine not in _read_only_engines:
-        _read_only_engines[engine] = engine.execution_options(**{READ_ONLY: True})
-    return _read_only_engines[engine]
-
-
-_single_read_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    return _derived(engine, **{READ_ONLY: True})
 
 
 def single_read(engine: Engine) -> Engine:
@@ -129,9 +133,7 @@ def single_read(engine: Engine) -> Engine:
     statement on such a connection sees a newer snapshot than the first."""
     if not is_postgresql(engine):
         return read_only(engine)
-    if engine not in _single_read_engines:
-        _single_read_engines[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return _single_read_engines[engine]
+    return _derived(engine, isolation_level="AUTOCOMMIT")
 
 
 def _release_after(dialect, name: str, writers: _WriterLock) -> None:
