@@ -10,7 +10,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, make_url, select, update
+from sqlalchemy import event, func, make_url, select, text, update
 from sqlalchemy.orm import Session
 
 from gateway import deliveries as delivery_store
@@ -331,6 +331,57 @@ def test_a_lease_finds_due_deliveries_behind_those_another_dispatcher_is_leasing
             )
             chunks = dispatcher._lease_due(room=1, chunk_size=1)
         assert [[row.result_id for row in chunk] for chunk in chunks] == [[made["third"]]]
+    finally:
+        engine.dispose()
+
+
+def test_the_lease_checks_each_delivery_for_earlier_results_by_its_task_whatever_the_statistics(
+    postgres_database,
+):
+    """PostgreSQL, with planner statistics taken while few deliveries were pending (a backlog grows
+    faster than autovacuum analyses): the check for an earlier pending result of the same task
+    looks at that task's results, not at every pending delivery, for each delivery leased."""
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    try:
+        register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+        results_for(engine, "acme", "A-0")
+        with engine.connect() as connection:
+            connection.execute(text("ANALYZE"))
+        backlog = [  # one pending delivery per task, overdue
+            """INSERT INTO gateway_tasks (task_uuid, client_id, task_id, type, customer_id, payload,
+                   content_sha256, status, received_at, updated_at)
+               SELECT md5('t' || n)::uuid, 'acme', 'B-' || n, 'customer.upsert', 'C-1', '{}', '',
+                   'succeeded', now(), now() FROM generate_series(1, 1500) AS n""",
+            """INSERT INTO gateway_results (result_id, task_uuid, context, outcome, status, result,
+                   occurred_at)
+               SELECT md5('r' || n)::uuid, md5('t' || n)::uuid, 'customers', 'x', 'succeeded', '{}',
+                   now() FROM generate_series(1, 1500) AS n""",
+            """INSERT INTO gateway_deliveries (result_id, client_id, status, attempts,
+                   next_attempt_at, created_at)
+               SELECT md5('r' || n)::uuid, 'acme', 'pending', 0, now() - interval '1 minute', now()
+               FROM generate_series(1, 1500) AS n""",
+        ]
+        with engine.begin() as connection:
+            for statement in backlog:
+                connection.exec_driver_sql(statement)
+        sent = []
+        event.listen(engine, "before_cursor_execute", lambda _c, _cur, *sql, **_: sent.append(sql[:2]))
+        CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), per_client=8)._lease_due()
+        window, parameters = next(sql for sql in sent if sql[0].lstrip().upper().startswith("SELECT"))
+        with engine.begin() as connection:
+            explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {window}"
+            [[plan]] = connection.exec_driver_sql(explain, parameters).one()
+
+        def rows_per_loop_in_subplans(node, in_subplan=False):
+            in_subplan = in_subplan or node.get("Parent Relationship") == "SubPlan"
+            below = node.get("Plans", [])
+            own = [node["Actual Rows"]] if in_subplan else []
+            return own + [rows for child in below for rows in rows_per_loop_in_subplans(child, in_subplan)]
+
+        examined = rows_per_loop_in_subplans(plan["Plan"])
+        assert examined, "the lease's held check runs as a subplan per delivery"
+        assert max(examined) <= 1, f"the held check looked at {max(examined)} rows per delivery"
     finally:
         engine.dispose()
 
