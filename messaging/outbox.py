@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    any_,
     bindparam,
     delete,
     func,
@@ -144,8 +145,12 @@ def _take_statement(table: Table, batch_size: int, *, keep: bool, locking: bool)
     each row goes to one of them."""
     oldest = select(table.c.id).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(batch_size)
     if locking:
-        oldest = oldest.with_for_update(skip_locked=True)
-    chosen = table.c.id.in_(oldest.scalar_subquery())
+        # PostgreSQL: the batch's ids as an array, taken once. As `IN (subquery)` it planned the
+        # subquery into a join that ran it again for every row taken whenever its statistics
+        # said the outbox was nearly empty (they do while a backlog builds): 40 µs per row.
+        chosen = table.c.id == any_(func.array(oldest.with_for_update(skip_locked=True).scalar_subquery()))
+    else:
+        chosen = table.c.id.in_(oldest.scalar_subquery())
     taken = update(table).values(published_at=bindparam("now", type_=UtcDateTime)) if keep else delete(table)
     return taken.where(chosen).returning(*table.columns)
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from kombu import Producer
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from contexts.customers import tables as customers_tables
@@ -17,7 +17,7 @@ from messaging import broker, inproc, topology
 from messaging.consumer import MessageWorker, PermanentError
 from messaging.db import make_engine
 from messaging.envelope import Envelope
-from messaging.outbox import OutboxRelay, add_to_outbox
+from messaging.outbox import OutboxRelay, _take_statement, add_to_outbox
 from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
 from tests.backends import sqlite_url
@@ -304,7 +304,9 @@ def test_a_batch_the_broker_does_not_confirm_stays_in_the_outbox(engine, connect
     relay.broker.release()
 
 
-def test_relays_running_at_once_publish_each_message_once(engine, connection, broker_url):
+def test_relays_running_at_once_publish_each_message_once(database_url, connection, broker_url):
+    """Each relay takes its own rows (on PostgreSQL, FOR UPDATE SKIP LOCKED; SQLite: one writer)."""
+    engine = make_engine(database_url)
     tasks = staged(engine, 300)
     relays = [relay_to(engine, broker_url, batch_size=20) for _ in range(3)]
 
@@ -321,6 +323,33 @@ def test_relays_running_at_once_publish_each_message_once(engine, connection, br
     assert sorted(received_message_ids(connection, len(tasks))) == sorted(str(t.message_id) for t in tasks)
     for relay in relays:
         relay.broker.release()
+    engine.dispose()
+
+
+def test_a_relay_takes_its_batch_in_one_pass_whatever_the_statistics(postgres_database):
+    """PostgreSQL, with planner statistics taken while the outbox was empty (a backlog builds
+    faster than autovacuum analyses): taking a batch runs each step of its plan once, rather than
+    the batch's query again for every row it takes."""
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("ANALYZE"))
+        staged(engine, 1000)
+        take = _take_statement(CUSTOMERS.outbox, 100, keep=False, locking=True).compile(engine)
+        with engine.connect() as connection, connection.begin():
+            [[plan]] = connection.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {take.string}", take.params
+            ).one()
+            connection.rollback()
+
+        def loops(node):
+            return [node["Actual Loops"]] + [n for child in node.get("Plans", []) for n in loops(child)]
+
+        assert plan["Plan"]["Actual Rows"] == 100
+        assert max(loops(plan["Plan"])) == 1
+    finally:
+        engine.dispose()
 
 
 def test_the_in_process_broker_gets_kept_messages_again_after_a_restart(engine):
