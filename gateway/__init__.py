@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from gateway.backpressure import Backpressure
+from gateway.clients import KnownClients
 from gateway.config import Settings
 from gateway.overview import Sources
 from gateway.problems import Problem, problem_response
@@ -52,6 +53,7 @@ def create_app(
             max_undelivered=settings.max_undelivered_callbacks,
             max_unfinished=settings.max_unfinished_tasks,
         ),
+        clients=KnownClients(engine),
         overview_sources=overview_sources,
     )
 

@@ -9,7 +9,7 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,7 @@ from gateway import signatures
 from gateway.schemas import CLIENT_ID
 from gateway.tables import clients
 from gateway.urls import UnsafeURL, check_callback_url
-from messaging.db import utcnow
+from messaging.db import single_read, utcnow
 
 
 class ClientError(ValueError):
@@ -110,6 +110,34 @@ _FIND_CLIENT = select(*CLIENT_COLUMNS).where(clients.c.client_id == bindparam("c
 def find_client(connection: Connection | Session, client_id: str) -> Client | None:
     row = connection.execute(_FIND_CLIENT, {"client_id": client_id}).one_or_none()
     return Client(*row) if row else None
+
+
+class KnownClients:
+    """The clients the webhook has met, as it last read them; only clients that exist are kept.
+
+    A request is verified against the copy kept here, and accept_task stores it only if the
+    client's secrets are still those of that copy, in the same statement: a rotated or expired
+    secret takes effect at once, and the webhook reads a client again only when a signature fails
+    against the copy or the copy turns out stale.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._clients: dict[str, Client] = {}
+
+    def get(self, client_id: str) -> Client | None:
+        client = self._clients.get(client_id)
+        return client if client is not None else self.refresh(client_id)
+
+    def refresh(self, client_id: str) -> Client | None:
+        """The client as stored now (and kept from now on)."""
+        with single_read(self.engine).connect() as connection:
+            client = find_client(connection, client_id)
+        if client is None:
+            self._clients.pop(client_id, None)
+        else:
+            self._clients[client_id] = client
+        return client
 
 
 def rotate_secret(session: Session, client_id: str, grace: timedelta) -> dict[str, str]:

@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy import Engine
 
 from gateway.backpressure import Backpressure
+from gateway.clients import KnownClients
 from gateway.config import Settings
 from gateway.overview import Sources
 from messaging import broker
@@ -42,6 +43,7 @@ class GatewayState:
     outbox_wakeup: Wakeup
     broker_probe: BrokerProbe
     backpressure: Backpressure
+    clients: KnownClients
     overview_sources: Sources = dataclasses.field(default_factory=Sources)
 
     @property

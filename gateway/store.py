@@ -8,7 +8,19 @@ import json
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -39,6 +51,10 @@ class UnknownTask(LookupError):
 class Acceptance:
     task_uuid: uuid.UUID
     created: bool
+    # The task an earlier request with the same webhook-id led to: this one was not processed.
+    replay_of: uuid.UUID | None = None
+    # False if the sender's secrets were not (or no longer) those the request was verified with.
+    sender_current: bool = True
 
 
 def content_digest(task: dict) -> str:
@@ -53,13 +69,18 @@ def accept_task(
     task: dict,
     *,
     webhook_id: str | None = None,
+    sender: Client | None = None,
 ) -> Acceptance:
-    """Store the task and its routed message in the caller's transaction (the caller commits),
-    and remember the request's webhook_id, if given, as leading to this task.
+    """Store the task and its routed message, and remember the request's webhook_id, if given, as
+    leading to this task; in the caller's transaction (the caller commits) or, on PostgreSQL, on a
+    connection in autocommit, for it is all one statement (one round trip).
+
+    Nothing is stored (and the Acceptance says why) if the webhook_id was seen before (replay_of),
+    or if sender, the client as the request was verified against, is no longer the stored one
+    (sender_current: e.g. its secret was rotated since it was read).
 
     A task-id seen before with the same content is an idempotent replay (created=False); with
     other content it is a TaskConflict. The unique (client_id, task_id) constraint decides races.
-    On PostgreSQL all of it is one statement (one round trip).
     """
     digest = content_digest(task)
     now = utcnow()
@@ -86,13 +107,25 @@ def accept_task(
         parameters = {**row, **{f"outbox_{name}": value for name, value in outbox_row(routed).items()}}
         if webhook_id is not None:
             parameters["webhook_id"] = webhook_id
-        inserted = connection.execute(_ACCEPT[webhook_id is not None], parameters).first() is not None
+        if sender is not None:
+            parameters.update({f"sender_{name}": getattr(sender, name) for name in SENDER_SECRETS})
+        statement = _ACCEPT[webhook_id is not None, sender is not None]
+        outcome = connection.execute(statement, parameters).one()
+        if not outcome.sender_current:
+            return Acceptance(task_uuid, created=False, sender_current=False)
+        if outcome.seen is not None:
+            return Acceptance(task_uuid, created=False, replay_of=outcome.seen)
+        inserted = outcome.created is not None
     else:
+        if sender is not None or webhook_id is not None:
+            stored, seen = sender_and_replay(connection, client_id, webhook_id or "")
+            if sender is not None and not _same_secrets(stored, sender):
+                return Acceptance(task_uuid, created=False, sender_current=False)
+            if seen is not None:
+                return Acceptance(task_uuid, created=False, replay_of=seen)
         inserted = insert_ignoring_duplicates(connection, tasks, row)
         if inserted:
             add_to_outbox(connection, outbox, [routed])
-        if webhook_id is not None:
-            remember_webhook_id(connection, client_id, webhook_id, task_uuid)
     if not inserted:
         existing = connection.scalar(
             select(tasks.c.content_sha256).where(
@@ -101,16 +134,66 @@ def accept_task(
         )
         if existing != digest:
             raise TaskConflict(task["task_id"])
-        return Acceptance(task_uuid, created=False)
-    return Acceptance(task_uuid, created=True)
+    if webhook_id is not None and dialect_name(connection) != "postgresql":
+        remember_webhook_id(connection, client_id, webhook_id, task_uuid)
+    return Acceptance(task_uuid, created=inserted)
 
 
-def _accept_statement(with_webhook_id: bool):
-    """accept_task on PostgreSQL: the task row, its outbox row only if the task row was new, and
-    the webhook-id, as data-modifying CTEs of one statement; returns a row if the task was new."""
+# The client's columns a request's signature was verified with.
+SENDER_SECRETS = ("signing_secret", "previous_signing_secret", "previous_secret_expires_at")
+
+
+def _same_secrets(stored: Client | None, sender: Client) -> bool:
+    return stored is not None and all(
+        getattr(stored, name) == getattr(sender, name) for name in SENDER_SECRETS
+    )
+
+
+def _accept_statement(with_webhook_id: bool, with_sender: bool):
+    """accept_task on PostgreSQL as one statement of data-modifying CTEs: the task row, its
+    outbox row only if the task row was new, and the webhook-id if the task is new or the same
+    again; none of it if the webhook-id was seen before or the sender's secrets changed. Returns
+    the new task's uuid (created), the task the webhook-id led to before (seen) and whether the
+    sender's secrets are those given (sender_current)."""
+    allowed = []
+    outcome = []
+    if with_sender:
+        sender = (
+            select(clients.c.client_id)
+            .where(
+                clients.c.client_id == bindparam("client_id"),
+                *(
+                    clients.c[name].is_not_distinct_from(
+                        bindparam(f"sender_{name}", type_=clients.c[name].type)
+                    )
+                    for name in SENDER_SECRETS
+                ),
+            )
+            .cte("sender")
+        )
+        allowed.append(exists(sender.select()))
+        outcome.append(exists(sender.select()).label("sender_current"))
+    else:
+        outcome.append(literal(True).label("sender_current"))
+    if with_webhook_id:
+        seen = (
+            select(webhook_ids.c.task_uuid)
+            .where(
+                webhook_ids.c.client_id == bindparam("client_id"),
+                webhook_ids.c.webhook_id == bindparam("webhook_id"),
+            )
+            .cte("seen")
+        )
+        allowed.append(~exists(seen.select()))
+        outcome.append(seen.select().scalar_subquery().label("seen"))
+    else:
+        outcome.append(null().label("seen"))
     accepted = (
         postgresql.insert(tasks)
-        .values({column.name: bindparam(column.name) for column in tasks.columns})
+        .from_select(
+            [column.name for column in tasks.columns],
+            select(*(bindparam(column.name, type_=column.type) for column in tasks.columns)).where(*allowed),
+        )
         .on_conflict_do_nothing()
         .returning(tasks.c.task_uuid)
         .cte("accepted")
@@ -126,15 +209,25 @@ def _accept_statement(with_webhook_id: bool):
         )
         .cte("routed")
     )
-    statement = select(accepted.c.task_uuid).add_cte(routed)
+    statement = select(accepted.select().scalar_subquery().label("created"), *outcome).add_cte(routed)
     if with_webhook_id:
+        # Also when the task was there with the same content (an idempotent replay), not when
+        # its content differs (a TaskConflict): this statement commits whatever follows.
+        same_task = exists().where(
+            tasks.c.client_id == bindparam("client_id"),
+            tasks.c.task_id == bindparam("task_id"),
+            tasks.c.content_sha256 == bindparam("content_sha256"),
+        )
         remembered = (
             postgresql.insert(webhook_ids)
-            .values(
-                client_id=bindparam("client_id"),
-                webhook_id=bindparam("webhook_id"),
-                task_uuid=bindparam("task_uuid"),
-                received_at=bindparam("received_at"),
+            .from_select(
+                ["client_id", "webhook_id", "task_uuid", "received_at"],
+                select(
+                    bindparam("client_id"),
+                    bindparam("webhook_id"),
+                    bindparam("task_uuid", type_=tasks.c.task_uuid.type),
+                    bindparam("received_at", type_=tasks.c.received_at.type),
+                ).where(*allowed, or_(exists(accepted.select()), same_task)),
             )
             .on_conflict_do_nothing()
             .cte("remembered")
@@ -143,7 +236,11 @@ def _accept_statement(with_webhook_id: bool):
     return statement
 
 
-_ACCEPT = {with_webhook_id: _accept_statement(with_webhook_id) for with_webhook_id in (False, True)}
+_ACCEPT = {
+    (with_webhook_id, with_sender): _accept_statement(with_webhook_id, with_sender)
+    for with_webhook_id in (False, True)
+    for with_sender in (False, True)
+}
 
 
 # Who sends a request, and the task an earlier request with its webhook-id led to: one round trip.

@@ -12,6 +12,7 @@ from flask import Blueprint, g, request, url_for
 from marshmallow import ValidationError
 
 from gateway import signatures
+from gateway.clients import Client
 from gateway.identity import task_uuid as make_task_uuid
 from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
@@ -19,13 +20,14 @@ from gateway.representations import task_representation
 from gateway.schemas import CLIENT_ID, has_unstorable_text, validate_task
 from gateway.state import current_state
 from gateway.store import (
+    Acceptance,
     TaskConflict,
     accept_task,
     content_digest,
     find_task,
     sender_and_replay,
 )
-from messaging.db import single_read
+from messaging.db import accepting, single_read
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -38,27 +40,14 @@ def submit_task(client_id: str):
         raise Problem(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
 
-    # Who is asking, and whether this exact request was seen before: one statement, no transaction.
-    if re.fullmatch(CLIENT_ID, client_id):
-        with single_read(state.engine).connect() as connection:
-            client, replayed = sender_and_replay(connection, client_id, request.headers.get("webhook-id", ""))
-    else:
-        client, replayed = None, None
+    # Who is asking: the client as this process last read it (see KnownClients), read again if the
+    # signature does not verify against that.
+    client = state.clients.get(client_id) if re.fullmatch(CLIENT_ID, client_id) else None
     if client is None:
         raise Problem(401, "unknown client or invalid signature")
     g.known_client = client_id
-    webhook_id, body = _verified_body(client, raw, state.settings.signature_tolerance_seconds)
-    task = None
-    if replayed:
-        with state.reader.connect() as connection:
-            task = find_task(connection, client_id, task_uuid=replayed)
-    if task is not None:  # the same request again: answered, not processed
-        if task["content_sha256"] != content_digest(body):
-            raise Problem(409, "this webhook-id was already used for a request with other content")
-        log.info("webhook-id replayed", extra={"task_id": task["task_id"], "task_uuid": str(replayed)})
-        return task_representation(
-            task, url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
-        ), 200
+    client, webhook_id = _verified_sender(state, client, raw)
+    body = _parsed(raw)
     try:
         task = validate_task(body)
     except ValidationError as error:
@@ -67,20 +56,28 @@ def submit_task(client_id: str):
     g.task_type = task["type"]
     task_uuid = make_task_uuid(state.settings.namespace, client_id, task["task_id"])
     fields = {"task_id": task["task_id"], "task_uuid": str(task_uuid), "client_id": client_id}
-    if not state.broker_probe.is_up():
-        raise Problem(503, "the broker is unavailable", headers=_retry_after(state))
-    if reason := state.backpressure.reason_to_refuse():
-        raise Problem(503, reason, headers=_retry_after(state))
+    self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
+    refusal = (
+        "the broker is unavailable"
+        if not state.broker_probe.is_up()
+        else state.backpressure.reason_to_refuse()
+    )
+    if refusal:
+        # A request seen before is answered all the same (its client may be retrying a timeout).
+        with single_read(state.engine).connect() as connection:
+            stored, replay_of = sender_and_replay(connection, client_id, webhook_id)
+        if stored is not None and stored != client:
+            _verified_sender(state, stored, raw, refresh=False)
+        if replay_of is not None:
+            return _replayed(state, client_id, replay_of, body)
+        raise Problem(503, refusal, headers=_retry_after(state))
     try:
-        with state.engine.begin() as connection:
-            acceptance = accept_task(connection, client_id, task_uuid, task, webhook_id=webhook_id)
-            if acceptance.created:
-                state.outbox_wakeup.notify(connection)
+        acceptance = _accept(state, client, raw, task_uuid, task, webhook_id)
     except TaskConflict:
         log.info("task-id reused with other content", extra=fields)
         raise Problem(409, f"task {task['task_id']!r} was already submitted with different content") from None
-
-    self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
+    if acceptance.replay_of is not None:
+        return _replayed(state, client_id, acceptance.replay_of, body)
     if not acceptance.created:
         log.info("task replayed", extra=fields)
         with state.reader.connect() as connection:
@@ -95,19 +92,51 @@ def submit_task(client_id: str):
     return body, 202, {"Location": self_url}
 
 
-def _verified_body(client, raw: bytes, tolerance: int) -> tuple[str, object]:
-    """The request's webhook-id and parsed JSON body, once its signature checks out."""
-    now = time.time()
+def _accept(state, client: Client, raw: bytes, task_uuid, task: dict, webhook_id: str) -> Acceptance:
+    """accept_task for a request verified against client. On PostgreSQL it is one statement and
+    needs no transaction around it. If the client's secrets changed since it was read, the request
+    is verified again against the stored client, and accepted if it still verifies."""
+    for _ in range(3):
+        with accepting(state.engine) as connection:
+            acceptance = accept_task(
+                connection, client.client_id, task_uuid, task, webhook_id=webhook_id, sender=client
+            )
+            if acceptance.created:
+                state.outbox_wakeup.notify(connection)
+        if acceptance.sender_current:
+            return acceptance
+        fresh = state.clients.refresh(client.client_id)
+        if fresh is None:
+            raise Problem(401, "unknown client or invalid signature")
+        client, _ = _verified_sender(state, fresh, raw, refresh=False)
+    raise Problem(503, "the client's secrets keep changing; try again", headers=_retry_after(state))
+
+
+def _verified_sender(state, client: Client, raw: bytes, *, refresh: bool = True) -> tuple[Client, str]:
+    """The client the request's signature verifies against, and its webhook-id. If it does not
+    verify against the client given (as read before), the stored client is read again."""
     try:
-        webhook_id = signatures.verify(
-            client.secrets(datetime.fromtimestamp(now, UTC)),
-            request.headers,
-            raw,
-            now=now,
-            tolerance=tolerance,
-        )
+        return client, _verified_webhook_id(client, raw, state.settings.signature_tolerance_seconds)
     except signatures.SignatureError as error:
-        raise Problem(401, str(error)) from None
+        fresh = state.clients.refresh(client.client_id) if refresh else None
+        if fresh is None or fresh == client:
+            raise Problem(401, str(error)) from None
+    return _verified_sender(state, fresh, raw, refresh=False)
+
+
+def _verified_webhook_id(client: Client, raw: bytes, tolerance: int) -> str:
+    now = time.time()
+    return signatures.verify(
+        client.secrets(datetime.fromtimestamp(now, UTC)),
+        request.headers,
+        raw,
+        now=now,
+        tolerance=tolerance,
+    )
+
+
+def _parsed(raw: bytes) -> object:
+    """The body as JSON, if it is JSON that can be stored."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
@@ -116,7 +145,20 @@ def _verified_body(client, raw: bytes, tolerance: int) -> tuple[str, object]:
         raise Problem(400, "malformed JSON: nested too deeply") from None
     if has_unstorable_text(body):
         raise Problem(400, "the body holds a NUL character or an unpaired surrogate")
-    return webhook_id, body
+    return body
+
+
+def _replayed(state, client_id: str, task_uuid, body):
+    """The answer to a request whose webhook-id led to task_uuid before: answered, not processed."""
+    with state.reader.connect() as connection:
+        task = find_task(connection, client_id, task_uuid=task_uuid)
+    if task is None:  # the task it led to is gone (not expected): nothing to answer with
+        raise Problem(409, "this webhook-id was already used")
+    if task["content_sha256"] != content_digest(body):
+        raise Problem(409, "this webhook-id was already used for a request with other content")
+    log.info("webhook-id replayed", extra={"task_id": task["task_id"], "task_uuid": str(task_uuid)})
+    self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
+    return task_representation(task, self_url), 200
 
 
 def _retry_after(state) -> dict[str, str]:

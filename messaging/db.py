@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import sqlite3
 import threading
 import weakref
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Connection, DateTime, Engine, bindparam, create_engine, event, exc, select, text
@@ -134,6 +136,19 @@ def single_read(engine: Engine) -> Engine:
     if not is_postgresql(engine):
         return read_only(engine)
     return _derived(engine, isolation_level="AUTOCOMMIT")
+
+
+@contextlib.contextmanager
+def accepting(engine: Engine) -> Iterator[Connection]:
+    """A connection for a write made of one statement (the webhook's, on PostgreSQL): there in
+    autocommit, as one statement is atomic without a transaction around it (no BEGIN and COMMIT
+    round trips); elsewhere in a transaction, committed when the block ends."""
+    if is_postgresql(engine):
+        with _derived(engine, isolation_level="AUTOCOMMIT").connect() as connection:
+            yield connection
+    else:
+        with engine.begin() as connection:
+            yield connection
 
 
 def _release_after(dialect, name: str, writers: _WriterLock) -> None:

@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from gateway import create_app, signatures
@@ -50,6 +50,58 @@ def test_a_replayed_webhook_id_is_answered_not_processed(app, engine):
     raw2, headers2 = signed(secret, upsert_task("T-2"), webhook_id="msg_same")
     assert http.post(URL, data=raw2, headers=headers2).status_code == 409
     assert count_tasks(engine) == 1
+
+
+def test_a_rotation_takes_effect_at_once_where_the_webhook_has_met_the_client(app, engine):
+    """The webhook keeps the clients it has met; a request verified against a kept copy whose
+    secrets changed since is verified again against the stored client."""
+    old = register_client(engine)["signing_secret"]
+    http = app.test_client()
+
+    def post(secret, task_id):
+        raw, headers = signed(secret, upsert_task(task_id), webhook_id=f"msg_{task_id}")
+        return http.post(URL, data=raw, headers=headers).status_code
+
+    assert post(old, "T-1") == 202
+    with Session(engine) as session, session.begin():
+        new = rotate_secret(session, "acme", timedelta(0))["signing_secret"]  # the old one ends now
+    assert post(old, "T-2") == 401
+    assert post(new, "T-3") == 202
+    with Session(engine) as session, session.begin():
+        newer = rotate_secret(session, "acme", timedelta(hours=1))["signing_secret"]
+    assert [post(secret, task_id) for secret, task_id in ((newer, "T-4"), (new, "T-5"), (old, "T-6"))] == [
+        202,
+        202,
+        401,
+    ]
+    with Session(engine) as session:
+        assert set(session.scalars(select(tasks.c.task_id))) == {"T-1", "T-3", "T-4", "T-5"}
+
+
+def test_a_task_from_a_client_the_webhook_has_met_is_accepted_in_one_statement(postgres_database):
+    """PostgreSQL: task, outbox row and webhook-id in one statement, checked against the client's
+    secrets as kept, in autocommit (no transaction of its own around it)."""
+    postgres_database.empty()
+    no_backpressure = dict.fromkeys(
+        ("max_outbox_backlog", "max_undelivered_callbacks", "max_unfinished_tasks"), 0
+    )
+    app = create_app(make_settings(postgres_database.url, **no_backpressure))  # no counts in between
+    engine = app.extensions["taskgate"].engine
+    try:
+        secret = register_client(engine)["signing_secret"]
+        http = app.test_client()
+        raw, headers = signed(secret, upsert_task("T-1"), webhook_id="msg_1")
+        assert http.post(URL, data=raw, headers=headers).status_code == 202  # meets the client
+        seen = []
+        event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_: seen.append(sql))
+        event.listen(engine, "commit", lambda connection: seen.append("COMMIT"))
+        raw, headers = signed(secret, upsert_task("T-2"), webhook_id="msg_2")
+        assert http.post(URL, data=raw, headers=headers).status_code == 202
+        [statement] = seen
+        assert statement.lstrip().startswith("WITH sender AS")
+        assert count_tasks(engine) == 2
+    finally:
+        engine.dispose()
 
 
 def test_an_overlong_webhook_id_is_refused_not_a_500(app, engine):
