@@ -125,9 +125,9 @@ class KnownClients:
         self.engine = engine
         self._clients: dict[str, Client] = {}
 
-    def get(self, client_id: str) -> Client | None:
-        client = self._clients.get(client_id)
-        return client if client is not None else self.refresh(client_id)
+    def kept(self, client_id: str) -> Client | None:
+        """The client as last read, if it was."""
+        return self._clients.get(client_id)
 
     def refresh(self, client_id: str) -> Client | None:
         """The client as stored now (and kept from now on)."""

@@ -134,7 +134,9 @@ def accept_task(
         )
         if existing != digest:
             raise TaskConflict(task["task_id"])
-    if webhook_id is not None and dialect_name(connection) != "postgresql":
+    # On PostgreSQL the statement remembered the webhook-id of a new task; that of an idempotent
+    # replay is remembered here (only now is the other content ruled out).
+    if webhook_id is not None and (not inserted or dialect_name(connection) != "postgresql"):
         remember_webhook_id(connection, client_id, webhook_id, task_uuid)
     return Acceptance(task_uuid, created=inserted)
 
@@ -150,9 +152,9 @@ def _same_secrets(stored: Client | None, sender: Client) -> bool:
 
 
 def _accept_statement(with_webhook_id: bool, with_sender: bool):
-    """accept_task on PostgreSQL as one statement of data-modifying CTEs: the task row, its
-    outbox row only if the task row was new, and the webhook-id if the task is new or the same
-    again; none of it if the webhook-id was seen before or the sender's secrets changed. Returns
+    """accept_task on PostgreSQL as one statement of data-modifying CTEs: the task row, and if it
+    was new its outbox row and the webhook-id; none of it if the webhook-id was seen before or the
+    sender's secrets changed. Returns
     the new task's uuid (created), the task the webhook-id led to before (seen) and whether the
     sender's secrets are those given (sender_current)."""
     allowed = []
@@ -211,13 +213,6 @@ def _accept_statement(with_webhook_id: bool, with_sender: bool):
     )
     statement = select(accepted.select().scalar_subquery().label("created"), *outcome).add_cte(routed)
     if with_webhook_id:
-        # Also when the task was there with the same content (an idempotent replay), not when
-        # its content differs (a TaskConflict): this statement commits whatever follows.
-        same_task = exists().where(
-            tasks.c.client_id == bindparam("client_id"),
-            tasks.c.task_id == bindparam("task_id"),
-            tasks.c.content_sha256 == bindparam("content_sha256"),
-        )
         remembered = (
             postgresql.insert(webhook_ids)
             .from_select(
@@ -227,7 +222,7 @@ def _accept_statement(with_webhook_id: bool, with_sender: bool):
                     bindparam("webhook_id"),
                     bindparam("task_uuid", type_=tasks.c.task_uuid.type),
                     bindparam("received_at", type_=tasks.c.received_at.type),
-                ).where(*allowed, or_(exists(accepted.select()), same_task)),
+                ).select_from(accepted),
             )
             .on_conflict_do_nothing()
             .cte("remembered")

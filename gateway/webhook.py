@@ -42,11 +42,14 @@ def submit_task(client_id: str):
 
     # Who is asking: the client as this process last read it (see KnownClients), read again if the
     # signature does not verify against that.
-    client = state.clients.get(client_id) if re.fullmatch(CLIENT_ID, client_id) else None
+    if not re.fullmatch(CLIENT_ID, client_id):
+        raise Problem(401, "unknown client or invalid signature")
+    kept = state.clients.kept(client_id)
+    client = kept or state.clients.refresh(client_id)
     if client is None:
         raise Problem(401, "unknown client or invalid signature")
     g.known_client = client_id
-    client, webhook_id = _verified_sender(state, client, raw)
+    client, webhook_id = _verified_sender(state, client, raw, refresh=kept is not None)
     body = _parsed(raw)
     try:
         task = validate_task(body)
@@ -66,7 +69,9 @@ def submit_task(client_id: str):
         # A request seen before is answered all the same (its client may be retrying a timeout).
         with single_read(state.engine).connect() as connection:
             stored, replay_of = sender_and_replay(connection, client_id, webhook_id)
-        if stored is not None and stored != client:
+        if stored is None:
+            raise Problem(401, "unknown client or invalid signature")
+        if stored != client:
             _verified_sender(state, stored, raw, refresh=False)
         if replay_of is not None:
             return _replayed(state, client_id, replay_of, body)
@@ -114,7 +119,8 @@ def _accept(state, client: Client, raw: bytes, task_uuid, task: dict, webhook_id
 
 def _verified_sender(state, client: Client, raw: bytes, *, refresh: bool = True) -> tuple[Client, str]:
     """The client the request's signature verifies against, and its webhook-id. If it does not
-    verify against the client given (as read before), the stored client is read again."""
+    verify against the client given and refresh is set (the client was read before this request),
+    the stored client is read again."""
     try:
         return client, _verified_webhook_id(client, raw, state.settings.signature_tolerance_seconds)
     except signatures.SignatureError as error:

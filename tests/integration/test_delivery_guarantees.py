@@ -374,14 +374,16 @@ def test_the_lease_checks_each_delivery_for_earlier_results_by_its_task_whatever
             [[plan]] = connection.exec_driver_sql(explain, parameters).one()
 
         def rows_per_loop_in_subplans(node, in_subplan=False):
+            """Rows each step of the subplans read per loop: those it passed on and those it dropped."""
             in_subplan = in_subplan or node.get("Parent Relationship") == "SubPlan"
             below = node.get("Plans", [])
-            own = [node["Actual Rows"]] if in_subplan else []
+            read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            own = [read + node.get("Rows Removed by Index Recheck", 0)] if in_subplan else []
             return own + [rows for child in below for rows in rows_per_loop_in_subplans(child, in_subplan)]
 
         examined = rows_per_loop_in_subplans(plan["Plan"])
         assert examined, "the lease's held check runs as a subplan per delivery"
-        assert max(examined) <= 1, f"the held check looked at {max(examined)} rows per delivery"
+        assert max(examined) <= 2, f"the held check read {max(examined)} rows per delivery"
     finally:
         engine.dispose()
 

@@ -104,6 +104,17 @@ def test_a_task_from_a_client_the_webhook_has_met_is_accepted_in_one_statement(p
         engine.dispose()
 
 
+def test_the_webhook_id_of_an_idempotent_replay_is_remembered_too(app, engine):
+    secret = register_client(engine)["signing_secret"]
+    http = app.test_client()
+    for webhook_id in ("msg_1", "msg_2"):  # the second: the same task again, 200
+        raw, headers = signed(secret, upsert_task("T-1"), webhook_id=webhook_id)
+        assert http.post(URL, data=raw, headers=headers).status_code in (200, 202)
+    raw, headers = signed(secret, upsert_task("T-2"), webhook_id="msg_2")
+    assert http.post(URL, data=raw, headers=headers).status_code == 409
+    assert count_tasks(engine) == 1
+
+
 def test_an_overlong_webhook_id_is_refused_not_a_500(app, engine):
     secret = register_client(engine)["signing_secret"]
     raw, headers = signed(secret, upsert_task("T-1"), webhook_id="m" * 300)
