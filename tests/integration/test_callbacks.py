@@ -20,6 +20,7 @@ from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
 from messaging.wakeup import Wakeup
 from tests.factories import register_client, upsert_task
+from tests.receiver import Receiver
 
 SECRET_QUERY = "token=s3cr3t"
 URL = f"http://client.test/callbacks?{SECRET_QUERY}"
@@ -179,3 +180,33 @@ def test_a_response_body_with_nul_bytes_is_recorded(engine, result_id, endpoint)
     [attempt] = attempts(engine, result_id)
     assert attempt.status_code == 500 and attempt.response_body.startswith("binary")
     assert delivery(engine, result_id).attempts == 1
+
+
+def test_an_endpoints_cookies_are_neither_kept_nor_sent_back(engine, result_id, endpoint):
+    """A callback is a signed message, not a browsing session."""
+    endpoint.post(URL, status=500, headers={"Set-Cookie": "session=abc; Path=/"})
+    endpoint.post(URL, status=204)
+    dispatcher(engine, schedule=(0, 0)).deliver_due()
+    assert len(endpoint.calls) == 2
+    assert "Cookie" not in endpoint.calls[1].request.headers
+    assert delivery(engine, result_id).status == "delivered"
+
+
+def test_a_callback_carries_the_usual_http_headers_and_the_signature(engine, result_id, endpoint):
+    endpoint.post(URL, status=204)
+    dispatcher(engine).deliver_due()
+    headers = endpoint.calls[0].request.headers
+    assert headers["User-Agent"] == "taskgate" and headers["Content-Type"] == "application/json"
+    assert headers["Accept"] == "*/*" and headers["Connection"] == "keep-alive"
+    assert {"webhook-id", "webhook-timestamp", "webhook-signature"} <= set(headers)
+
+
+def test_a_proxy_named_in_the_environment_carries_the_callbacks(engine, result_id, monkeypatch):
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with Receiver() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/callbacks"))
+        dispatcher(engine).deliver_due()
+    [request] = proxy.requests
+    assert request["path"] == URL  # the absolute URL: a request for the proxy to forward
+    assert delivery(engine, result_id).status == "delivered"
