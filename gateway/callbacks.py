@@ -33,7 +33,7 @@ from gateway.clients import Client
 from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
 from gateway.urls import UnsafeURL, check_callback_url
-from messaging.db import is_postgresql, utcnow
+from messaging.db import Among, is_postgresql, utcnow
 from messaging.group_commit import GroupCommit, Ticket
 from messaging.wakeup import Wakeup
 
@@ -410,7 +410,7 @@ def _due_query(for_update: bool, *, windowed: bool):
         .where(
             deliveries.c.status == "pending",
             deliveries.c.next_attempt_at <= bindparam("now"),
-            deliveries.c.client_id.not_in(bindparam("busy", expanding=True)),
+            Among(deliveries.c.client_id, "busy", negate=True),
         )
         .order_by(deliveries.c.next_attempt_at)
     )
@@ -483,7 +483,7 @@ def _due_query(for_update: bool, *, windowed: bool):
 
 _LEASE = (
     update(deliveries)
-    .where(deliveries.c.result_id.in_(bindparam("leased", expanding=True)))
+    .where(Among(deliveries.c.result_id, "leased"))
     .values(next_attempt_at=bindparam("until"))
 )
 

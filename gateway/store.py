@@ -29,6 +29,7 @@ from gateway.metrics import RESULTS_RECORDED
 from gateway.tables import ACCEPTED, clients, deliveries, outbox, results, tasks, webhook_ids
 from messaging import vocabulary
 from messaging.db import (
+    Among,
     Transaction,
     dialect_name,
     insert_ignoring_duplicates,
@@ -340,12 +341,12 @@ def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Enve
 
 # record_results' statements, built once: only the parameters change from batch to batch.
 _TASKS_OF = select(tasks.c.task_uuid, tasks.c.type, tasks.c.client_id).where(
-    tasks.c.task_uuid.in_(bindparam("uuids", expanding=True))
+    Among(tasks.c.task_uuid, "uuids")
 )
 _DECIDE = (
     update(tasks)
     .where(
-        tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)),
+        Among(tasks.c.task_uuid, "uuids"),
         tasks.c.status.in_((ACCEPTED, vocabulary.WAITING)),
     )
     .values(status=bindparam("decided"), updated_at=bindparam("now"))

@@ -4,7 +4,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from gateway.config import DEFAULT_NAMESPACE
@@ -146,3 +146,28 @@ def test_a_result_for_an_unknown_task_fails_the_whole_batch(engine):
         record_results(session, batch)
     with Session(engine) as session:
         assert find_task(session, "acme", "T-1")["status"] == "accepted"
+
+
+def test_batches_of_any_size_look_up_and_decide_their_tasks_with_one_sql_text(engine):
+    """On PostgreSQL the lists go as one array parameter, so the statement is the same (and is
+    planned and prepared once) whatever the batch's size; elsewhere an expanding IN."""
+    causes = []
+    for number in range(4):
+        task = upsert_task(f"T-{number}", customer_id=f"C-{number}")
+        identity = accept(engine, task).task_uuid
+        causes.append(Envelope("customer.upsert", task["task_id"], identity, "acme", {}))
+    sent = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_: sent.append(sql))
+    for batch in (causes[:1], causes[1:]):  # one result, then three
+        results = [
+            vocabulary.result(cause, context="customers", outcome="customer.updated", status="succeeded")
+            for cause in batch
+        ]
+        with Session(engine) as session, session.begin():
+            record_results(session, results)
+    lookups = {sql for sql in sent if sql.lstrip().startswith("SELECT gateway_tasks.task_uuid")}
+    decisions = {sql for sql in sent if sql.lstrip().startswith("UPDATE gateway_tasks")}
+    if engine.dialect.name == "postgresql":
+        assert len(lookups) == 1 and len(decisions) == 1
+    with Session(engine) as session:
+        assert [find_task(session, "acme", f"T-{n}")["status"] for n in range(4)] == ["succeeded"] * 4
