@@ -12,6 +12,7 @@ waits while an earlier result of its task is still pending.
 from __future__ import annotations
 
 import dataclasses
+import http.cookiejar
 import json
 import logging
 import os
@@ -251,16 +252,16 @@ class CallbackDispatcher:
         to the session's adapter: what Session.post adds costs more than the rest of the client
         side (merging cookies, which callbacks neither send nor keep, hooks and settings).
         """
-        http = self._http()
-        if http.trust_env:  # proxies, applied per URL by requests
-            return http.post(
+        session = self._http()
+        if session.trust_env:  # proxies, applied per URL by requests
+            return session.post(
                 url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
             )
         prepared = requests.PreparedRequest()
-        prepared.prepare(method="POST", url=url, headers={**http.headers, **headers}, data=body)
-        adapter = http.get_adapter(url)
+        prepared.prepare(method="POST", url=url, headers={**session.headers, **headers}, data=body)
+        adapter = session.get_adapter(prepared.url)
         return adapter.send(
-            prepared, stream=True, timeout=self.timeout, verify=http.verify, cert=None, proxies={}
+            prepared, stream=True, timeout=self.timeout, verify=session.verify, cert=None, proxies={}
         )
 
     def _attempt(self, row) -> Ticket:
@@ -547,14 +548,25 @@ def read_environment_once(session: requests.Session, environ=None) -> None:
     """Apply to session what requests would otherwise look up in the environment on every request
     (trust_env), which costs more than the rest of an attempt's client side: the CA bundle
     (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE). Proxy settings are left to requests, which applies
-    no_proxy per URL; .netrc credentials are never sent to callback URLs."""
+    no_proxy per URL (no_proxy alone needs none of that); .netrc credentials are never sent to
+    callback URLs, and cookies are never kept."""
     environ = os.environ if environ is None else environ
-    if any(name.lower().endswith("_proxy") and value for name, value in environ.items()):
+    # Whatever requests reads from the environment, it neither keeps an endpoint's cookies (a
+    # callback is a signed message, not a browsing session) nor adds .netrc credentials.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    session.auth = _as_is
+    proxies = (name for name, value in environ.items() if value and name.lower().endswith("_proxy"))
+    if any(name.lower() != "no_proxy" for name in proxies):
         return
     session.trust_env = False
     bundle = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
     if bundle:
         session.verify = bundle
+
+
+def _as_is(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """No authentication: as a session's auth, it keeps requests from adding .netrc credentials."""
+    return request
 
 
 def _read_some(response: requests.Response, deadline: float) -> str:

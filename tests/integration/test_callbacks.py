@@ -182,7 +182,18 @@ def test_a_response_body_with_nul_bytes_is_recorded(engine, result_id, endpoint)
     assert delivery(engine, result_id).attempts == 1
 
 
-def test_an_endpoints_cookies_are_neither_kept_nor_sent_back(engine, result_id, endpoint):
+@pytest.fixture(params=["direct", "proxy"])
+def route(request, monkeypatch):
+    """Callbacks straight to the endpoint, or (proxies in the environment) through requests' whole
+    session machinery; the endpoint is stubbed either way."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if request.param == "proxy":
+        monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    return request.param
+
+
+def test_an_endpoints_cookies_are_neither_kept_nor_sent_back(engine, result_id, endpoint, route):
     """A callback is a signed message, not a browsing session."""
     endpoint.post(URL, status=500, headers={"Set-Cookie": "session=abc; Path=/"})
     endpoint.post(URL, status=204)
@@ -210,3 +221,30 @@ def test_a_proxy_named_in_the_environment_carries_the_callbacks(engine, result_i
     [request] = proxy.requests
     assert request["path"] == URL  # the absolute URL: a request for the proxy to forward
     assert delivery(engine, result_id).status == "delivered"
+
+
+def test_no_netrc_credentials_go_to_a_callback_url(engine, result_id, endpoint, route, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine client.test login operator password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    endpoint.post(URL, status=204)
+    dispatcher(engine).deliver_due()
+    assert "Authorization" not in endpoint.calls[0].request.headers
+
+
+def test_a_callback_url_stored_with_leading_blanks_is_delivered_to(database_url, endpoint):
+    engine = make_engine(database_url)
+    try:
+        register_client(engine, "blanks", callback_url=f"  {URL}")  # accepted as such at registration
+        identity = task_uuid(DEFAULT_NAMESPACE, "blanks", "T-1")
+        cause = Envelope("customer.upsert", "T-1", identity, "blanks", {})
+        with Session(engine) as session, session.begin():
+            accept_task(session, "blanks", identity, upsert_task("T-1"))
+            result = vocabulary.result(cause, context="customers", outcome="x", status="succeeded")
+            record_result(session, result)
+        endpoint.post(URL, status=204)
+        assert dispatcher(engine).deliver_due() == 1
+        assert len(endpoint.calls) == 1
+    finally:
+        engine.dispose()

@@ -33,7 +33,7 @@ def test_no_delay_once_the_schedule_is_spent():
         ({"CURL_CA_BUNDLE": "/etc/ssl/b.pem"}, False, "/etc/ssl/b.pem"),
         ({"HTTPS_PROXY": "http://proxy:3128"}, True, True),  # requests applies no_proxy per URL
         ({"http_proxy": "http://proxy:3128", "REQUESTS_CA_BUNDLE": "/etc/ssl/a.pem"}, True, True),
-        ({"NO_PROXY": "internal.example"}, True, True),
+        ({"NO_PROXY": "internal.example"}, False, True),  # no proxy to apply it to
         ({"HTTPS_PROXY": ""}, False, True),
     ],
 )
