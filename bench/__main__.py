@@ -67,6 +67,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=1000,
         help="TASKGATE_MAX_UNFINISHED_TASKS under test: the backlog beyond which the webhook refuses",
     )
+    parser.add_argument(
+        "--max-undelivered",
+        type=int,
+        default=1000,
+        help="TASKGATE_MAX_UNDELIVERED_CALLBACKS under test: the callback backlog beyond which it refuses",
+    )
     parser.add_argument("--name", help="results file name (default: the start time)")
     parser.add_argument(
         "--postgres-url",
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         drain=args.drain,
         unpaced_cap=3000,
         max_unfinished=args.max_unfinished,
+        max_undelivered=args.max_undelivered,
         profile_dir=HERE / "profiles" if args.profile else None,
     )
     started_at = datetime.now(UTC)

@@ -29,13 +29,21 @@ def layout(mode: str, http_workers: int) -> str:
 
 
 def environment(
-    mode: str, run_dir: Path, services: Services, *, http_workers: int, log_level: str, max_unfinished: int
+    mode: str,
+    run_dir: Path,
+    services: Services,
+    *,
+    http_workers: int,
+    log_level: str,
+    max_unfinished: int,
+    max_undelivered: int,
 ) -> dict:
     env = clean_environment(
         TASKGATE_ALLOW_PRIVATE_CALLBACKS="1",  # the receiver listens on 127.0.0.1
         TASKGATE_LOG_LEVEL=log_level,
         TASKGATE_HTTP_WORKERS=str(http_workers),
         TASKGATE_MAX_UNFINISHED_TASKS=str(max_unfinished),
+        TASKGATE_MAX_UNDELIVERED_CALLBACKS=str(max_undelivered),
     )
     if mode == "embedded":
         env["TASKGATE_DATA_DIR"] = str(run_dir / "data")

@@ -29,6 +29,7 @@ class Options:
     drain: float  # at most this long to wait, after the load, for the last callbacks
     unpaced_cap: int  # requests pre-built for an unpaced point, per second of duration
     max_unfinished: int  # TASKGATE_MAX_UNFINISHED_TASKS of the deployment under test
+    max_undelivered: int  # TASKGATE_MAX_UNDELIVERED_CALLBACKS of the deployment under test
     profile_dir: Path | None = None
 
 
@@ -43,6 +44,7 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
         http_workers=options.http_workers,
         log_level=options.log_level,
         max_unfinished=options.max_unfinished,
+        max_undelivered=options.max_undelivered,
     )
     deployments.prepare_storage(mode, env, services)
     receiver_port, port = free_port(), free_port()
