@@ -104,7 +104,8 @@ def accept_task(
         client_id=client_id,
         payload={"customer_id": task["customer_id"], **task["payload"]},
     )
-    if dialect_name(connection) == "postgresql":
+    on_postgresql = dialect_name(connection) == "postgresql"
+    if on_postgresql:
         parameters = {**row, **{f"outbox_{name}": value for name, value in outbox_row(routed).items()}}
         if webhook_id is not None:
             parameters["webhook_id"] = webhook_id
@@ -137,7 +138,7 @@ def accept_task(
             raise TaskConflict(task["task_id"])
     # On PostgreSQL the statement remembered the webhook-id of a new task; that of an idempotent
     # replay is remembered here (only now is the other content ruled out).
-    if webhook_id is not None and (not inserted or dialect_name(connection) != "postgresql"):
+    if webhook_id is not None and (not inserted or not on_postgresql):
         remember_webhook_id(connection, client_id, webhook_id, task_uuid)
     return Acceptance(task_uuid, created=inserted)
 
@@ -155,9 +156,8 @@ def _same_secrets(stored: Client | None, sender: Client) -> bool:
 def _accept_statement(with_webhook_id: bool, with_sender: bool):
     """accept_task on PostgreSQL as one statement of data-modifying CTEs: the task row, and if it
     was new its outbox row and the webhook-id; none of it if the webhook-id was seen before or the
-    sender's secrets changed. Returns
-    the new task's uuid (created), the task the webhook-id led to before (seen) and whether the
-    sender's secrets are those given (sender_current)."""
+    sender's secrets changed. Returns the new task's uuid (created), the task the webhook-id led to
+    before (seen) and whether the sender's secrets are those given (sender_current)."""
     allowed = []
     outcome = []
     if with_sender:
