@@ -83,7 +83,26 @@ def make_engine(url: str, **options) -> Engine:
     if "poolclass" not in options:
         options.setdefault("pool_size", 5)
         options.setdefault("max_overflow", 10)
-    return create_engine(url, **options)
+    engine = create_engine(url, **options)
+    if engine.dialect.driver == "psycopg":
+        event.listen(engine, "do_execute", _plan_per_call_where_keys_vary)
+    return engine
+
+
+def _plan_per_call_where_keys_vary(cursor, statement, parameters, context) -> bool:
+    """Send a statement that looks rows up by a list of keys (see Among) unprepared, so that
+    PostgreSQL plans it for the keys it is given and the table as it is now.
+
+    psycopg prepares a statement on the server once it has run a few times, and PostgreSQL then
+    soon settles on one generic plan for it, kept for as long as the connection lives. A generic
+    plan made while a table was small scans the whole table (the cheapest way to read a few
+    pages), and keeps scanning it as the table grows to millions of rows: only an ANALYZE of the
+    table (autovacuum's) makes PostgreSQL plan it again. Such statements run once per batch, so
+    planning them each time costs little."""
+    if context is None or not getattr(context.compiled, PLAN_PER_CALL, False):
+        return False
+    cursor.execute(statement, parameters, prepare=False)
+    return True
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:
@@ -244,13 +263,17 @@ def _insert_ignoring_duplicates(dialect: str, table):
     return insert(table).on_conflict_do_nothing().returning(key)
 
 
+# Set on a compiled statement that looks rows up by a list of keys (see make_engine).
+PLAN_PER_CALL = "taskgate_plan_per_call"
+
+
 class Among(ColumnElement[bool]):
     """column IN the list given at execution as `parameter` (NOT IN with negate).
 
     On PostgreSQL `column = ANY(:parameter)` (`<> ALL`), an array parameter: one SQL text whatever
-    the list's length, so the statement is parsed, planned and prepared once, not once per length
-    as an expanding `IN (…)` is (measured: 0.4 ms less of the server's time per query). Elsewhere
-    an expanding IN.
+    the list's length, not one per length as an expanding `IN (…)` has (measured: 0.4 ms less of
+    the server's time per query). A statement with a positive Among is sent unprepared, to be
+    planned for the keys it gets (see make_engine). Elsewhere an expanding IN.
     """
 
     inherit_cache = True
@@ -287,6 +310,8 @@ def _any_of_array(element: Among, compiler, **kw) -> str:
     # longer values short, and so match the stored ones they begin with.
     item = String() if isinstance(element.column.type, String) else element.column.type
     listed = bindparam(element.parameter, type_=postgresql.ARRAY(item))
+    if not element.negate:  # a lookup by keys, whose best plan depends on the table's size
+        setattr(compiler, PLAN_PER_CALL, True)
     condition = element.column != all_(listed) if element.negate else element.column == any_(listed)
     return compiler.process(condition, **kw)
 

@@ -1,6 +1,7 @@
 """Accepting tasks against SQLite and PostgreSQL: one transaction, idempotent, race-safe."""
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,7 +13,7 @@ from gateway.identity import task_uuid
 from gateway.store import TaskConflict, accept_task, find_task, record_result, record_results
 from gateway.tables import deliveries, outbox, tasks
 from messaging import vocabulary
-from messaging.db import make_engine
+from messaging.db import Among, make_engine
 from messaging.envelope import Envelope
 from tests.factories import register_client, upsert_task
 
@@ -149,8 +150,8 @@ def test_a_result_for_an_unknown_task_fails_the_whole_batch(engine):
 
 
 def test_batches_of_any_size_look_up_and_decide_their_tasks_with_one_sql_text(engine):
-    """On PostgreSQL the lists go as one array parameter, so the statement is the same (and is
-    planned and prepared once) whatever the batch's size; elsewhere an expanding IN."""
+    """On PostgreSQL the lists go as one array parameter, so the statement is the same whatever the
+    batch's size; elsewhere an expanding IN."""
     causes = []
     for number in range(4):
         task = upsert_task(f"T-{number}", customer_id=f"C-{number}")
@@ -171,3 +172,44 @@ def test_batches_of_any_size_look_up_and_decide_their_tasks_with_one_sql_text(en
         assert len(lookups) == 1 and len(decisions) == 1
     with Session(engine) as session:
         assert [find_task(session, "acme", f"T-{n}")["status"] for n in range(4)] == ["succeeded"] * 4
+
+
+def test_a_lookup_by_keys_reads_only_its_rows_however_the_table_grew_since_it_was_planned(
+    postgres_database,
+):
+    """PostgreSQL: a statement that looks rows up by a list of keys (Among) is planned for the
+    table as it is. A prepared one soon runs a generic plan, and one made while the table was small
+    scans all of it, on and on as the table grows, until something ANALYZEs it again."""
+
+    def add_tasks(connection, prefix: str, count: int) -> None:
+        connection.exec_driver_sql(
+            f"""INSERT INTO gateway_tasks (task_uuid, client_id, task_id, type, customer_id, payload,
+                    content_sha256, status, received_at, updated_at)
+                SELECT md5('{prefix}' || n)::uuid, 'acme', '{prefix}-' || n, 'customer.upsert', 'C-1',
+                    '{{}}', '', 'succeeded', now(), now() FROM generate_series(1, {count}) AS n"""
+        )
+
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url, pool_size=1, max_overflow=0)  # one connection
+    try:
+        register_client(engine)
+        with engine.begin() as connection:
+            add_tasks(connection, "A", 200)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM ANALYZE gateway_tasks")  # as autovacuum would, early on
+        lookup = select(tasks.c.task_uuid).where(Among(tasks.c.task_uuid, "uuids"))
+        with engine.connect() as connection:
+            for _ in range(20):  # psycopg prepares it after 5 runs, PostgreSQL goes generic after 5 more
+                connection.execute(lookup, {"uuids": [uuid.uuid4(), uuid.uuid4()]}).all()
+            connection.commit()
+        with engine.begin() as connection:
+            add_tasks(connection, "B", 20_000)
+        scanned = "SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'gateway_tasks'"
+        with engine.begin() as connection:
+            wanted = connection.exec_driver_sql("SELECT md5('B7')::uuid").scalar_one()
+            before = connection.exec_driver_sql(scanned).scalar_one()
+            assert connection.execute(lookup, {"uuids": [wanted, uuid.uuid4()]}).scalars().all() == [wanted]
+            read = connection.exec_driver_sql(scanned).scalar_one() - before
+        assert read == 0, f"the lookup of 2 keys scanned {read} rows"
+    finally:
+        engine.dispose()
