@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from uuid6 import uuid7
 
 from contexts.survey.tables import invitations, replica
 from messaging import vocabulary
-from messaging.db import Transaction, both_of, in_both, utcnow
+from messaging.db import Transaction, both_of, in_both, insert_many_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
 from messaging.replica import Customer
 
@@ -22,33 +22,37 @@ def assign_survey(session: Transaction, task: Envelope, customer: Customer) -> l
 
 
 def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
-    """assign_survey for many tasks: one query for the invitations made before, one insert."""
-    keys = {(task.client_id, task.task_id) for task, _ in ready}
-    existing = {
-        (row.client_id, row.task_id): (row.invitation_id, row.email)
-        for row in session.execute(_INVITATIONS_MADE, both_of(keys))
-        if (row.client_id, row.task_id) in keys
-    }
+    """assign_survey for many tasks: one insert of their invitations, which leaves out those made
+    before (a task sent again); only if there were such, one query for those."""
+    invited: dict[tuple[str, str], tuple] = {}  # (client, task-id) -> (invitation-id, email)
     new_rows = []
-    results = []
     for task, customer in ready:
         key = (task.client_id, task.task_id)
-        if key not in existing:  # the first time this task arrives (a repeat in this batch is not)
-            existing[key] = (uuid7(), customer.email)
-            due_date = task.payload.get("due_date")
-            new_rows.append(
-                {
-                    "invitation_id": existing[key][0],
-                    "client_id": task.client_id,
-                    "task_id": task.task_id,
-                    "customer_id": customer.customer_id,
-                    "survey_id": task.payload["survey_id"],
-                    "due_date": date.fromisoformat(due_date) if due_date else None,
-                    "email": customer.email,
-                    "created_at": utcnow(),
-                }
-            )
-        invitation_id, email = existing[key]
+        if key in invited:  # a repeat within this batch
+            continue
+        invited[key] = (uuid7(), customer.email)
+        due_date = task.payload.get("due_date")
+        new_rows.append(
+            {
+                "invitation_id": invited[key][0],
+                "client_id": task.client_id,
+                "task_id": task.task_id,
+                "customer_id": customer.customer_id,
+                "survey_id": task.payload["survey_id"],
+                "due_date": date.fromisoformat(due_date) if due_date else None,
+                "email": customer.email,
+                "created_at": utcnow(),
+            }
+        )
+    made = insert_many_ignoring_duplicates(session, invitations, new_rows)
+    before = {(row["client_id"], row["task_id"]) for row in new_rows if row["invitation_id"] not in made}
+    if before:
+        for row in session.execute(_INVITATIONS_MADE, both_of(before)):
+            if (row.client_id, row.task_id) in before:
+                invited[(row.client_id, row.task_id)] = (row.invitation_id, row.email)
+    results = []
+    for task, _ in ready:
+        invitation_id, email = invited[(task.client_id, task.task_id)]
         results.append(
             vocabulary.result(
                 task,
@@ -58,8 +62,6 @@ def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]])
                 result={"invitation_id": str(invitation_id), "email": email},
             )
         )
-    if new_rows:
-        session.execute(_INVITE, new_rows)
     return results
 
 
@@ -67,7 +69,6 @@ def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]])
 _INVITATIONS_MADE = select(
     invitations.c.client_id, invitations.c.task_id, invitations.c.invitation_id, invitations.c.email
 ).where(*in_both(invitations.c.client_id, invitations.c.task_id))
-_INVITE = insert(invitations)
 
 
 TASK_HANDLERS = {"survey.assign": replica.needs_customer(assign_survey)}

@@ -107,12 +107,21 @@ def test_a_batch_has_the_effects_of_one_by_one(engine):
 
 
 def test_a_batch_answers_a_task_invited_in_an_earlier_batch_with_the_same_invitation(engine):
-    know(engine, "acme", "C-1")
+    know(engine, "acme", "C-1", "C-2")
     with Session(engine) as session, session.begin():
         (earlier,) = handlers.BATCH_HANDLERS["survey.assign"](session, [survey("acme", "S-1", "C-1")])
     with Session(engine) as session, session.begin():
-        (again,) = handlers.BATCH_HANDLERS["survey.assign"](session, [survey("acme", "S-1", "C-1")])
+        fresh, again = handlers.BATCH_HANDLERS["survey.assign"](
+            session, [survey("acme", "S-2", "C-2"), survey("acme", "S-1", "C-1")]
+        )
     assert again.payload["result"] == earlier.payload["result"]
+    assert fresh.payload["result"]["email"] == "C-2@example.com"
+    with Session(engine) as session:
+        stored = dict(session.execute(select(invitations.c.task_id, invitations.c.invitation_id)).all())
+    assert {task: str(invitation) for task, invitation in stored.items()} == {
+        "S-1": earlier.payload["result"]["invitation_id"],
+        "S-2": fresh.payload["result"]["invitation_id"],
+    }
 
 
 def test_serializing_on_many_keys_holds_each_of_them(postgres_database):
