@@ -98,8 +98,9 @@ def _plan_per_call_where_keys_vary(cursor, statement, parameters, context) -> bo
     plan made while a table was small scans the whole table (the cheapest way to read a few
     pages), and keeps scanning it as the table grows to millions of rows: only an ANALYZE of the
     table (autovacuum's) makes PostgreSQL plan it again. Such statements run once per batch, so
-    planning them each time costs little."""
-    if context is None or not getattr(context.compiled, PLAN_PER_CALL, False):
+    planning them each time costs little. (A server-side cursor takes no such option; executemany
+    does not come here.)"""
+    if context is None or context._is_server_side or not getattr(context.compiled, PLAN_PER_CALL, False):
         return False
     cursor.execute(statement, parameters, prepare=False)
     return True
@@ -271,9 +272,9 @@ class Among(ColumnElement[bool]):
     """column IN the list given at execution as `parameter` (NOT IN with negate).
 
     On PostgreSQL `column = ANY(:parameter)` (`<> ALL`), an array parameter: one SQL text whatever
-    the list's length, not one per length as an expanding `IN (…)` has (measured: 0.4 ms less of
-    the server's time per query). A statement with a positive Among is sent unprepared, to be
-    planned for the keys it gets (see make_engine). Elsewhere an expanding IN.
+    the list's length, not one per length as an expanding `IN (…)` has. A statement with a positive
+    Among is sent unprepared, to be planned for the keys it gets (see make_engine). Elsewhere an
+    expanding IN.
     """
 
     inherit_cache = True

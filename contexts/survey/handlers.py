@@ -44,12 +44,17 @@ def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]])
                 "created_at": utcnow(),
             }
         )
+    new_rows.sort(key=lambda row: (row["client_id"], row["task_id"]))  # a fixed order of row locks
     made = insert_many_ignoring_duplicates(session, invitations, new_rows)
     before = {(row["client_id"], row["task_id"]) for row in new_rows if row["invitation_id"] not in made}
     if before:
+        found = set()
         for row in session.execute(_INVITATIONS_MADE, both_of(before)):
             if (row.client_id, row.task_id) in before:
                 invited[(row.client_id, row.task_id)] = (row.invitation_id, row.email)
+                found.add((row.client_id, row.task_id))
+        if found != before:  # left out for another reason than being made before: never answer it
+            raise RuntimeError(f"invitations neither made nor found: {sorted(before - found)}")
     results = []
     for task, _ in ready:
         invitation_id, email = invited[(task.client_id, task.task_id)]

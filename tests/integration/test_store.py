@@ -201,6 +201,8 @@ def test_a_lookup_by_keys_reads_only_its_rows_however_the_table_grew_since_it_wa
         with engine.connect() as connection:
             for _ in range(20):  # psycopg prepares it after 5 runs, PostgreSQL goes generic after 5 more
                 connection.execute(lookup, {"uuids": [uuid.uuid4(), uuid.uuid4()]}).all()
+            prepared = connection.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars()
+            assert not [statement for statement in prepared if "ANY" in statement]
             connection.commit()
         with engine.begin() as connection:
             add_tasks(connection, "B", 20_000)
