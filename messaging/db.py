@@ -89,9 +89,17 @@ def make_engine(url: str, **options) -> Engine:
     return engine
 
 
+def planned_per_call(statement):
+    """statement, to be sent unprepared on PostgreSQL: planned each time for its parameters and
+    the tables as they are then (see _plan_per_call_where_keys_vary), for a statement whose best
+    plan changes as its tables grow and that runs seldom enough for planning to cost little."""
+    return statement.execution_options(**{PLAN_PER_CALL: True})
+
+
 def _plan_per_call_where_keys_vary(cursor, statement, parameters, context) -> bool:
-    """Send a statement that looks rows up by a list of keys (see Among) unprepared, so that
-    PostgreSQL plans it for the keys it is given and the table as it is now.
+    """Send a statement that looks rows up by a list of keys (see Among), or marked with
+    planned_per_call, unprepared, so that PostgreSQL plans it for the parameters it is given and
+    the tables as they are now.
 
     psycopg prepares a statement on the server once it has run a few times, and PostgreSQL then
     soon settles on one generic plan for it, kept for as long as the connection lives. A generic
@@ -100,7 +108,9 @@ def _plan_per_call_where_keys_vary(cursor, statement, parameters, context) -> bo
     table (autovacuum's) makes PostgreSQL plan it again. Such statements run once per batch, so
     planning them each time costs little. (A server-side cursor takes no such option; executemany
     does not come here.)"""
-    if context is None or context._is_server_side or not getattr(context.compiled, PLAN_PER_CALL, False):
+    if context is None or context._is_server_side:
+        return False
+    if not (getattr(context.compiled, PLAN_PER_CALL, False) or context.execution_options.get(PLAN_PER_CALL)):
         return False
     cursor.execute(statement, parameters, prepare=False)
     return True
@@ -264,7 +274,8 @@ def _insert_ignoring_duplicates(dialect: str, table):
     return insert(table).on_conflict_do_nothing().returning(key)
 
 
-# Set on a compiled statement that looks rows up by a list of keys (see make_engine).
+# Set on a compiled statement that looks rows up by a list of keys, or as an execution option by
+# planned_per_call (see make_engine).
 PLAN_PER_CALL = "taskgate_plan_per_call"
 
 
