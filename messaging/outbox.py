@@ -187,6 +187,8 @@ class OutboxRelay:
         self.linger = linger
         self.keep_published = keep_published
         self._confirms = BatchConfirms(broker)
+        self._declared_on = None  # the channel the exchanges in _declared were declared on
+        self._declared: set[str] = set()
         self._take = _take_statement(
             table, batch_size, keep=bool(keep_published), locking=is_postgresql(engine)
         )
@@ -250,12 +252,24 @@ class OutboxRelay:
             rows = sorted(taken.all(), key=lambda row: row.id)
             if not rows:
                 return 0
-            producer = Producer(self._confirms.channel())
+            channel = self._confirms.channel()
+            producer = Producer(channel)
             for row in rows:
+                self._declare(channel, row.exchange)
                 self._publish(producer, row)
                 self._confirms.published()
             self._confirms.wait()
         return len(rows)
+
+    def _declare(self, channel, exchange: str) -> None:
+        """Declare exchange on channel unless done already: once per connection, as a publish to an
+        exchange that is not there closes the channel. (Producer.publish's declare= does the same
+        per message, which cost 90 µs of CPU each, two thirds of publishing one.)"""
+        if channel is not self._declared_on:
+            self._declared_on, self._declared = channel, set()
+        if exchange not in self._declared:
+            topology.EXCHANGES[exchange](channel).declare()
+            self._declared.add(exchange)
 
     def _publish(self, producer: Producer, row) -> None:
         body = row.body
@@ -263,7 +277,6 @@ class OutboxRelay:
             json.dumps(body, separators=(",", ":")).encode(),
             exchange=topology.EXCHANGES[row.exchange],
             routing_key=row.routing_key,
-            declare=[topology.EXCHANGES[row.exchange]],
             content_type=CONTENT_TYPE,
             content_encoding="utf-8",
             delivery_mode=PERSISTENT,
@@ -271,6 +284,8 @@ class OutboxRelay:
             correlation_id=body["task_uuid"],
             headers=dict(row.headers),
         )
+        if not log.isEnabledFor(logging.DEBUG):
+            return
         log.debug(
             "published %s to %s",
             body["type"],

@@ -20,6 +20,7 @@ from messaging.envelope import Envelope
 from messaging.outbox import OutboxRelay, _take_statement, add_to_outbox
 from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
+from tests import backends
 from tests.backends import sqlite_url
 from tests.factories import wait_for
 
@@ -285,6 +286,28 @@ def test_the_relay_confirms_whole_batches_and_every_message_arrives_once(engine,
     assert count(engine, CUSTOMERS.outbox) == 0
     assert received_message_ids(connection, len(tasks)) == [str(t.message_id) for t in tasks]
     relay.broker.release()
+
+
+def test_the_relay_declares_its_exchange_again_on_a_new_connection(engine):
+    """RabbitMQ: an exchange is declared once per connection, not with every message; a relay
+    that starts over on a fresh connection (as after a failure) declares it again, so a broker
+    that lost it (or a vhost made anew) does not close the channel on the next publish."""
+    url = backends.require(backends.RABBITMQ_URL, "TASKGATE_TEST_RABBITMQ_URL")
+    backends.empty_broker(url)
+    declare_topology(url)
+    relay = relay_to(engine, url, batch_size=100)
+    try:
+        staged(engine, 2)
+        assert relay.relay_batch() == 2
+        with broker.connect(url) as elsewhere:
+            elsewhere.default_channel.exchange_delete(topology.tasks.name)
+        relay.broker.collect()  # what the relay does after a failure
+        staged(engine, 3)
+        assert relay.relay_batch() == 3  # confirmed: the exchange was there again
+        assert count(engine, CUSTOMERS.outbox) == 0
+    finally:
+        relay.broker.release()
+        declare_topology(url)  # the exchange's bindings, for the tests after this one
 
 
 def test_a_batch_the_broker_does_not_confirm_stays_in_the_outbox(engine, connection, broker_url, monkeypatch):
