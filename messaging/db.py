@@ -85,19 +85,19 @@ def make_engine(url: str, **options) -> Engine:
         options.setdefault("max_overflow", 10)
     engine = create_engine(url, **options)
     if engine.dialect.driver == "psycopg":
-        event.listen(engine, "do_execute", _plan_per_call_where_keys_vary)
+        event.listen(engine, "do_execute", _unprepared_if_planned_per_call)
     return engine
 
 
 def planned_per_call(statement):
     """statement, to be sent unprepared on PostgreSQL: planned each time for its parameters and
-    the tables as they are then (see _plan_per_call_where_keys_vary), for a statement whose best
+    the tables as they are then (see _unprepared_if_planned_per_call), for a statement whose best
     plan changes as its tables grow and that runs seldom enough for planning to cost little."""
     return statement.execution_options(**{PLAN_PER_CALL: True})
 
 
-def _plan_per_call_where_keys_vary(cursor, statement, parameters, context) -> bool:
-    """Send a statement that looks rows up by a list of keys (see Among), or marked with
+def _unprepared_if_planned_per_call(cursor, statement, parameters, context) -> bool:
+    """Send a statement that looks rows up by a list of keys (see Among), or one marked with
     planned_per_call, unprepared, so that PostgreSQL plans it for the parameters it is given and
     the tables as they are now.
 
