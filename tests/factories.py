@@ -88,3 +88,38 @@ def maintenance_task(
         "customer_id": customer_id,
         "payload": payload,
     }
+
+
+def add_done_tasks(connection, prefix: str, count: int, *, delivered: bool = False) -> None:
+    """count tasks of client acme already decided (PostgreSQL, in one statement each), task uuid
+    md5('t' || prefix || n); with delivered, each with a result whose callback was delivered."""
+    rows = [
+        (
+            "gateway_tasks (task_uuid, client_id, task_id, type, customer_id, payload, content_sha256,"
+            " status, received_at, updated_at)",
+            f"md5('t{prefix}' || n)::uuid, 'acme', '{prefix}-' || n, 'customer.upsert', 'C-1', '{{}}',"
+            " '', 'succeeded', now(), now()",
+        ),
+        (
+            "gateway_results (result_id, task_uuid, context, outcome, status, result, occurred_at)",
+            f"md5('r{prefix}' || n)::uuid, md5('t{prefix}' || n)::uuid, 'customers', 'x', 'succeeded',"
+            " '{}', now()",
+        ),
+        (
+            "gateway_deliveries (result_id, client_id, status, attempts, created_at)",
+            f"md5('r{prefix}' || n)::uuid, 'acme', 'delivered', 1, now()",
+        ),
+    ]
+    for table, values in rows if delivered else rows[:1]:
+        connection.exec_driver_sql(
+            f"INSERT INTO {table} SELECT {values} FROM generate_series(1, {count}) AS n"
+        )
+
+
+def rows_scanned(connection, *tables: str) -> int:
+    """Rows PostgreSQL has read from tables by sequential scans in this connection's transaction
+    so far (with what it has not yet reported from earlier ones): compare two readings."""
+    return connection.exec_driver_sql(
+        "SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_xact_user_tables WHERE relname = ANY(%(tables)s)",
+        {"tables": list(tables)},
+    ).scalar_one()

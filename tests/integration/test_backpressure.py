@@ -24,7 +24,7 @@ from messaging.outbox import OutboxRelay
 from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
 from tests.conftest import make_settings
-from tests.factories import register_client, signed, upsert_task
+from tests.factories import add_done_tasks, register_client, rows_scanned, signed, upsert_task
 
 
 def make_app(database_url, **limits):
@@ -153,34 +153,12 @@ def test_the_backlog_counts_read_few_rows_however_many_tasks_are_done(postgres_d
     while the tables were small (a scan that stops at the limit), kept as they grew: a scan of
     every done task and delivery, each time the backlog was counted."""
 
-    def add_history(connection, prefix: str, count: int) -> None:  # tasks decided and delivered
-        for table, values in (
-            (
-                "gateway_tasks (task_uuid, client_id, task_id, type, customer_id, payload, content_sha256,"
-                " status, received_at, updated_at)",
-                f"md5('t{prefix}' || n)::uuid, 'acme', '{prefix}-' || n, 'customer.upsert', 'C-1', '{{}}',"
-                " '', 'succeeded', now(), now()",
-            ),
-            (
-                "gateway_results (result_id, task_uuid, context, outcome, status, result, occurred_at)",
-                f"md5('r{prefix}' || n)::uuid, md5('t{prefix}' || n)::uuid, 'customers', 'x', 'succeeded',"
-                " '{}', now()",
-            ),
-            (
-                "gateway_deliveries (result_id, client_id, status, attempts, created_at)",
-                f"md5('r{prefix}' || n)::uuid, 'acme', 'delivered', 1, now()",
-            ),
-        ):
-            connection.exec_driver_sql(
-                f"INSERT INTO {table} SELECT {values} FROM generate_series(1, {count}) AS n"
-            )
-
     postgres_database.empty()
     engine = make_engine(postgres_database.url, pool_size=1, max_overflow=0)  # one connection
     try:
         register_client(engine)
         with engine.begin() as connection:
-            add_history(connection, "A", 200)
+            add_done_tasks(connection, "A", 200, delivered=True)
             connection.exec_driver_sql("ANALYZE")  # statistics of the early days
         limits = {"max_outbox": 100, "max_undelivered": 100, "max_unfinished": 100}
         counts = Backpressure(engine, [outbox], **limits)._counts
@@ -188,13 +166,11 @@ def test_the_backlog_counts_read_few_rows_however_many_tasks_are_done(postgres_d
         with engine.begin() as connection:
             for _ in range(20):  # psycopg prepares it after 5 runs, PostgreSQL goes generic after 5 more
                 connection.execute(counts, since).one()
-            add_history(connection, "B", 20_000)
-        scanned = """SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_xact_user_tables
-                     WHERE relname IN ('gateway_tasks', 'gateway_deliveries')"""
+            add_done_tasks(connection, "B", 20_000, delivered=True)
         with engine.begin() as connection:
-            before = connection.exec_driver_sql(scanned).scalar_one()
+            before = rows_scanned(connection, "gateway_tasks", "gateway_deliveries")
             backlog = connection.execute(counts, since).one()
-            read = connection.exec_driver_sql(scanned).scalar_one() - before
+            read = rows_scanned(connection, "gateway_tasks", "gateway_deliveries") - before
         assert tuple(backlog) == (0, 0, 0)
         assert read == 0, f"counting the backlog scanned {read} rows"
     finally:

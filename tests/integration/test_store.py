@@ -15,7 +15,7 @@ from gateway.tables import deliveries, outbox, tasks
 from messaging import vocabulary
 from messaging.db import Among, make_engine
 from messaging.envelope import Envelope
-from tests.factories import register_client, upsert_task
+from tests.factories import add_done_tasks, register_client, rows_scanned, upsert_task
 
 
 @pytest.fixture
@@ -181,20 +181,12 @@ def test_a_lookup_by_keys_reads_only_its_rows_however_the_table_grew_since_it_wa
     table as it is. A prepared one soon runs a generic plan, and one made while the table was small
     scans all of it, on and on as the table grows, until something ANALYZEs it again."""
 
-    def add_tasks(connection, prefix: str, count: int) -> None:
-        connection.exec_driver_sql(
-            f"""INSERT INTO gateway_tasks (task_uuid, client_id, task_id, type, customer_id, payload,
-                    content_sha256, status, received_at, updated_at)
-                SELECT md5('{prefix}' || n)::uuid, 'acme', '{prefix}-' || n, 'customer.upsert', 'C-1',
-                    '{{}}', '', 'succeeded', now(), now() FROM generate_series(1, {count}) AS n"""
-        )
-
     postgres_database.empty()
     engine = make_engine(postgres_database.url, pool_size=1, max_overflow=0)  # one connection
     try:
         register_client(engine)
         with engine.begin() as connection:
-            add_tasks(connection, "A", 200)
+            add_done_tasks(connection, "A", 200)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("VACUUM ANALYZE gateway_tasks")  # as autovacuum would, early on
         lookup = select(tasks.c.task_uuid).where(Among(tasks.c.task_uuid, "uuids"))
@@ -205,13 +197,12 @@ def test_a_lookup_by_keys_reads_only_its_rows_however_the_table_grew_since_it_wa
             assert not [statement for statement in prepared if "ANY" in statement]
             connection.commit()
         with engine.begin() as connection:
-            add_tasks(connection, "B", 20_000)
-        scanned = "SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'gateway_tasks'"
+            add_done_tasks(connection, "B", 20_000)
         with engine.begin() as connection:
-            wanted = connection.exec_driver_sql("SELECT md5('B7')::uuid").scalar_one()
-            before = connection.exec_driver_sql(scanned).scalar_one()
+            wanted = connection.exec_driver_sql("SELECT md5('tB7')::uuid").scalar_one()
+            before = rows_scanned(connection, "gateway_tasks")
             assert connection.execute(lookup, {"uuids": [wanted, uuid.uuid4()]}).scalars().all() == [wanted]
-            read = connection.exec_driver_sql(scanned).scalar_one() - before
+            read = rows_scanned(connection, "gateway_tasks") - before
         assert read == 0, f"the lookup of 2 keys scanned {read} rows"
     finally:
         engine.dispose()
