@@ -1,0 +1,84 @@
+"""insert_many_ignoring_duplicates, on SQLite and PostgreSQL: rows in their order, duplicates left
+out, the primary keys of those inserted; on PostgreSQL one SQL text whatever the batch's size."""
+
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.exc import DataError
+
+from contexts.survey.tables import invitations
+from messaging.db import insert_many_ignoring_duplicates, make_engine
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def invitation(task_id: str, **overrides) -> dict:
+    row = {
+        "invitation_id": uuid.uuid4(),
+        "client_id": "acme",
+        "task_id": task_id,
+        "customer_id": f"C-{task_id}",
+        "survey_id": "SRV-1",
+        "due_date": None,
+        "email": f"{task_id}@example.com",
+        "created_at": datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    }
+    return {**row, **overrides}
+
+
+def stored(engine) -> dict:
+    with engine.connect() as connection:
+        return {row.invitation_id: row._asdict() for row in connection.execute(select(invitations))}
+
+
+def test_rows_are_stored_as_given_and_duplicates_are_left_out(engine):
+    earlier = invitation("T-0")
+    with engine.begin() as connection:
+        assert insert_many_ignoring_duplicates(connection, invitations, [earlier]) == {
+            earlier["invitation_id"]
+        }
+    rows = [invitation("T-1", due_date=date(2030, 12, 31)), invitation("T-2"), invitation("T-3")]
+    again = invitation("T-4", invitation_id=rows[1]["invitation_id"])  # its key twice in the batch
+    with engine.begin() as connection:
+        made = insert_many_ignoring_duplicates(connection, invitations, [earlier, *rows, again])
+    assert made == {row["invitation_id"] for row in rows}
+    assert stored(engine) == {row["invitation_id"]: row for row in [earlier, *rows]}
+
+
+def test_a_batch_of_any_size_is_one_sql_text_inserted_in_its_order(engine):
+    sent = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_: sent.append(sql))
+    batches = [[invitation(f"T-{size}-{n}") for n in range(size)] for size in (2, 3, 20, 60)]
+    for batch in batches:
+        with engine.begin() as connection:
+            assert insert_many_ignoring_duplicates(connection, invitations, batch) == {
+                row["invitation_id"] for row in batch
+            }
+    inserts = {sql for sql in sent if "survey_invitations" in sql}
+    if engine.dialect.name != "postgresql":
+        return
+    assert len(inserts) == 1, inserts  # a VALUES list has one text per number of rows
+    with engine.connect() as connection:  # the order rows were written in, which locks follow
+        written = connection.exec_driver_sql("SELECT task_id FROM survey_invitations ORDER BY ctid").scalars()
+        assert list(written) == [row["task_id"] for batch in batches for row in batch]
+
+
+def test_a_value_too_long_for_its_column_fails_the_batch_instead_of_being_cut_short(
+    postgres_database,
+):
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    try:
+        too_long = invitation("T-2", survey_id="S" * 129)  # survey_id is VARCHAR(128)
+        with pytest.raises(DataError, match="too long"), engine.begin() as connection:
+            insert_many_ignoring_duplicates(connection, invitations, [invitation("T-1"), too_long])
+        assert stored(engine) == {}
+    finally:
+        engine.dispose()
