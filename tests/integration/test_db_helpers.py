@@ -1,5 +1,6 @@
-"""insert_many_ignoring_duplicates, on SQLite and PostgreSQL: rows in their order, duplicates left
-out, the primary keys of those inserted; on PostgreSQL one SQL text whatever the batch's size."""
+"""The database helpers of the hot paths, on SQLite and PostgreSQL: insert_many_ignoring_duplicates
+(rows in their order, duplicates left out, the primary keys of those inserted; on PostgreSQL one
+SQL text whatever the batch's size) and the connections of one-statement writes and reads."""
 
 import uuid
 from datetime import UTC, date, datetime
@@ -9,7 +10,9 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import DataError
 
 from contexts.survey.tables import invitations
-from messaging.db import insert_many_ignoring_duplicates, make_engine
+from gateway.tables import clients
+from messaging.db import accepting, insert_many_ignoring_duplicates, make_engine, single_read
+from tests.factories import register_client
 
 
 @pytest.fixture
@@ -80,5 +83,28 @@ def test_a_value_too_long_for_its_column_fails_the_batch_instead_of_being_cut_sh
         with pytest.raises(DataError, match="too long"), engine.begin() as connection:
             insert_many_ignoring_duplicates(connection, invitations, [invitation("T-1"), too_long])
         assert stored(engine) == {}
+    finally:
+        engine.dispose()
+
+
+def test_one_statement_writes_and_reads_use_connections_kept_in_autocommit(postgres_database):
+    """PostgreSQL: the webhook's write and the single reads run in autocommit on connections of
+    their own, not on the engine's connections switched to autocommit at each checkout and back
+    at each return (which costs about a fifth of the webhook's write)."""
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    try:
+        register_client(engine)
+        with accepting(engine) as connection:
+            raw = connection.connection.driver_connection
+            assert raw.autocommit
+        with single_read(engine).connect() as connection:
+            assert connection.connection.driver_connection is raw
+            assert connection.execute(select(clients.c.client_id)).scalars().all() == ["acme"]
+        assert raw.autocommit  # left as it was on its return to the pool
+        with engine.connect() as connection:  # the engine's own are in transactions
+            assert not connection.connection.driver_connection.autocommit
+        engine.dispose()
+        assert raw.closed  # disposed with the engine
     finally:
         engine.dispose()
