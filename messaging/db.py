@@ -309,7 +309,7 @@ def insert_many_ignoring_duplicates(connection_or_session, table, rows: list[dic
     if connection.dialect.driver == "psycopg" and len(rows) > 1:
         return _ArrayInsert.of(table, tuple(rows[0])).execute(connection, rows)
     statement = _insert_ignoring_duplicates(connection.dialect.name, table)
-    return set(connection_or_session.execute(statement, rows).scalars())
+    return set(connection.execute(statement, rows).scalars())
 
 
 class _ArrayInsert:
@@ -349,7 +349,7 @@ class _ArrayInsert:
         return cls(table, names)
 
     def _array_type(self, column) -> str:
-        item = String() if isinstance(column.type, String) else column.type
+        item = _unsized(column.type)
         return f"{item.dialect_impl(self._dialect).compile(dialect=self._dialect)}[]"
 
     def execute(self, connection: Connection, rows: list[dict]) -> set:
@@ -413,14 +413,18 @@ def _expanding_in(element: Among, compiler, **kw) -> str:
 
 @compiles(Among, "postgresql")
 def _any_of_array(element: Among, compiler, **kw) -> str:
-    # A string's length (or collation) stays off the array: casting to VARCHAR(n)[] would cut
-    # longer values short, and so match the stored ones they begin with.
-    item = String() if isinstance(element.column.type, String) else element.column.type
-    listed = bindparam(element.parameter, type_=postgresql.ARRAY(item))
+    listed = bindparam(element.parameter, type_=postgresql.ARRAY(_unsized(element.column.type)))
     if not element.negate:  # a lookup by keys, whose best plan depends on the table's size
         setattr(compiler, PLAN_PER_CALL, True)
     condition = element.column != all_(listed) if element.negate else element.column == any_(listed)
     return compiler.process(condition, **kw)
+
+
+def _unsized(type_):
+    """type_ for an array cast: a string's length (or collation) stays off it, as casting to
+    VARCHAR(n)[] would cut longer values short (and so match the stored ones they begin with, or
+    store them cut)."""
+    return String() if isinstance(type_, String) else type_
 
 
 def in_both(first, second) -> tuple:
