@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import Engine, and_, bindparam, exc, exists, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, exc, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from gateway import signatures
@@ -34,7 +34,7 @@ from gateway.clients import Client
 from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
 from gateway.urls import UnsafeURL, check_callback_url
-from messaging.db import Among, is_postgresql, utcnow
+from messaging.db import Among, insert_many, is_postgresql, utcnow
 from messaging.group_commit import GroupCommit, Ticket
 from messaging.wakeup import Wakeup
 
@@ -349,8 +349,9 @@ class CallbackDispatcher:
     def _write_attempts_once(self, recorded: list[tuple]) -> None:
         with self.engine.begin() as connection:
             try:
-                connection.execute(
-                    insert(delivery_attempts),
+                insert_many(
+                    connection,
+                    delivery_attempts,
                     [
                         {
                             "result_id": row.result_id,

@@ -30,9 +30,11 @@ from gateway.tables import ACCEPTED, clients, deliveries, outbox, results, tasks
 from messaging import vocabulary
 from messaging.db import (
     Among,
+    Precompiled,
     Transaction,
     dialect_name,
     insert_ignoring_duplicates,
+    insert_many,
     insert_many_ignoring_duplicates,
     utcnow,
 )
@@ -112,7 +114,7 @@ def accept_task(
         if sender is not None:
             parameters.update({f"sender_{name}": getattr(sender, name) for name in SENDER_SECRETS})
         statement = _ACCEPT[webhook_id is not None, sender is not None]
-        outcome = connection.execute(statement, parameters).one()
+        outcome = statement.execute(connection, parameters).one()
         if not outcome.sender_current:
             return Acceptance(task_uuid, created=False, sender_current=False)
         if outcome.seen is not None:
@@ -233,7 +235,7 @@ def _accept_statement(with_webhook_id: bool, with_sender: bool):
 
 
 _ACCEPT = {
-    (with_webhook_id, with_sender): _accept_statement(with_webhook_id, with_sender)
+    (with_webhook_id, with_sender): Precompiled(_accept_statement(with_webhook_id, with_sender))
     for with_webhook_id in (False, True)
     for with_sender in (False, True)
 }
@@ -334,8 +336,7 @@ def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Enve
         by_status.setdefault(status, []).append(task_uuid)
     for status, task_uuids in by_status.items():
         session.execute(_DECIDE, {"uuids": task_uuids, "decided": status, "now": now})
-    if queued:
-        session.execute(_QUEUE, queued)
+    insert_many(session, deliveries, queued)
     return []
 
 
@@ -351,7 +352,6 @@ _DECIDE = (
     )
     .values(status=bindparam("decided"), updated_at=bindparam("now"))
 )
-_QUEUE = insert(deliveries)
 
 
 def record_status(session: Transaction, envelope: Envelope) -> list[Envelope]:

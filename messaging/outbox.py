@@ -4,7 +4,6 @@ published afterwards by a relay, so a commit and its messages can never part."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import threading
@@ -36,7 +35,7 @@ from uuid6 import uuid7
 
 from messaging import topology, vocabulary
 from messaging.broker import BatchConfirms
-from messaging.db import JsonDocument, UtcDateTime, is_postgresql, utcnow
+from messaging.db import JsonDocument, UtcDateTime, insert_many, is_postgresql, utcnow
 from messaging.envelope import CONTENT_TYPE, Envelope
 from messaging.wakeup import Wakeup, make_wakeup
 
@@ -101,7 +100,7 @@ def add_to_outbox(connection: DatabaseConnection | Session, table: Table, envelo
     """Stage envelopes for publication in the caller's transaction."""
     if not envelopes:
         return
-    connection.execute(_insert(table), [outbox_row(envelope) for envelope in envelopes])
+    insert_many(connection, table, [outbox_row(envelope) for envelope in envelopes])
 
 
 def outbox_row(envelope: Envelope) -> dict:
@@ -115,11 +114,6 @@ def outbox_row(envelope: Envelope) -> dict:
         "headers": envelope.headers,
         "created_at": utcnow(),
     }
-
-
-@functools.cache
-def _insert(table: Table):
-    return insert(table)
 
 
 def add_raw_to_outbox(

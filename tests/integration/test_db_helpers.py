@@ -1,17 +1,27 @@
 """The database helpers of the hot paths, on SQLite and PostgreSQL: insert_many_ignoring_duplicates
 (rows in their order, duplicates left out, the primary keys of those inserted; on PostgreSQL one
-SQL text whatever the batch's size) and the connections of one-statement writes and reads."""
+SQL text whatever the batch's size), insert_many (one statement for a batch on PostgreSQL),
+Precompiled statements and the connections of one-statement writes and reads."""
 
 import uuid
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.exc import DataError
+from sqlalchemy import bindparam, event, literal, select
+from sqlalchemy.exc import DataError, IntegrityError
 
 from contexts.survey.tables import invitations
 from gateway.tables import clients
-from messaging.db import accepting, insert_many_ignoring_duplicates, make_engine, single_read
+from messaging.db import (
+    JsonDocument,
+    Precompiled,
+    UtcDateTime,
+    accepting,
+    insert_many,
+    insert_many_ignoring_duplicates,
+    make_engine,
+    single_read,
+)
 from tests.factories import register_client
 
 
@@ -108,3 +118,63 @@ def test_one_statement_writes_and_reads_use_connections_kept_in_autocommit(postg
         assert raw.closed  # disposed with the engine
     finally:
         engine.dispose()
+
+
+def test_insert_many_writes_a_batch_in_its_order_in_one_statement(engine):
+    """On PostgreSQL one statement for the whole batch (not one per row: executemany), NULLs
+    included; a key twice fails the batch, and none of it is stored."""
+    executed = []
+    event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda _c, _cur, sql, _p, _ctx, many: executed.append(many) if sql.startswith("INSERT") else None,
+    )
+    batch = [invitation(f"T-{n}", due_date=None if n % 2 else date(2030, 12, n + 1)) for n in range(5)]
+    with engine.begin() as connection:
+        insert_many(connection, invitations, batch)
+    assert stored(engine) == {row["invitation_id"]: row for row in batch}
+    if engine.dialect.name == "postgresql":
+        assert executed == [False]
+        with engine.connect() as connection:
+            written = connection.exec_driver_sql("SELECT task_id FROM survey_invitations ORDER BY ctid")
+            assert list(written.scalars()) == [row["task_id"] for row in batch]
+    again = [invitation("T-9"), invitation("T-10", invitation_id=batch[0]["invitation_id"])]
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        insert_many(connection, invitations, again)
+    assert len(stored(engine)) == len(batch)
+
+
+def test_a_precompiled_statement_gives_what_the_statement_gives(engine):
+    """Literals keep their values and parameters get their types' processing (JSON, UTC
+    datetimes), as when SQLAlchemy executes the statement itself."""
+    statement = select(
+        literal(True).label("flag"),
+        literal("50 % off").label("text"),
+        bindparam("document", type_=JsonDocument).label("document"),
+        bindparam("at", type_=UtcDateTime).label("at"),
+    )
+    parameters = {"document": {"a": [1, "b"]}, "at": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)}
+    with engine.connect() as connection:
+        expected = connection.execute(statement, parameters).one()
+        assert Precompiled(statement).execute(connection, parameters).one() == expected
+    assert expected.flag is True and expected.document == {"a": [1, "b"]}
+
+
+def test_a_precompiled_statement_is_sent_as_text_on_postgresql(postgres_database):
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    compiled = []
+    event.listen(engine, "before_cursor_execute", lambda *args: compiled.append(args[4].compiled))
+    try:
+        with engine.connect() as connection:
+            Precompiled(select(bindparam("n", type_=JsonDocument))).execute(connection, {"n": 1}).one()
+        assert compiled == [None]  # nothing compiled by SQLAlchemy at execution
+    finally:
+        engine.dispose()
+
+
+def test_statements_with_parameters_rendered_at_execution_are_not_precompiled():
+    with pytest.raises(ValueError, match="plain named parameters"):
+        Precompiled(select(clients).where(clients.c.client_id.in_(bindparam("ids", expanding=True))))
+    with pytest.raises(ValueError, match="plain named parameters"):
+        Precompiled(select(clients).limit(bindparam("n", literal_execute=True)))
