@@ -345,23 +345,35 @@ class Precompiled:
 
     Parameters are given by their bind names, as to Connection.execute; those with a value in the
     statement (literals) keep it, and each passes its type's bind processing (JSON, UTC
-    datetimes). Meant for statements without expanding parameters (IN lists) or other
-    parameters rendered at execution; the constructor refuses those."""
+    datetimes). The values it returns are the driver's: no result processing. So the constructor
+    refuses what would need work at each execution: parameters rendered then (expanding IN
+    lists), values computed then (Python-side column defaults, callable parameters) and result
+    columns whose type processes what the driver returns (e.g. UtcDateTime)."""
 
     _dialect = postgresql.psycopg.dialect()
 
     def __init__(self, statement):
         compiled = statement.compile(dialect=self._dialect)
+        binds = {name: bind for bind, name in compiled.bind_names.items()}  # one per name used
         if (
             compiled.positional
             or compiled.escaped_bind_names
             or compiled.post_compile_params
             or compiled.literal_execute_params
+            or compiled.insert_prefetch
+            or compiled.update_prefetch
+            or any(bind.callable is not None for bind in binds.values())
         ):
             raise ValueError("only statements with plain named parameters can be precompiled")
+        processed = [
+            column.name
+            for column in statement.exported_columns
+            if column.type.dialect_impl(self._dialect).result_processor(self._dialect, None)
+        ]
+        if processed:
+            raise ValueError(f"the driver's values of {processed} would need result processing")
         self.statement = statement
         self.sql = compiled.string
-        binds = {name: bind for bind, name in compiled.bind_names.items()}  # one per name used
         self._literals = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
         self._processors = [
             (name, process)
@@ -370,13 +382,20 @@ class Precompiled:
         ]
 
     def execute(self, connection_or_session, parameters: dict):
-        """The statement's result for parameters, on connection_or_session's transaction."""
+        """The statement's result for parameters, on connection_or_session's transaction; a
+        missing parameter or one its type cannot process raises StatementError, as it would from
+        Connection.execute."""
         connection = _connection_of(connection_or_session)
         if connection.dialect.driver != "psycopg":
             return connection.execute(self.statement, parameters)
         values = {**self._literals, **parameters}
         for name, process in self._processors:
-            values[name] = process(values[name])
+            try:
+                values[name] = process(values[name])
+            except (KeyError, TypeError, ValueError) as error:
+                raise exc.StatementError(
+                    f"parameter {name!r} is missing or cannot be processed", self.sql, parameters, error
+                ) from error
         return connection.exec_driver_sql(self.sql, values)
 
 
@@ -408,6 +427,13 @@ class _ArrayInsert:
         )
         if ignoring_duplicates:
             self.sql += f" ON CONFLICT DO NOTHING RETURNING {key}"
+        python_defaults = [
+            column.name
+            for column in table.columns
+            if column.default is not None and column.server_default is None and column.name not in names
+        ]
+        if python_defaults:  # executemany fills them in, arrays would leave them NULL
+            raise ValueError(f"rows must give {python_defaults}: their defaults are Python-side")
         self.names = names
         self.processors = [
             column.type.dialect_impl(self._dialect).bind_processor(self._dialect) for column in columns

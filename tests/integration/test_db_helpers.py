@@ -4,18 +4,17 @@ SQL text whatever the batch's size), insert_many (one statement for a batch on P
 Precompiled statements and the connections of one-statement writes and reads."""
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, event, literal, select
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy import bindparam, event, insert, literal, select
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
-from contexts.survey.tables import invitations
-from gateway.tables import clients
+from contexts.survey.tables import invitations, outbox
+from gateway.tables import clients, deliveries
 from messaging.db import (
     JsonDocument,
     Precompiled,
-    UtcDateTime,
     accepting,
     insert_many,
     insert_many_ignoring_duplicates,
@@ -144,20 +143,53 @@ def test_insert_many_writes_a_batch_in_its_order_in_one_statement(engine):
     assert len(stored(engine)) == len(batch)
 
 
-def test_a_precompiled_statement_gives_what_the_statement_gives(engine):
+def test_a_precompiled_statement_writes_what_the_statement_writes(engine):
     """Literals keep their values and parameters get their types' processing (JSON, UTC
-    datetimes), as when SQLAlchemy executes the statement itself."""
-    statement = select(
-        literal(True).label("flag"),
-        literal("50 % off").label("text"),
-        bindparam("document", type_=JsonDocument).label("document"),
-        bindparam("at", type_=UtcDateTime).label("at"),
+    datetimes), as when SQLAlchemy executes the statement itself; on PostgreSQL in a session
+    whose time zone is not UTC."""
+    given = ("message_id", "routing_key", "body", "headers", "created_at")
+    statement = insert(outbox).values(
+        exchange=literal("taskgate.results"), **{name: bindparam(name) for name in given}
     )
-    parameters = {"document": {"a": [1, "b"]}, "at": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)}
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=9)))
+    rows = [
+        {
+            "message_id": uuid.uuid4(),
+            "routing_key": "survey.done",
+            "body": {"a": [1, "b"]},
+            "headers": {},
+            "created_at": at,
+        }
+        for _ in range(2)
+    ]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET TIME ZONE 'Asia/Tokyo'")
+        connection.execute(statement, rows[0])
+        Precompiled(statement).execute(connection, rows[1])
     with engine.connect() as connection:
-        expected = connection.execute(statement, parameters).one()
-        assert Precompiled(statement).execute(connection, parameters).one() == expected
-    assert expected.flag is True and expected.document == {"a": [1, "b"]}
+        stored = connection.execute(select(outbox).order_by(outbox.c.id)).mappings().all()
+    assert [row["message_id"] for row in stored] == [row["message_id"] for row in rows]
+    first, second = ({k: v for k, v in row.items() if k not in ("id", "message_id")} for row in stored)
+    assert first == second
+    assert second["exchange"] == "taskgate.results" and second["body"] == {"a": [1, "b"]}
+    assert second["created_at"] == at and second["created_at"].tzinfo == UTC
+
+
+def test_a_precompiled_statement_refuses_parameters_it_cannot_process(postgres_database):
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    statement = insert(outbox).values(
+        exchange="x", routing_key="y", headers={}, created_at=bindparam("at"), message_id=bindparam("id")
+    )
+    try:
+        with pytest.raises(StatementError, match="'body' is missing"), engine.begin() as connection:
+            Precompiled(statement.values(body=bindparam("body"))).execute(connection, {"id": uuid.uuid4()})
+        with pytest.raises(StatementError, match="'at'"), engine.begin() as connection:
+            naive = datetime(2030, 1, 2)  # UtcDateTime takes only aware datetimes
+            Precompiled(statement.values(body={})).execute(connection, {"id": uuid.uuid4(), "at": naive})
+    finally:
+        engine.dispose()
 
 
 def test_a_precompiled_statement_is_sent_as_text_on_postgresql(postgres_database):
@@ -173,8 +205,30 @@ def test_a_precompiled_statement_is_sent_as_text_on_postgresql(postgres_database
         engine.dispose()
 
 
-def test_statements_with_parameters_rendered_at_execution_are_not_precompiled():
+def test_statements_that_need_work_at_each_execution_are_not_precompiled():
+    """Parameters rendered or values computed at execution, results the driver's values of which
+    a type would process."""
     with pytest.raises(ValueError, match="plain named parameters"):
         Precompiled(select(clients).where(clients.c.client_id.in_(bindparam("ids", expanding=True))))
     with pytest.raises(ValueError, match="plain named parameters"):
         Precompiled(select(clients).limit(bindparam("n", literal_execute=True)))
+    with pytest.raises(ValueError, match="plain named parameters"):
+        Precompiled(select(bindparam("now", callable_=lambda: datetime.now(UTC))))
+    with pytest.raises(ValueError, match="plain named parameters"):  # deliveries.attempts: default=0
+        Precompiled(insert(deliveries).values(result_id=bindparam("id")))
+    with pytest.raises(ValueError, match="result processing"):
+        Precompiled(select(deliveries.c.created_at))
+
+
+def test_the_array_insert_refuses_rows_without_a_column_whose_default_is_python_side(postgres_database):
+    """executemany (one row) fills such a default in; arrays would leave it NULL."""
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    rows = [
+        {"result_id": uuid.uuid4(), "client_id": "acme", "status": "pending", "created_at": datetime.now(UTC)}
+    ]
+    try:
+        with pytest.raises(ValueError, match="attempts"), engine.begin() as connection:
+            insert_many(connection, deliveries, rows * 2)
+    finally:
+        engine.dispose()
