@@ -300,7 +300,7 @@ def insert_many_ignoring_duplicates(connection_or_session, table, rows: list[dic
     those inserted. Every row gives the same columns (keyed as in table.c), with values of one
     Python type per column, and gives every column that has no server default: on PostgreSQL
     (psycopg) several rows go as one array per column (see _ArrayInsert), which applies no
-    Python-side defaults."""
+    Python-side defaults (it refuses rows that leave out a column that has one)."""
     if not rows:
         return set()
     connection = _connection_of(connection_or_session)
@@ -345,15 +345,34 @@ class Precompiled:
 
     Parameters are given by their bind names, as to Connection.execute; those with a value in the
     statement (literals) keep it, and each passes its type's bind processing (JSON, UTC
-    datetimes). The values it returns are the driver's: no result processing. So the constructor
-    refuses what would need work at each execution: parameters rendered then (expanding IN
-    lists), values computed then (Python-side column defaults, callable parameters) and result
-    columns whose type processes what the driver returns (e.g. UtcDateTime)."""
+    datetimes). The values it returns are the driver's: no result processing. So it refuses
+    (ValueError, at its first use on psycopg or when asked for its sql) what would need work at
+    each execution: parameters rendered then (expanding IN lists), values computed then
+    (Python-side column defaults, callable parameters) and result columns whose type processes
+    what the driver returns (e.g. UtcDateTime)."""
 
     _dialect = postgresql.psycopg.dialect()
 
     def __init__(self, statement):
-        compiled = statement.compile(dialect=self._dialect)
+        self.statement = statement
+        # Made at the first use on psycopg: building the bind processors of some types (JSON)
+        # imports the driver, which a process on SQLite should not load (some 8 MiB).
+        self._prepared: tuple[str, dict, list] | None = None
+
+    @property
+    def sql(self) -> str:
+        """The SQL text sent; ValueError if the statement cannot be precompiled."""
+        return self._prepare()[0]
+
+    def _prepare(self) -> tuple[str, dict, list]:
+        if self._prepared is None:  # two threads may both make it: the same either way
+            self._prepared = self._compile(self.statement)
+        return self._prepared
+
+    @classmethod
+    def _compile(cls, statement) -> tuple[str, dict, list]:
+        dialect = cls._dialect
+        compiled = statement.compile(dialect=dialect)
         binds = {name: bind for bind, name in compiled.bind_names.items()}  # one per name used
         if (
             compiled.positional
@@ -368,18 +387,17 @@ class Precompiled:
         processed = [
             column.name
             for column in statement.exported_columns
-            if column.type.dialect_impl(self._dialect).result_processor(self._dialect, None)
+            if column.type.dialect_impl(dialect).result_processor(dialect, None)
         ]
         if processed:
             raise ValueError(f"the driver's values of {processed} would need result processing")
-        self.statement = statement
-        self.sql = compiled.string
-        self._literals = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
-        self._processors = [
+        literals = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
+        processors = [
             (name, process)
             for name, bind in binds.items()
-            if (process := bind.type.dialect_impl(self._dialect).bind_processor(self._dialect))
+            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect))
         ]
+        return compiled.string, literals, processors
 
     def execute(self, connection_or_session, parameters: dict):
         """The statement's result for parameters, on connection_or_session's transaction; a
@@ -388,15 +406,16 @@ class Precompiled:
         connection = _connection_of(connection_or_session)
         if connection.dialect.driver != "psycopg":
             return connection.execute(self.statement, parameters)
-        values = {**self._literals, **parameters}
-        for name, process in self._processors:
+        sql, literals, processors = self._prepare()
+        values = {**literals, **parameters}
+        for name, process in processors:
             try:
                 values[name] = process(values[name])
             except (KeyError, TypeError, ValueError) as error:
                 raise exc.StatementError(
-                    f"parameter {name!r} is missing or cannot be processed", self.sql, parameters, error
+                    f"parameter {name!r} is missing or cannot be processed", sql, parameters, error
                 ) from error
-        return connection.exec_driver_sql(self.sql, values)
+        return connection.exec_driver_sql(sql, values)
 
 
 class _ArrayInsert:

@@ -45,6 +45,19 @@ def test_a_database_is_migrated_apart_without_loading_alembic_here(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
+def test_what_serve_and_worker_import_loads_no_postgresql_driver():
+    """On SQLite a process does without psycopg (some 8 MiB of RSS): statements made for it are
+    prepared at their first use there, not at import (see messaging.db.Precompiled)."""
+    script = (
+        "import sys\n"
+        "import taskgate.cli\n"  # all that serve and worker import
+        "print(sorted(name for name in sys.modules if name.startswith('psycopg')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_failed_migration_apart_says_why(tmp_path):
     (tmp_path / "taskgate.db").write_text("not a database")
     with pytest.raises(RuntimeError, match="file is not a database"):
