@@ -335,6 +335,10 @@ def _connection_of(connection_or_session) -> Connection:
     return connection_or_session.connection()
 
 
+# The dialect Precompiled and _ArrayInsert compile for (making it does not import the driver).
+_PSYCOPG = postgresql.psycopg.dialect()
+
+
 class Precompiled:
     """A statement compiled once for PostgreSQL's psycopg driver and sent through the driver as
     SQL text: each call skips SQLAlchemy's work per execution of a statement object (its cache
@@ -350,8 +354,6 @@ class Precompiled:
     each execution: parameters rendered then (expanding IN lists), values computed then
     (Python-side column defaults, callable parameters) and result columns whose type processes
     what the driver returns (e.g. UtcDateTime)."""
-
-    _dialect = postgresql.psycopg.dialect()
 
     def __init__(self, statement):
         self.statement = statement
@@ -369,9 +371,9 @@ class Precompiled:
             self._prepared = self._compile(self.statement)
         return self._prepared
 
-    @classmethod
-    def _compile(cls, statement) -> tuple[str, dict, list]:
-        dialect = cls._dialect
+    @staticmethod
+    def _compile(statement) -> tuple[str, dict, list]:
+        dialect = _PSYCOPG
         compiled = statement.compile(dialect=dialect)
         binds = {name: bind for bind, name in compiled.bind_names.items()}  # one per name used
         if (
@@ -431,7 +433,7 @@ class _ArrayInsert:
     datetimes); strings are cast to VARCHAR without a length, so one too long for its column
     fails the insert as it would in VALUES, instead of being cut short by the cast."""
 
-    _dialect = postgresql.psycopg.dialect()
+    _dialect = _PSYCOPG
 
     def __init__(self, table, names: tuple[str, ...], *, ignoring_duplicates: bool):
         preparer = self._dialect.identifier_preparer
