@@ -33,10 +33,12 @@ KEEP_PUBLISHED = timedelta(hours=1)
 def declare_topology(url: str) -> None:
     """Declare every exchange and queue up front, so nothing is published before its queue exists.
 
-    A process that starts while the broker is down waits for it rather than giving up.
+    A process that starts while the broker is down, or while it is still starting (it may take the
+    connection and then drop it), waits for it and declares everything again rather than giving up.
     """
     with broker.connect(url) as connection:
-        connection.ensure_connection(
+        declare_everything = connection.autoretry(
+            _declare_everything,
             errback=lambda error, interval: log.warning(
                 "broker unreachable (%s); retrying in %.0f s", error, interval
             ),
@@ -45,11 +47,15 @@ def declare_topology(url: str) -> None:
             interval_step=1,
             interval_max=5,
         )
-        channel = connection.default_channel
-        for exchange in topology.EXCHANGES.values():
-            exchange(channel).declare()
-        for queue in [*registry.QUEUES, topology.dead_letters]:
-            queue(channel).declare()
+        _, channel = declare_everything()
+        channel.close()
+
+
+def _declare_everything(channel) -> None:
+    for exchange in topology.EXCHANGES.values():
+        exchange(channel).declare()
+    for queue in [*registry.QUEUES, topology.dead_letters]:
+        queue(channel).declare()
 
 
 class Runtime:

@@ -6,6 +6,7 @@ import threading
 import uuid
 from datetime import timedelta
 
+import amqp
 import pytest
 from kombu import Producer
 from sqlalchemy import func, select, text
@@ -308,6 +309,31 @@ def test_the_relay_declares_its_exchange_again_on_a_new_connection(engine):
     finally:
         relay.broker.release()
         declare_topology(url)  # the exchange's bindings, for the tests after this one
+
+
+def test_the_topology_is_declared_even_if_the_broker_drops_the_connection_meanwhile(monkeypatch, caplog):
+    """RabbitMQ: a starting broker may take a connection and then drop it (as in the fault test of
+    a broker restart, where a worker starting then crashed); the declaration starts over."""
+    url = backends.require(backends.RABBITMQ_URL, "TASKGATE_TEST_RABBITMQ_URL")
+    backends.empty_broker(url)
+    declared = amqp.Channel.exchange_declare
+    dropped = []
+
+    def dropped_once(channel, *args, **kwargs):
+        if not dropped:
+            dropped.append(channel)
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return declared(channel, *args, **kwargs)
+
+    monkeypatch.setattr(amqp.Channel, "exchange_declare", dropped_once)
+    declare_topology(url)
+    monkeypatch.undo()
+    assert dropped and "broker unreachable (" in caplog.text
+    with broker.connect(url) as connection:  # passive: fails unless they exist
+        for exchange in topology.EXCHANGES.values():
+            exchange(connection.default_channel).declare(passive=True)
+        for queue in [CUSTOMERS.queue, topology.dead_letters]:
+            queue(connection.default_channel).queue_declare(passive=True)
 
 
 def test_a_batch_the_broker_does_not_confirm_stays_in_the_outbox(engine, connection, broker_url, monkeypatch):
