@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select, update
 from uuid6 import uuid7
 
 from contexts.customers import model
 from contexts.customers.tables import customers
 from messaging import vocabulary
-from messaging.db import Transaction, dialect_name, utcnow
+from messaging.db import Transaction, both_of, in_both, insert_many, utcnow
 from messaging.envelope import Envelope
 
 CONTEXT = "customers"
@@ -16,69 +16,124 @@ CONTEXT = "customers"
 
 def upsert_customer(session: Transaction, task: Envelope) -> list[Envelope]:
     """customer.upsert: store the master record; publish its change and the task's result."""
-    customer_id = task.payload["customer_id"]
-    existing = _load_for_update(session, task.client_id, customer_id)
-    decision = model.upsert(existing, customer_id, task.payload["name"], task.payload["email"])
-    customer = decision.customer
-    if decision.changed:
-        _save(session, task, customer, is_new=existing is None)
+    return upsert_customers(session, [task])
+
+
+def upsert_customers(session: Transaction, batch: list[Envelope]) -> list[Envelope]:
+    """upsert_customer for many tasks, in their order, with the effects of one by one: the
+    customers they name locked in one statement (in a fixed order, so that batches of two
+    workers cannot deadlock), then one insert of the new ones and one update per changed one."""
+    keys = {(task.client_id, task.payload["customer_id"]) for task in batch}
+    stored = _load_for_update(session, keys)
+    current = dict(stored)
+    changed_by: dict[tuple[str, str], Envelope] = {}  # the task that made the newest version
     messages = []
-    if decision.changed:
+    for task in batch:
+        key = (task.client_id, task.payload["customer_id"])
+        decision = model.upsert(current.get(key), key[1], task.payload["name"], task.payload["email"])
+        customer = decision.customer
+        if decision.changed:
+            current[key] = customer
+            changed_by[key] = task
+            messages.append(
+                task.caused(
+                    decision.outcome,
+                    {
+                        "customer_id": customer.customer_id,
+                        "name": customer.name,
+                        "email": customer.email,
+                        "version": customer.version,
+                    },
+                )
+            )
         messages.append(
-            task.caused(
-                decision.outcome,
-                {
-                    "customer_id": customer.customer_id,
-                    "name": customer.name,
-                    "email": customer.email,
-                    "version": customer.version,
-                },
+            vocabulary.result(
+                task,
+                context=CONTEXT,
+                outcome=decision.outcome,
+                status=vocabulary.SUCCEEDED,
+                result={"customer_id": customer.customer_id, "version": customer.version},
             )
         )
-    messages.append(
-        vocabulary.result(
-            task,
-            context=CONTEXT,
-            outcome=decision.outcome,
-            status=vocabulary.SUCCEEDED,
-            result={"customer_id": customer.customer_id, "version": customer.version},
-        )
-    )
+    _save(session, changed_by, current, new={key for key in changed_by if key not in stored})
     return messages
 
 
-def _load_for_update(session: Transaction, client_id: str, customer_id: str) -> model.Customer | None:
-    query = select(customers.c.customer_id, customers.c.name, customers.c.email, customers.c.version).where(
-        customers.c.client_id == client_id, customers.c.customer_id == customer_id
+def _load_for_update(
+    session: Transaction, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], model.Customer]:
+    """The stored customers of keys, their rows locked until the transaction ends (PostgreSQL):
+    two workers upserting one customer must not both derive version n+1. The lock may also take
+    other rows of the batch's clients and customer-ids (see in_both), always in one order."""
+    found = {}
+    for row in session.execute(_LOCKED, both_of(keys)):
+        if (row.client_id, row.customer_id) in keys:
+            found[row.client_id, row.customer_id] = model.Customer(
+                row.customer_id, row.name, row.email, row.version
+            )
+    return found
+
+
+def _save(
+    session: Transaction,
+    changed_by: dict[tuple[str, str], Envelope],
+    current: dict[tuple[str, str], model.Customer],
+    *,
+    new: set[tuple[str, str]],
+) -> None:
+    now = utcnow()
+    rows = [
+        {
+            "client_id": client_id,
+            "customer_id": customer_id,
+            "name": current[client_id, customer_id].name,
+            "email": current[client_id, customer_id].email,
+            "version": current[client_id, customer_id].version,
+            "updated_at": now,
+            "last_task_id": task.task_id,
+            "last_task_uuid": task.task_uuid,
+        }
+        for (client_id, customer_id), task in sorted(changed_by.items())
+    ]
+    # A concurrent first upsert of the same customer fails the insert on the primary key; the
+    # batch is then handled again one by one, and a retry finds the row.
+    insert_many(session, customers, [row for row in rows if (row["client_id"], row["customer_id"]) in new])
+    updated = [
+        {**row, "key_client_id": row["client_id"], "key_customer_id": row["customer_id"]}
+        for row in rows
+        if (row["client_id"], row["customer_id"]) not in new
+    ]
+    if updated:
+        session.execute(_UPDATE, updated)
+
+
+# Built once: only the parameters change from batch to batch. SQLite renders no FOR UPDATE (its
+# writers run one at a time anyway).
+_LOCKED = (
+    select(
+        customers.c.client_id,
+        customers.c.customer_id,
+        customers.c.name,
+        customers.c.email,
+        customers.c.version,
     )
-    if dialect_name(session) == "postgresql":
-        # Two workers upserting one customer must not both derive version n+1.
-        query = query.with_for_update()
-    row = session.execute(query).one_or_none()
-    return model.Customer(*row) if row else None
-
-
-def _save(session: Transaction, task: Envelope, customer: model.Customer, *, is_new: bool) -> None:
-    client_id = task.client_id
-    values = {
-        "name": customer.name,
-        "email": customer.email,
-        "version": customer.version,
-        "updated_at": utcnow(),
-        "last_task_id": task.task_id,
-        "last_task_uuid": task.task_uuid,
-    }
-    if is_new:
-        # A concurrent first upsert of the same customer fails here on the primary key and is retried.
-        session.execute(
-            insert(customers).values(client_id=client_id, customer_id=customer.customer_id, **values)
-        )
-    else:
-        session.execute(
-            update(customers)
-            .where(customers.c.client_id == client_id, customers.c.customer_id == customer.customer_id)
-            .values(**values)
-        )
+    .where(*in_both(customers.c.client_id, customers.c.customer_id))
+    .order_by(customers.c.client_id, customers.c.customer_id)
+    .with_for_update()
+)
+_UPDATE = (
+    update(customers)
+    .where(
+        customers.c.client_id == bindparam("key_client_id"),
+        customers.c.customer_id == bindparam("key_customer_id"),
+    )
+    .values(
+        {
+            name: bindparam(name)
+            for name in ("name", "email", "version", "updated_at", "last_task_id", "last_task_uuid")
+        }
+    )
+)
 
 
 def current_state(session: Transaction) -> list[Envelope]:
@@ -108,3 +163,4 @@ def current_state(session: Transaction) -> list[Envelope]:
 
 
 HANDLERS = {"customer.upsert": upsert_customer}
+BATCH_HANDLERS = {"customer.upsert": upsert_customers}

@@ -14,4 +14,11 @@ METADATA = tables.metadata
 
 
 def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
-    return ContextSpec(NAME, QUEUE, handlers.HANDLERS, inbox=tables.inbox, outbox=tables.outbox)
+    return ContextSpec(
+        NAME,
+        QUEUE,
+        handlers.HANDLERS,
+        inbox=tables.inbox,
+        outbox=tables.outbox,
+        batch_handlers=handlers.BATCH_HANDLERS,
+    )
