@@ -140,9 +140,12 @@ def _scheduled(task: Envelope, appointment_id) -> Envelope:
 
 
 def _appointment_of(session: Transaction, client_id: str, task_id: str):
-    return session.execute(
-        select(appointments).where(appointments.c.client_id == client_id, appointments.c.task_id == task_id)
-    ).one_or_none()
+    return session.execute(_APPOINTMENT_OF, {"client_id": client_id, "task_id": task_id}).one_or_none()
+
+
+_APPOINTMENT_OF = select(appointments).where(
+    appointments.c.client_id == bindparam("client_id"), appointments.c.task_id == bindparam("task_id")
+)
 
 
 def cancel_appointment(session: Transaction, task: Envelope) -> list[Envelope]:
