@@ -99,7 +99,11 @@ def _save(
     # batch is then handled again one by one, and a retry finds the row.
     insert_many(session, customers, [row for row in rows if (row["client_id"], row["customer_id"]) in new])
     updated = [
-        {**row, "key_client_id": row["client_id"], "key_customer_id": row["customer_id"]}
+        {
+            "key_client_id": row["client_id"],
+            "key_customer_id": row["customer_id"],
+            **{name: row[name] for name in _UPDATED},
+        }
         for row in rows
         if (row["client_id"], row["customer_id"]) not in new
     ]
@@ -121,18 +125,14 @@ _LOCKED = (
     .order_by(customers.c.client_id, customers.c.customer_id)
     .with_for_update()
 )
+_UPDATED = ("name", "email", "version", "updated_at", "last_task_id", "last_task_uuid")
 _UPDATE = (
     update(customers)
     .where(
         customers.c.client_id == bindparam("key_client_id"),
         customers.c.customer_id == bindparam("key_customer_id"),
     )
-    .values(
-        {
-            name: bindparam(name)
-            for name in ("name", "email", "version", "updated_at", "last_task_id", "last_task_uuid")
-        }
-    )
+    .values({name: bindparam(name) for name in _UPDATED})
 )
 
 

@@ -26,20 +26,24 @@ def upsert(client_id, task_id, customer_id, email):
 
 
 def messages(client_id):
-    """The same mix for each client, after C-1 and C-2 were registered: a new customer changed
-    again within the batch, a repeat that changes nothing, an update and a no-op of stored ones."""
+    """The same mix for each client, after C-1, C-2 and C-5 were registered: new customers (one
+    changed again within the batch, then repeated without a change), stored ones updated (one
+    twice) and one left as it was: several rows to insert and several to update."""
     return [
         upsert(client_id, "T-3", "C-3", "c3@example.com"),
         upsert(client_id, "T-4", "C-1", "c1-new@example.com"),
         upsert(client_id, "T-5", "C-3", "c3-new@example.com"),
         upsert(client_id, "T-6", "C-2", "c-2@example.com"),
         upsert(client_id, "T-7", "C-3", "c3-new@example.com"),
+        upsert(client_id, "T-8", "C-4", "c4@example.com"),
+        upsert(client_id, "T-9", "C-5", "c-5@example.com"),
+        upsert(client_id, "T-10", "C-5", "c5-new@example.com"),
     ]
 
 
 def register_first(engine, client_id):
     with Session(engine) as session, session.begin():
-        for task_id, customer_id in (("T-1", "C-1"), ("T-2", "C-2")):
+        for task_id, customer_id in (("T-1", "C-1"), ("T-2", "C-2"), ("T-0", "C-5")):
             handlers.upsert_customer(
                 session, upsert(client_id, task_id, customer_id, f"{customer_id.lower()}@example.com")
             )
@@ -92,13 +96,17 @@ def test_a_batch_has_the_effects_of_one_by_one(engine):
         ("C-1", "c1-new@example.com", 2, "T-4"),
         ("C-2", "c-2@example.com", 1, "T-2"),
         ("C-3", "c3-new@example.com", 2, "T-5"),
+        ("C-4", "c4@example.com", 1, "T-8"),
+        ("C-5", "c5-new@example.com", 2, "T-10"),
     ]
     events = [(kind, task_id, version) for kind, task_id, version, _, _ in described if version]
     assert events == [
         ("customer.registered", "T-3", 1),
         ("customer.updated", "T-4", 2),
         ("customer.updated", "T-5", 2),
-    ]  # T-6 and T-7 changed nothing: no event
+        ("customer.registered", "T-8", 1),
+        ("customer.updated", "T-10", 2),
+    ]  # T-6, T-7 and T-9 changed nothing: no event
     results = [
         (task_id, outcome, result) for _, task_id, version, outcome, result in described if not version
     ]
@@ -108,6 +116,9 @@ def test_a_batch_has_the_effects_of_one_by_one(engine):
         ("T-5", "customer.updated", {"customer_id": "C-3", "version": 2}),
         ("T-6", "customer.updated", {"customer_id": "C-2", "version": 1}),
         ("T-7", "customer.updated", {"customer_id": "C-3", "version": 2}),
+        ("T-8", "customer.registered", {"customer_id": "C-4", "version": 1}),
+        ("T-9", "customer.updated", {"customer_id": "C-5", "version": 1}),
+        ("T-10", "customer.updated", {"customer_id": "C-5", "version": 2}),
     ]
 
 
