@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, request
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -16,6 +16,7 @@ from gateway.overview import Sources
 from gateway.problems import Problem, problem_response
 from gateway.state import BrokerProbe, GatewayState
 from gateway.tables import outbox
+from gateway.throttle import AuthFailures, Throttle
 from messaging.db import is_unavailable, make_engine
 from messaging.outbox import relay_wakeup
 from messaging.wakeup import Wakeup
@@ -52,8 +53,11 @@ def create_app(
             max_outbox=settings.max_outbox_backlog,
             max_undelivered=settings.max_undelivered_callbacks,
             max_unfinished=settings.max_unfinished_tasks,
+            max_undelivered_per_client=settings.max_undelivered_per_client,
         ),
         clients=KnownClients(engine),
+        auth_failures=AuthFailures(settings.auth_failures_per_source, settings.auth_failures_per_client),
+        intake=Throttle(settings.client_rate_limit, "intake"),
         overview_sources=overview_sources,
     )
 
@@ -83,6 +87,12 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
             return problem_response(Problem(503, "storage is unavailable", headers=headers))
         log.exception("storage error")
         return problem_response(Problem(500, "internal error"))
+
+    @app.errorhandler(RecursionError)
+    def nested_too_deeply(error: RecursionError):
+        # Input nested deeper than a parser's recursion: bad input, worth a line, not a traceback.
+        log.warning("request refused: nested too deeply (%s %s)", request.method, request.path)
+        return problem_response(Problem(400, "the request is nested too deeply"))
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):

@@ -9,6 +9,10 @@ count, so a task that never finishes (its message was dead-lettered) does not co
 bounds the backlog while tasks are decided within the window, and a pipeline stalled for longer
 still takes up to the limit per window.
 
+Each client also has its own share of undelivered callbacks: a client whose endpoint is failing
+gets 429 for its own new tasks once its share is full, while other clients go on (the global limits
+stay, for the storage's sake).
+
 Counts are bounded (never more than limit + 1 rows are counted) and taken at most once per `ttl`
 seconds per process, so a busy webhook pays next to nothing for them. Once over a limit, tasks are
 refused until the backlog is below `resume_ratio` of it, so the webhook does not flap at the
@@ -44,6 +48,7 @@ class Backpressure:
         max_outbox: int,
         max_undelivered: int,
         max_unfinished: int = 0,  # off unless asked for; Settings asks for 10,000
+        max_undelivered_per_client: int = 0,  # likewise
         ttl: float = 0.5,
         resume_ratio: float = 0.8,
     ):
@@ -56,6 +61,13 @@ class Backpressure:
         self._checked_at = float("-inf")
         self._reason: str | None = None
         self._counts = _counts_query(self.outboxes, self.limits)
+        self.per_client = max_undelivered_per_client
+        self._client_count = _bounded_count(
+            deliveries,
+            and_(deliveries.c.status == "pending", deliveries.c.client_id == bindparam("client_id")),
+            max_undelivered_per_client,
+        )
+        self._clients: dict[str, tuple[float, str | None]] = {}  # client -> (checked at, reason)
 
     @property
     def enabled(self) -> bool:
@@ -70,6 +82,27 @@ class Backpressure:
                 self._reason = self._check()
                 self._checked_at = time.monotonic()
             return self._reason
+
+    def client_reason_to_refuse(self, client_id: str) -> str | None:
+        """Why this client's new tasks should wait now (its share of undelivered callbacks is full)."""
+        if not self.per_client:
+            return None
+        with self._lock:
+            checked_at, reason = self._clients.get(client_id, (float("-inf"), None))
+            if time.monotonic() - checked_at < self.ttl:
+                return reason
+        with single_read(self.engine).connect() as connection:
+            count = connection.scalar(select(self._client_count), {"client_id": client_id})
+        limit = self.per_client
+        if count > limit or (reason and count >= limit * self.resume_ratio):
+            if reason is None:
+                log.warning("refusing client %s's new tasks: %d callbacks undelivered", client_id, count)
+            reason = f"this client's undelivered callbacks are over {limit}; try again later"
+        else:
+            reason = None
+        with self._lock:
+            self._clients[client_id] = (time.monotonic(), reason)
+        return reason
 
     def _check(self) -> str | None:
         with single_read(self.engine).connect() as connection:

@@ -30,6 +30,13 @@ class Settings:
     heartbeat_seconds: float = 5.0
     max_outbox_backlog: int = 20_000
     max_undelivered_callbacks: int = 50_000
+    # One client's share of undelivered callbacks: over it, that client's new tasks get 429.
+    max_undelivered_per_client: int = 10_000
+    # Optional: how many tasks a client may send, e.g. "100/second" (limits' notation); off if None.
+    client_rate_limit: str | None = None
+    # Failed authentication (bad signature, API token, operator token) allowed before 429.
+    auth_failures_per_source: str = "20/minute"
+    auth_failures_per_client: str = "60/minute"
     max_unfinished_tasks: int = 10_000
     operator_token: str | None = None
     # Under load (its last batch held more than one item), how long a woken relay, consumer or
@@ -65,6 +72,10 @@ class Settings:
             "heartbeat_seconds": ("TASKGATE_HEARTBEAT_SECONDS", _positive_float),
             "max_outbox_backlog": ("TASKGATE_MAX_OUTBOX_BACKLOG", _non_negative_int),
             "max_undelivered_callbacks": ("TASKGATE_MAX_UNDELIVERED_CALLBACKS", _non_negative_int),
+            "max_undelivered_per_client": ("TASKGATE_MAX_UNDELIVERED_PER_CLIENT", _non_negative_int),
+            "client_rate_limit": ("TASKGATE_CLIENT_RATE_LIMIT", _rate),
+            "auth_failures_per_source": ("TASKGATE_AUTH_FAILURES_PER_SOURCE", _rate),
+            "auth_failures_per_client": ("TASKGATE_AUTH_FAILURES_PER_CLIENT", _rate),
             "max_unfinished_tasks": ("TASKGATE_MAX_UNFINISHED_TASKS", _non_negative_int),
             "operator_token": ("TASKGATE_OPERATOR_TOKEN", str),
             "batch_linger_ms": ("TASKGATE_BATCH_LINGER_MS", _non_negative_int),
@@ -119,3 +130,11 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise ValueError("must be 0 (off) or more")
     return value
+
+
+def _rate(text: str) -> str:
+    """A rate in the notation of the limits package, e.g. "20/minute" or "5 per second"."""
+    from limits import parse
+
+    parse(text)  # raises ValueError when it is not one
+    return text.strip()

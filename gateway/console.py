@@ -84,7 +84,7 @@ def session_cookie(token: str, now: float) -> str:
 
 def _session_valid(token: str, value: str, now: float) -> bool:
     expires, _, mac = value.partition(".")
-    if not (expires.isascii() and expires.isdigit()) or int(expires) < now:
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or int(expires) < now:
         return False
     return _equal(mac, _mac(token, f"console-session:{expires}"))
 
@@ -108,6 +108,17 @@ def _form_from_console(csrf_token: str) -> bool:
     return _same_origin() and _equal(request.form.get("csrf_token", ""), csrf_token)
 
 
+def _throttled():
+    """A 429 page while this source has failed to sign in too often, else None."""
+    wait = current_state().auth_failures.wait_seconds(request.remote_addr)
+    if wait is None:
+        return None
+    page, status = _page(
+        "console/error.html", 429, title="Too many tries", message="Too many failed sign-ins; wait a while."
+    )
+    return page, status, {"Retry-After": str(wait)}
+
+
 def _safe_next(target: str | None) -> str:
     inside = target and (target == bp.url_prefix or target.startswith(bp.url_prefix + "/"))
     if inside and "//" not in target and "\\" not in target:
@@ -128,7 +139,10 @@ def _guard():
     authorization = request.headers.get("Authorization")
     if authorization is not None:
         scheme, _, given = authorization.partition(" ")
+        if refused := _throttled():
+            return refused
         if scheme.lower() != "bearer" or not _equal(given.strip(), token):
+            current_state().auth_failures.failed(request.remote_addr)
             return _page(
                 "console/error.html", 401, title="Not signed in", message="The bearer token is wrong."
             )
@@ -168,7 +182,10 @@ def login():
         return _page(
             "console/error.html", 403, title="Refused", message="Sign in from the console's own page."
         )
+    if refused := _throttled():
+        return refused
     if not _equal(request.form.get("token", ""), token):
+        current_state().auth_failures.failed(request.remote_addr)
         log.warning("console sign-in refused: wrong operator token")
         return _page("console/login.html", 401, next=next_url, error="That is not the operator token.")
     response = redirect(next_url, 303)

@@ -55,13 +55,17 @@ def _problems(*codes: int) -> dict:
 
 
 _PROBLEM_TEXT = {
-    400: "Malformed JSON",
+    400: "Malformed JSON, a body nested too deeply, or (lists) a cursor this API did not return",
     401: "Missing, invalid or expired signature or token, or unknown client",
     404: "No such task",
     409: "The task-id was used with different content",
     413: "Body over the limit",
     415: "Not JSON",
     422: "Invalid task or query; `errors` names the fields",
+    429: (
+        "Too many failed authentications from this source or for this client, or (submissions) the "
+        "client's share of undelivered callbacks is full or its rate limit reached; see Retry-After"
+    ),
     503: "Storage or broker unavailable, or (submissions) taskgate too far behind; see Retry-After",
 }
 
@@ -94,7 +98,7 @@ def build_spec() -> dict:
                 "summary": "Read one task with its results and deliveries",
                 "security": [{"bearer": []}],
                 "parameters": [CLIENT_ID, TASK_ID],
-                "responses": {"200": _json("The task", "Task"), **_problems(401, 404, 503)},
+                "responses": {"200": _json("The task", "Task"), **_problems(401, 404, 429, 503)},
             }
         },
     )
@@ -113,7 +117,10 @@ def build_spec() -> dict:
                         "schema": {"type": "string", "format": "uuid"},
                     },
                 ],
-                "responses": {"200": _json("The delivery", "DeliveryDetail"), **_problems(401, 404, 503)},
+                "responses": {
+                    "200": _json("The delivery", "DeliveryDetail"),
+                    **_problems(401, 404, 429, 503),
+                },
             }
         },
     )
@@ -159,7 +166,7 @@ def _task_collection() -> dict:
                     "headers": {"Location": {"schema": {"type": "string"}}},
                 },
                 "200": _json("The same task again: its current representation", "Task"),
-                **_problems(400, 401, 409, 413, 415, 422, 503),
+                **_problems(400, 401, 409, 413, 415, 422, 429, 503),
             },
         },
         "get": {
@@ -178,7 +185,7 @@ def _task_collection() -> dict:
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                 {"name": "cursor", "in": "query", "schema": {"type": "string"}},
             ],
-            "responses": {"200": _json("A page of tasks", "TaskPage"), **_problems(401, 422, 503)},
+            "responses": {"200": _json("A page of tasks", "TaskPage"), **_problems(400, 401, 422, 429, 503)},
         },
     }
 

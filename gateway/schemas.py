@@ -9,7 +9,18 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 CLIENT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
 TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
-_task_id = validate.Regexp(TASK_ID, error="must match {regex}")
+
+class FullMatch(validate.Regexp):
+    """Regexp where the whole value must match: with re.match, "$" also matches before a final
+    newline, so "T-1\\n" would pass as a task-id."""
+
+    def __call__(self, value: str) -> str:
+        if not isinstance(value, str) or self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+_task_id = FullMatch(TASK_ID, error="must match {regex}")
 _identifier = validate.Length(min=1, max=128)
 
 
@@ -49,7 +60,7 @@ class AppointmentCancel(StrictSchema):
 class MaintenanceSchedule(StrictSchema):
     vin = fields.String(
         required=True,
-        validate=validate.Regexp(r"^[A-Za-z0-9]{17}$", error="must be 17 letters or digits"),
+        validate=FullMatch(r"^[A-Za-z0-9]{17}$", error="must be 17 letters or digits"),
     )
     position = fields.String(required=True, validate=validate.Length(min=1, max=64))
     starts_at = fields.AwareDateTime(required=True, format="iso", validate=_plausible_time)
@@ -94,15 +105,24 @@ def validate_task(body: object) -> dict:
     return body
 
 
-def has_unstorable_text(value: object) -> bool:
-    """True if value holds a NUL character or a lone surrogate, which no database stores as text."""
-    if isinstance(value, str):
-        return "\x00" in value or (not value.isascii() and _has_surrogate(value))
-    if isinstance(value, dict):
-        return any(has_unstorable_text(key) or has_unstorable_text(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(has_unstorable_text(item) for item in value)
-    return False
+MAX_NESTING = 32  # a task is a few levels deep; far deeper is an attack on the parsers' recursion
+
+
+def unfit_json(value: object) -> str | None:
+    """Why a parsed body cannot be taken as it is (nested too deeply, or text no database stores:
+    NUL or a lone surrogate), or None. Walks the body without recursion."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item or (not item.isascii() and _has_surrogate(item)):
+                return "the body holds a NUL character or an unpaired surrogate"
+        elif isinstance(item, dict | list):
+            if depth > MAX_NESTING:
+                return f"the body is nested deeper than {MAX_NESTING} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 def _has_surrogate(text: str) -> bool:

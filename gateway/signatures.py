@@ -49,10 +49,10 @@ def verify(secrets_: list[str], headers, body: bytes, *, now: float, tolerance: 
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
     if len(webhook_id) > MAX_WEBHOOK_ID:
         raise SignatureError(f"webhook-id is longer than {MAX_WEBHOOK_ID} characters")
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise SignatureError("webhook-timestamp is not unix seconds") from None
+    # Digits only: int() would also take a sign, blanks, underscores and other scripts' digits.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise SignatureError("webhook-timestamp is not unix seconds")
+    sent_at = int(timestamp)
     if abs(now - sent_at) > tolerance:
         raise SignatureError("webhook-timestamp is outside the tolerance window")
     offered = [part.encode() for part in signatures.split(" ") if part.startswith("v1,")]

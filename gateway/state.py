@@ -13,6 +13,7 @@ from gateway.backpressure import Backpressure
 from gateway.clients import KnownClients
 from gateway.config import Settings
 from gateway.overview import Sources
+from gateway.throttle import AuthFailures, Throttle
 from messaging import broker
 from messaging.db import read_only
 from messaging.wakeup import Wakeup
@@ -44,6 +45,8 @@ class GatewayState:
     broker_probe: BrokerProbe
     backpressure: Backpressure
     clients: KnownClients
+    auth_failures: AuthFailures
+    intake: Throttle  # each client's rate of tasks, if limited
     overview_sources: Sources = dataclasses.field(default_factory=Sources)
 
     @property

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 
 from messaging.db import JsonDocument, UtcDateTime
@@ -86,6 +87,13 @@ deliveries = Table(
     Column("delivered_at", UtcDateTime),
     Column("created_at", UtcDateTime, nullable=False),
     Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
+    # Each client's share of undelivered callbacks is counted from this (backpressure).
+    Index(
+        "ix_gateway_deliveries_pending_client",
+        "client_id",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
 )
 
 delivery_attempts = Table(

@@ -28,13 +28,20 @@ MAX_LIMIT = 100
 
 
 def _authorize(session: Session, client_id: str) -> None:
+    """Only with this client's API token; 429 while the source or client id has failed too often."""
+    failures = current_state().auth_failures
+    valid_id = client_id if re.fullmatch(CLIENT_ID, client_id) else None
+    wait = failures.wait_seconds(request.remote_addr, valid_id)
+    if wait is not None:
+        raise Problem(429, "too many failed authentications", headers={"Retry-After": str(wait)})
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if (
         scheme.lower() != "bearer"
         or not token
-        or not re.fullmatch(CLIENT_ID, client_id)
+        or valid_id is None
         or not token_matches(session, client_id, token.strip())
     ):
+        failures.failed(request.remote_addr, valid_id)
         raise Problem(
             401,
             "a valid bearer token of this client is required",
@@ -65,10 +72,9 @@ def get_tasks(client_id: str):
         raise Problem(
             422, "invalid query", errors={"limit": [f"must be an integer from 1 to {MAX_LIMIT}"]}
         ) from None
-    after = _decode_cursor(request.args.get("cursor"))
-
     with Session(current_state().reader) as session:
         _authorize(session, client_id)
+        after = _decode_cursor(request.args.get("cursor"))
         items, last = list_tasks(session, client_id, status=status, limit=limit, after=after)
     next_cursor = _encode_cursor(last) if last else None
     page = {
@@ -115,7 +121,7 @@ def _decode_cursor(cursor: str | None) -> tuple | None:
         if after[0].tzinfo is None:
             raise ValueError("naive time")
         return after
-    except (ValueError, TypeError, AttributeError, binascii.Error):
+    except (ValueError, TypeError, AttributeError, RecursionError, binascii.Error):
         raise Problem(
-            422, "invalid query", errors={"cursor": ["is not a cursor this API returned"]}
+            400, "invalid query", errors={"cursor": ["is not a cursor this API returned"]}
         ) from None

@@ -17,7 +17,7 @@ from gateway.identity import task_uuid as make_task_uuid
 from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
 from gateway.representations import task_representation
-from gateway.schemas import CLIENT_ID, has_unstorable_text, validate_task
+from gateway.schemas import CLIENT_ID, unfit_json, validate_task
 from gateway.state import current_state
 from gateway.store import (
     Acceptance,
@@ -39,17 +39,8 @@ def submit_task(client_id: str):
     if request.mimetype != "application/json":
         raise Problem(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
-
-    # Who is asking: the client as this process last read it (see KnownClients), read again if the
-    # signature does not verify against that.
-    if not re.fullmatch(CLIENT_ID, client_id):
-        raise Problem(401, "unknown client or invalid signature")
-    kept = state.clients.kept(client_id)
-    client = kept or state.clients.refresh(client_id)
-    if client is None:
-        raise Problem(401, "unknown client or invalid signature")
+    client, webhook_id = _authenticated(state, client_id, raw)
     g.known_client = client_id
-    client, webhook_id = _verified_sender(state, client, raw, refresh=kept is not None)
     body = _parsed(raw)
     try:
         task = validate_task(body)
@@ -60,22 +51,18 @@ def submit_task(client_id: str):
     task_uuid = make_task_uuid(state.settings.namespace, client_id, task["task_id"])
     fields = {"task_id": task["task_id"], "task_uuid": str(task_uuid), "client_id": client_id}
     self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
-    refusal = (
-        "the broker is unavailable"
-        if not state.broker_probe.is_up()
-        else state.backpressure.reason_to_refuse()
-    )
+    refusal = _refusal(state, client_id)
     if refusal:
         # A request seen before is answered all the same (its client may be retrying a timeout).
         with single_read(state.engine).connect() as connection:
             stored, replay_of = sender_and_replay(connection, client_id, webhook_id)
         if stored is None:
-            raise Problem(401, "unknown client or invalid signature")
+            raise _unauthenticated(state, client_id)
         if stored != client:
             _verified_sender(state, stored, raw, refresh=False)
         if replay_of is not None:
             return _replayed(state, client_id, replay_of, body)
-        raise Problem(503, refusal, headers=_retry_after(state))
+        raise refusal
     try:
         acceptance = _accept(state, client, raw, task_uuid, task, webhook_id)
     except TaskConflict:
@@ -112,9 +99,52 @@ def _accept(state, client: Client, raw: bytes, task_uuid, task: dict, webhook_id
             return acceptance
         fresh = state.clients.refresh(client.client_id)
         if fresh is None:
-            raise Problem(401, "unknown client or invalid signature")
+            raise _unauthenticated(state, client.client_id)
         client, _ = _verified_sender(state, fresh, raw, refresh=False)
     raise Problem(503, "the client's secrets keep changing; try again", headers=_retry_after(state))
+
+
+def _authenticated(state, client_id: str, raw: bytes) -> tuple[Client, str]:
+    """The client the request is signed by, and its webhook-id. Answers 401 alike whether the
+    client exists or not, and 429 while its source or client id has failed too often."""
+    valid_id = client_id if re.fullmatch(CLIENT_ID, client_id) else None
+    wait = state.auth_failures.wait_seconds(request.remote_addr, valid_id)
+    if wait is not None:
+        raise Problem(429, "too many failed authentications", headers={"Retry-After": str(wait)})
+    # Who is asking: the client as this process last read it (see KnownClients), read again if the
+    # signature does not verify against that.
+    kept = state.clients.kept(client_id)
+    client = kept or (state.clients.refresh(client_id) if valid_id else None)
+    if client is None:  # checked like a client's request, so that the answer does not tell them apart
+        try:
+            _verified_webhook_id([], raw, state.settings.signature_tolerance_seconds)
+        except signatures.SignatureError as error:
+            raise _unauthenticated(state, valid_id, str(error)) from None
+    return _verified_sender(state, client, raw, refresh=kept is not None)
+
+
+def _unauthenticated(state, client_id: str | None, detail: str = "no valid signature") -> Problem:
+    """A 401 for this request, counted against its source and client id."""
+    state.auth_failures.failed(request.remote_addr, client_id)
+    return Problem(401, detail)
+
+
+def _refusal(state, client_id: str) -> Problem | None:
+    """Why a new task of this client cannot be taken now, if it cannot."""
+    if not state.broker_probe.is_up():
+        return Problem(503, "the broker is unavailable", headers=_retry_after(state))
+    reason = state.backpressure.reason_to_refuse()
+    if reason:
+        return Problem(503, reason, headers=_retry_after(state))
+    reason = state.backpressure.client_reason_to_refuse(client_id)
+    if reason:
+        return Problem(429, reason, headers=_retry_after(state))
+    wait = state.intake.take(client_id)
+    if wait is not None:
+        return Problem(
+            429, "this client sends tasks faster than its rate limit", headers={"Retry-After": str(wait)}
+        )
+    return None
 
 
 def _verified_sender(state, client: Client, raw: bytes, *, refresh: bool = True) -> tuple[Client, str]:
@@ -122,23 +152,17 @@ def _verified_sender(state, client: Client, raw: bytes, *, refresh: bool = True)
     verify against the client given and refresh is set (the client was read before this request),
     the stored client is read again."""
     try:
-        return client, _verified_webhook_id(client, raw, state.settings.signature_tolerance_seconds)
+        secrets_ = client.secrets(datetime.now(UTC))
+        return client, _verified_webhook_id(secrets_, raw, state.settings.signature_tolerance_seconds)
     except signatures.SignatureError as error:
         fresh = state.clients.refresh(client.client_id) if refresh else None
         if fresh is None or fresh == client:
-            raise Problem(401, str(error)) from None
+            raise _unauthenticated(state, client.client_id, str(error)) from None
     return _verified_sender(state, fresh, raw, refresh=False)
 
 
-def _verified_webhook_id(client: Client, raw: bytes, tolerance: int) -> str:
-    now = time.time()
-    return signatures.verify(
-        client.secrets(datetime.fromtimestamp(now, UTC)),
-        request.headers,
-        raw,
-        now=now,
-        tolerance=tolerance,
-    )
+def _verified_webhook_id(secrets_: list[str], raw: bytes, tolerance: int) -> str:
+    return signatures.verify(secrets_, request.headers, raw, now=time.time(), tolerance=tolerance)
 
 
 def _parsed(raw: bytes) -> object:
@@ -149,8 +173,9 @@ def _parsed(raw: bytes) -> object:
         raise Problem(400, f"malformed JSON: {error}") from None
     except RecursionError:
         raise Problem(400, "malformed JSON: nested too deeply") from None
-    if has_unstorable_text(body):
-        raise Problem(400, "the body holds a NUL character or an unpaired surrogate")
+    unfit = unfit_json(body)
+    if unfit:
+        raise Problem(400, unfit)
     return body
 
 
