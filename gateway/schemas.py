@@ -197,6 +197,8 @@ class Task(Schema):
     type = fields.String()
     customer_id = fields.String()
     status = fields.String()
+    # Why a `waiting` task waits: unknown_customer, customer_outdated or target_undecided.
+    waiting_reason = fields.String(allow_none=True)
     received_at = fields.AwareDateTime()
     results = fields.List(fields.Nested(Result))
     deliveries = fields.List(fields.Nested(Delivery))

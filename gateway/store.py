@@ -3,34 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     and_,
     bindparam,
+    case,
     delete,
-    exists,
-    insert,
-    literal,
-    null,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gateway.clients import CLIENT_COLUMNS, Client
 from gateway.metrics import RESULTS_RECORDED
-from gateway.tables import ACCEPTED, clients, deliveries, outbox, results, tasks, webhook_ids
+from gateway.tables import (
+    ACCEPTED,
+    clients,
+    customer_order,
+    deliveries,
+    outbox,
+    results,
+    tasks,
+    webhook_ids,
+)
 from messaging import vocabulary
 from messaging.db import (
     Among,
-    Precompiled,
     Transaction,
     dialect_name,
     insert_ignoring_duplicates,
@@ -39,7 +46,7 @@ from messaging.db import (
     utcnow,
 )
 from messaging.envelope import Envelope
-from messaging.outbox import add_to_outbox, outbox_row
+from messaging.outbox import add_to_outbox
 
 
 class TaskConflict(Exception):
@@ -74,9 +81,9 @@ def accept_task(
     webhook_id: str | None = None,
     sender: Client | None = None,
 ) -> Acceptance:
-    """Store the task and its routed message, and remember the request's webhook_id, if given, as
-    leading to this task; in the caller's transaction (the caller commits) or, on PostgreSQL, on a
-    connection in autocommit, for it is all one statement (one round trip).
+    """Store the task with its place in its customer's order and its routed message, and remember
+    the request's webhook_id, if given, as leading to this task; in the caller's transaction (the
+    caller commits, which is when the place counts as taken).
 
     Nothing is stored (and the Acceptance says why) if the webhook_id was seen before (replay_of),
     or if sender, the client as the request was verified against, is no longer the stored one
@@ -85,7 +92,16 @@ def accept_task(
     A task-id seen before with the same content is an idempotent replay (created=False); with
     other content it is a TaskConflict. The unique (client_id, task_id) constraint decides races.
     """
+    if sender is not None or webhook_id is not None:
+        stored, seen = sender_and_replay(connection, client_id, webhook_id or "")
+        if sender is not None and not _same_secrets(stored, sender):
+            return Acceptance(task_uuid, created=False, sender_current=False)
+        if seen is not None:
+            return Acceptance(task_uuid, created=False, replay_of=seen)
     digest = content_digest(task)
+    # The place is taken first: its row lock then orders every accept of this customer, the
+    # new task's insert included. An idempotent replay leaves a gap in the places, which is harmless.
+    place = take_place(connection, client_id, task["customer_id"], upsert=task["type"] == "customer.upsert")
     now = utcnow()
     row = {
         "task_uuid": task_uuid,
@@ -98,39 +114,13 @@ def accept_task(
         "status": ACCEPTED,
         "received_at": now,
         "updated_at": now,
+        "customer_seq": place.seq,
+        "waiting_reason": None,
     }
-    routed = Envelope(
-        type=task["type"],
-        task_id=task["task_id"],
-        task_uuid=task_uuid,
-        client_id=client_id,
-        payload={"customer_id": task["customer_id"], **task["payload"]},
-    )
-    on_postgresql = dialect_name(connection) == "postgresql"
-    if on_postgresql:
-        parameters = {**row, **{f"outbox_{name}": value for name, value in outbox_row(routed).items()}}
-        if webhook_id is not None:
-            parameters["webhook_id"] = webhook_id
-        if sender is not None:
-            parameters.update({f"sender_{name}": getattr(sender, name) for name in SENDER_SECRETS})
-        statement = _ACCEPT[webhook_id is not None, sender is not None]
-        outcome = statement.execute(connection, parameters).one()
-        if not outcome.sender_current:
-            return Acceptance(task_uuid, created=False, sender_current=False)
-        if outcome.seen is not None:
-            return Acceptance(task_uuid, created=False, replay_of=outcome.seen)
-        inserted = outcome.created is not None
+    inserted = insert_ignoring_duplicates(connection, tasks, row)
+    if inserted:
+        add_to_outbox(connection, outbox, [_routed(connection, client_id, task_uuid, task, place)])
     else:
-        if sender is not None or webhook_id is not None:
-            stored, seen = sender_and_replay(connection, client_id, webhook_id or "")
-            if sender is not None and not _same_secrets(stored, sender):
-                return Acceptance(task_uuid, created=False, sender_current=False)
-            if seen is not None:
-                return Acceptance(task_uuid, created=False, replay_of=seen)
-        inserted = insert_ignoring_duplicates(connection, tasks, row)
-        if inserted:
-            add_to_outbox(connection, outbox, [routed])
-    if not inserted:
         existing = connection.scalar(
             select(tasks.c.content_sha256).where(
                 tasks.c.client_id == client_id, tasks.c.task_id == task["task_id"]
@@ -138,11 +128,72 @@ def accept_task(
         )
         if existing != digest:
             raise TaskConflict(task["task_id"])
-    # On PostgreSQL the statement remembered the webhook-id of a new task; that of an idempotent
-    # replay is remembered here (only now is the other content ruled out).
-    if webhook_id is not None and (not inserted or not on_postgresql):
+    if webhook_id is not None:
         remember_webhook_id(connection, client_id, webhook_id, task_uuid)
     return Acceptance(task_uuid, created=inserted)
+
+
+def _routed(connection, client_id: str, task_uuid: uuid.UUID, task: dict, place: Place) -> Envelope:
+    """The task as its context gets it: with its place in the customer's order and, for a
+    cancel, whether the task it cancels was accepted before it."""
+    payload = {"customer_id": task["customer_id"], **task["payload"], "order": place.as_payload()}
+    if task["type"] == "appointment.cancel":
+        payload["target_accepted"] = _accepted_before(
+            connection, client_id, task["payload"]["appointment_task_id"], "appointment.schedule"
+        )
+    return Envelope(
+        type=task["type"], task_id=task["task_id"], task_uuid=task_uuid, client_id=client_id, payload=payload
+    )
+
+
+def _accepted_before(connection, client_id: str, task_id: str, task_type: str) -> bool:
+    found = connection.scalar(
+        select(tasks.c.task_uuid).where(
+            tasks.c.client_id == client_id, tasks.c.task_id == task_id, tasks.c.type == task_type
+        )
+    )
+    return found is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Place:
+    """A task's place in its customer's order: its own number, and that of the last
+    customer.upsert accepted up to it (itself, for an upsert; 0 if none yet)."""
+
+    seq: int
+    upserts: int
+
+    def as_payload(self) -> dict[str, int]:
+        return {"seq": self.seq, "upserts": self.upserts}
+
+
+def take_place(connection, client_id: str, customer_id: str, *, upsert: bool) -> Place:
+    """The next place in the customer's order, held (row lock) until the transaction ends."""
+    statement = _take_place(dialect_name(connection))
+    row = connection.execute(
+        statement, {"client_id": client_id, "customer_id": customer_id, "upsert": upsert}
+    ).one()
+    return Place(row.last_seq, row.last_upsert_seq)
+
+
+@functools.cache
+def _take_place(dialect: str):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert = bindparam("upsert", type_=Boolean)
+    statement = insert(customer_order).values(
+        client_id=bindparam("client_id"),
+        customer_id=bindparam("customer_id"),
+        last_seq=1,
+        last_upsert_seq=case((upsert, 1), else_=0),
+    )
+    following = customer_order.c.last_seq + 1
+    return statement.on_conflict_do_update(
+        index_elements=[customer_order.c.client_id, customer_order.c.customer_id],
+        set_={
+            "last_seq": following,
+            "last_upsert_seq": case((upsert, following), else_=customer_order.c.last_upsert_seq),
+        },
+    ).returning(customer_order.c.last_seq, customer_order.c.last_upsert_seq)
 
 
 # The client's columns a request's signature was verified with.
@@ -153,92 +204,6 @@ def _same_secrets(stored: Client | None, sender: Client) -> bool:
     return stored is not None and all(
         getattr(stored, name) == getattr(sender, name) for name in SENDER_SECRETS
     )
-
-
-def _accept_statement(with_webhook_id: bool, with_sender: bool):
-    """accept_task on PostgreSQL as one statement of data-modifying CTEs: the task row, and if it
-    was new its outbox row and the webhook-id; none of it if the webhook-id was seen before or the
-    sender's secrets changed. Returns the new task's uuid (created), the task the webhook-id led to
-    before (seen) and whether the sender's secrets are those given (sender_current)."""
-    allowed = []
-    outcome = []
-    if with_sender:
-        sender = (
-            select(clients.c.client_id)
-            .where(
-                clients.c.client_id == bindparam("client_id"),
-                *(
-                    clients.c[name].is_not_distinct_from(
-                        bindparam(f"sender_{name}", type_=clients.c[name].type)
-                    )
-                    for name in SENDER_SECRETS
-                ),
-            )
-            .cte("sender")
-        )
-        allowed.append(exists(sender.select()))
-        outcome.append(exists(sender.select()).label("sender_current"))
-    else:
-        outcome.append(literal(True).label("sender_current"))
-    if with_webhook_id:
-        seen = (
-            select(webhook_ids.c.task_uuid)
-            .where(
-                webhook_ids.c.client_id == bindparam("client_id"),
-                webhook_ids.c.webhook_id == bindparam("webhook_id"),
-            )
-            .cte("seen")
-        )
-        allowed.append(~exists(seen.select()))
-        outcome.append(seen.select().scalar_subquery().label("seen"))
-    else:
-        outcome.append(null().label("seen"))
-    accepted = (
-        postgresql.insert(tasks)
-        .from_select(
-            [column.name for column in tasks.columns],
-            select(*(bindparam(column.name, type_=column.type) for column in tasks.columns)).where(*allowed),
-        )
-        .on_conflict_do_nothing()
-        .returning(tasks.c.task_uuid)
-        .cte("accepted")
-    )
-    routed_columns = ["message_id", "exchange", "routing_key", "body", "headers", "created_at"]
-    routed = (
-        insert(outbox)
-        .from_select(
-            routed_columns,
-            select(
-                *(bindparam(f"outbox_{name}", type_=outbox.c[name].type) for name in routed_columns)
-            ).select_from(accepted),
-        )
-        .cte("routed")
-    )
-    statement = select(accepted.select().scalar_subquery().label("created"), *outcome).add_cte(routed)
-    if with_webhook_id:
-        remembered = (
-            postgresql.insert(webhook_ids)
-            .from_select(
-                ["client_id", "webhook_id", "task_uuid", "received_at"],
-                select(
-                    bindparam("client_id"),
-                    bindparam("webhook_id"),
-                    bindparam("task_uuid", type_=tasks.c.task_uuid.type),
-                    bindparam("received_at", type_=tasks.c.received_at.type),
-                ).select_from(accepted),
-            )
-            .on_conflict_do_nothing()
-            .cte("remembered")
-        )
-        statement = statement.add_cte(remembered)
-    return statement
-
-
-_ACCEPT = {
-    (with_webhook_id, with_sender): Precompiled(_accept_statement(with_webhook_id, with_sender))
-    for with_webhook_id in (False, True)
-    for with_sender in (False, True)
-}
 
 
 # Who sends a request, and the task an earlier request with its webhook-id led to: one round trip.
@@ -344,13 +309,14 @@ def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Enve
 _TASKS_OF = select(tasks.c.task_uuid, tasks.c.type, tasks.c.client_id).where(
     Among(tasks.c.task_uuid, "uuids")
 )
+UNDECIDED = (ACCEPTED, vocabulary.WAITING)
 _DECIDE = (
     update(tasks)
     .where(
         Among(tasks.c.task_uuid, "uuids"),
-        tasks.c.status.in_((ACCEPTED, vocabulary.WAITING)),
+        tasks.c.status.in_(UNDECIDED),
     )
-    .values(status=bindparam("decided"), updated_at=bindparam("now"))
+    .values(status=bindparam("decided"), updated_at=bindparam("now"), waiting_reason=None)
 )
 
 
@@ -363,11 +329,11 @@ def record_status(session: Transaction, envelope: Envelope) -> list[Envelope]:
     if task_type is None:
         raise UnknownTask(f"status for unknown task {envelope.task_uuid}")
     if vocabulary.PRIMARY_CONTEXT.get(task_type) == context:
-        # Only from `accepted`: a result that overtook this message has the last word.
+        # Only while undecided: a result that overtook this message has the last word.
         session.execute(
             update(tasks)
-            .where(tasks.c.task_uuid == envelope.task_uuid, tasks.c.status == ACCEPTED)
-            .values(status=status, updated_at=utcnow())
+            .where(tasks.c.task_uuid == envelope.task_uuid, tasks.c.status.in_(UNDECIDED))
+            .values(status=status, waiting_reason=envelope.payload.get("reason"), updated_at=utcnow())
         )
     return []
 
@@ -428,6 +394,7 @@ def _with_results(session: Session, rows) -> list[dict]:
             "type": row.type,
             "customer_id": row.customer_id,
             "status": row.status,
+            "waiting_reason": row.waiting_reason if row.status == vocabulary.WAITING else None,
             "received_at": row.received_at,
             "results": [
                 {

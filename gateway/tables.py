@@ -54,10 +54,27 @@ tasks = Table(
     Column("status", String(16), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The task's place in its customer's order (see customer_order); none for older tasks.
+    Column("customer_seq", Integer),
+    # Why a `waiting` task waits (e.g. unknown_customer, customer_outdated, target_undecided).
+    Column("waiting_reason", String(32)),
     # The idempotency guarantee: one task per client and task-id, whatever the interleaving.
     UniqueConstraint("client_id", "task_id", name="uq_gateway_tasks_client_task"),
     Index("ix_gateway_tasks_client_received", "client_id", "received_at", "task_uuid"),
     Index("ix_gateway_tasks_status_received", "status", "received_at"),
+)
+
+# Per customer of a client: the place of the last task accepted (last_seq) and of the last
+# customer.upsert among them (last_upsert_seq). Taken and raised in each accept transaction, whose
+# row lock makes the places follow the order in which the tasks are accepted.
+customer_order = Table(
+    "gateway_customer_order",
+    metadata,
+    Column("client_id", String(63), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("last_upsert_seq", Integer, nullable=False),
+    PrimaryKeyConstraint("client_id", "customer_id"),
 )
 
 results = Table(

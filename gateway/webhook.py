@@ -27,7 +27,7 @@ from gateway.store import (
     find_task,
     sender_and_replay,
 )
-from messaging.db import accepting, single_read
+from messaging.db import single_read
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -85,11 +85,11 @@ def submit_task(client_id: str):
 
 
 def _accept(state, client: Client, raw: bytes, task_uuid, task: dict, webhook_id: str) -> Acceptance:
-    """accept_task for a request verified against client. On PostgreSQL it is one statement and
-    needs no transaction around it. If the client's secrets changed since it was read, the request
-    is verified again against the stored client, and accepted if it still verifies."""
+    """accept_task for a request verified against client, in one transaction. If the client's
+    secrets changed since it was read, the request is verified again against the stored client,
+    and accepted if it still verifies."""
     for _ in range(3):
-        with accepting(state.engine) as connection:
+        with state.engine.begin() as connection:
             acceptance = accept_task(
                 connection, client.client_id, task_uuid, task, webhook_id=webhook_id, sender=client
             )

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -224,19 +222,6 @@ def single_read(engine: Engine) -> Engine:
     return in_autocommit(engine)
 
 
-@contextlib.contextmanager
-def accepting(engine: Engine) -> Iterator[Connection]:
-    """A connection for a write made of one statement (the webhook's, on PostgreSQL): there in
-    autocommit (see in_autocommit), as one statement is atomic without a transaction around it
-    (no BEGIN and COMMIT round trips); elsewhere in a transaction, committed when the block ends."""
-    if is_postgresql(engine):
-        with in_autocommit(engine).connect() as connection:
-            yield connection
-    else:
-        with engine.begin() as connection:
-            yield connection
-
-
 def _release_after(dialect, name: str, writers: _WriterLock) -> None:
     finish = getattr(dialect, name)
 
@@ -335,89 +320,8 @@ def _connection_of(connection_or_session) -> Connection:
     return connection_or_session.connection()
 
 
-# The dialect Precompiled and _ArrayInsert compile for (making it does not import the driver).
+# The dialect _ArrayInsert compiles for (making it does not import the driver).
 _PSYCOPG = postgresql.psycopg.dialect()
-
-
-class Precompiled:
-    """A statement compiled once for PostgreSQL's psycopg driver and sent through the driver as
-    SQL text: each call skips SQLAlchemy's work per execution of a statement object (its cache
-    key, the compiled cache, building every parameter through the compiled form). For the
-    webhook's statement (26 parameters), alternated 8 x 1,000 tasks: 279-362 us of client CPU
-    per task accepted instead of 334-393. Elsewhere (SQLite, other drivers) the statement is
-    executed as usual.
-
-    Parameters are given by their bind names, as to Connection.execute; those with a value in the
-    statement (literals) keep it, and each passes its type's bind processing (JSON, UTC
-    datetimes). The values it returns are the driver's: no result processing. So it refuses
-    (ValueError, at its first use on psycopg or when asked for its sql) what would need work at
-    each execution: parameters rendered then (expanding IN lists), values computed then
-    (Python-side column defaults, callable parameters) and result columns whose type processes
-    what the driver returns (e.g. UtcDateTime)."""
-
-    def __init__(self, statement):
-        self.statement = statement
-        # Made at the first use on psycopg: building the bind processors of some types (JSON)
-        # imports the driver, which a process on SQLite should not load (some 8 MiB).
-        self._prepared: tuple[str, dict, list] | None = None
-
-    @property
-    def sql(self) -> str:
-        """The SQL text sent; ValueError if the statement cannot be precompiled."""
-        return self._prepare()[0]
-
-    def _prepare(self) -> tuple[str, dict, list]:
-        if self._prepared is None:  # two threads may both make it: the same either way
-            self._prepared = self._compile(self.statement)
-        return self._prepared
-
-    @staticmethod
-    def _compile(statement) -> tuple[str, dict, list]:
-        dialect = _PSYCOPG
-        compiled = statement.compile(dialect=dialect)
-        binds = {name: bind for bind, name in compiled.bind_names.items()}  # one per name used
-        if (
-            compiled.positional
-            or compiled.escaped_bind_names
-            or compiled.post_compile_params
-            or compiled.literal_execute_params
-            or compiled.insert_prefetch
-            or compiled.update_prefetch
-            or any(bind.callable is not None for bind in binds.values())
-        ):
-            raise ValueError("only statements with plain named parameters can be precompiled")
-        processed = [
-            column.name
-            for column in statement.exported_columns
-            if column.type.dialect_impl(dialect).result_processor(dialect, None)
-        ]
-        if processed:
-            raise ValueError(f"the driver's values of {processed} would need result processing")
-        literals = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
-        processors = [
-            (name, process)
-            for name, bind in binds.items()
-            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect))
-        ]
-        return compiled.string, literals, processors
-
-    def execute(self, connection_or_session, parameters: dict):
-        """The statement's result for parameters, on connection_or_session's transaction; a
-        missing parameter or one its type cannot process raises StatementError, as it would from
-        Connection.execute."""
-        connection = _connection_of(connection_or_session)
-        if connection.dialect.driver != "psycopg":
-            return connection.execute(self.statement, parameters)
-        sql, literals, processors = self._prepare()
-        values = {**literals, **parameters}
-        for name, process in processors:
-            try:
-                values[name] = process(values[name])
-            except (KeyError, TypeError, ValueError) as error:
-                raise exc.StatementError(
-                    f"parameter {name!r} is missing or cannot be processed", sql, parameters, error
-                ) from error
-        return connection.exec_driver_sql(sql, values)
 
 
 class _ArrayInsert:

@@ -1,9 +1,14 @@
 """A context's own copy of the customers it needs, fed only by the customers context's events.
 
-Events are applied by version, so a late or repeated event never overwrites a newer one. A task
-for a customer the context has not seen yet is parked (the gateway shows it as `waiting`) and
-handled when the customer's event arrives, in that event's transaction; a sweeper fails it with
-`unknown_customer` if the event does not come in time.
+Events are applied by their place in the customer's order (then version), so a late or repeated
+event never overwrites a newer one. A task is decided only on a copy that reflects every
+customer.upsert accepted before it: a task for a customer the context has not seen yet, or has
+seen only at an older place, is parked (the gateway shows it as `waiting`, with the reason) and
+sent again when the event it needs arrives; a sweeper fails it with `unknown_customer` or
+`customer_outdated` if that does not happen in time.
+
+The same parking serves other waits of a context (park_until / resume): e.g. a cancel waiting
+for the task it cancels to be decided.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    and_,
     bindparam,
     delete,
     func,
+    or_,
     select,
     tuple_,
 )
@@ -61,6 +68,7 @@ class Customer:
     name: str
     email: str
     version: int
+    seq: int = 0  # the place of the customer.upsert this copy reflects (0: from before places)
 
 
 CustomerKey = tuple[str, str]  # (client_id, customer_id)
@@ -82,6 +90,7 @@ class CustomerReplica:
             Column("email", String(320), nullable=False),
             Column("version", Integer, nullable=False),
             Column("updated_at", UtcDateTime, nullable=False),
+            Column("seq", Integer, nullable=False, server_default="0"),
             PrimaryKeyConstraint("client_id", "customer_id"),
         )
         self.parked = Table(
@@ -92,22 +101,46 @@ class CustomerReplica:
             Column("customer_id", String(128), nullable=False),
             Column("envelope", JsonDocument, nullable=False),
             Column("parked_at", UtcDateTime, nullable=False),
+            # What the task waits for: its customer's copy at place `needs` at least (waiting_for
+            # NULL), or what waiting_for names (e.g. "task:<task-id>", decided).
+            Column("waiting_for", String(200)),
+            Column("needs", Integer, nullable=False, server_default="0"),
+            Column("reason", String(32), nullable=False, server_default=vocabulary.UNKNOWN_CUSTOMER),
             Index(f"ix_{context}_parked_customer", "client_id", "customer_id"),
+            Index(f"ix_{context}_parked_waiting_for", "client_id", "waiting_for"),
             Index(f"ix_{context}_parked_at", "parked_at"),
         )
+        # What a task that waited too long for something else than its customer ends with, by reason.
+        self._expiry_answers: dict[str, Callable[[Envelope], Envelope]] = {}
         # Built once: only the parameters change from call to call.
         customers, parked = self.customers, self.parked
         self._find = select(
-            *(customers.c[name] for name in ("client_id", "customer_id", "name", "email", "version"))
+            *(customers.c[name] for name in ("client_id", "customer_id", "name", "email", "version", "seq"))
         ).where(*in_both(customers.c.client_id, customers.c.customer_id))
+        copy_at = (
+            select(customers.c.seq)
+            .where(
+                customers.c.client_id == parked.c.client_id, customers.c.customer_id == parked.c.customer_id
+            )
+            .scalar_subquery()
+        )
         self._unpark_statement = (
             delete(parked)
             # in_both lets the index find the rows; the pair condition keeps exactly the keys.
             .where(
                 *in_both(parked.c.client_id, parked.c.customer_id),
                 tuple_(parked.c.client_id, parked.c.customer_id).in_(bindparam("pairs", expanding=True)),
+                parked.c.waiting_for.is_(None),
+                parked.c.needs <= copy_at,  # the copy has caught up with what the task needs
             )
             .returning(parked.c.client_id, parked.c.customer_id, parked.c.envelope, parked.c.parked_at)
+        )
+        self._resume_statement = (
+            delete(parked)
+            .where(
+                parked.c.client_id == bindparam("client_id"), parked.c.waiting_for == bindparam("waiting_for")
+            )
+            .returning(parked.c.envelope, parked.c.parked_at)
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -158,8 +191,11 @@ class CustomerReplica:
             ready, caused = [], []
             for task in tasks:
                 customer = known.get((task.client_id, task.payload["customer_id"]))
+                _, needs = vocabulary.customer_order(task)
                 if customer is None:
-                    caused.append(self._park(session, task))
+                    caused.append(self._park(session, task, vocabulary.UNKNOWN_CUSTOMER, needs=needs))
+                elif customer.seq < needs:
+                    caused.append(self._park(session, task, vocabulary.CUSTOMER_OUTDATED, needs=needs))
                 else:
                     ready.append((task, customer))
             return caused + (handler(session, ready) if ready else [])
@@ -168,20 +204,59 @@ class CustomerReplica:
         handle.__doc__ = handler.__doc__
         return handle
 
-    def _park(self, session: Transaction, task: Envelope) -> Envelope:
-        """Keep task until its customer is known; returns the status message saying it waits."""
-        customer_id = task.payload["customer_id"]
+    def _park(
+        self,
+        session: Transaction,
+        task: Envelope,
+        reason: str,
+        *,
+        needs: int = 0,
+        waiting_for: str | None = None,
+    ) -> Envelope:
+        """Keep task until what it waits for happens; returns the status message saying it waits."""
         session.execute(
             self.parked.insert().values(
                 message_id=task.message_id,
                 client_id=task.client_id,
-                customer_id=customer_id,
+                customer_id=task.payload["customer_id"],
                 envelope=task.to_body(),
                 parked_at=utcnow(),
+                waiting_for=waiting_for,
+                needs=needs,
+                reason=reason,
             )
         )
-        log.info("parked until customer %s is known", customer_id, extra=task.log_fields)
-        return vocabulary.task_status(task, context=self.context, status=vocabulary.WAITING)
+        log.info("parked: %s", reason, extra={**task.log_fields, "waiting_for": waiting_for, "needs": needs})
+        return vocabulary.task_status(task, context=self.context, status=vocabulary.WAITING, reason=reason)
+
+    # -- other waits ---------------------------------------------------------------------------
+
+    def park_until(self, session: Transaction, task: Envelope, waiting_for: str, reason: str) -> Envelope:
+        """Park task until resume(waiting_for) is called (the caller serializes the two); if that
+        does not happen within the wait timeout, it ends as on_expiry(reason) says."""
+        if reason not in self._expiry_answers:
+            raise ValueError(f"no answer on expiry for {reason!r}: call on_expiry first")
+        return self._park(session, task, reason, waiting_for=waiting_for)
+
+    def on_expiry(self, reason: str, answer: Callable[[Envelope], Envelope]) -> None:
+        """How a task parked with park_until for reason ends if it waits too long (set up when the
+        handlers are built, so that every process's sweeper knows it)."""
+        self._expiry_answers[reason] = answer
+
+    def resume(
+        self, session: Transaction, client_id: str, waiting_for: str, cause: Envelope
+    ) -> list[Envelope]:
+        """The tasks of client_id parked until waiting_for, oldest first, sent again as caused by cause."""
+        rows = session.execute(
+            self._resume_statement, {"client_id": client_id, "waiting_for": waiting_for}
+        ).all()
+        rows.sort(key=lambda row: row.parked_at)
+        resumed = []
+        for row in rows:
+            task = Envelope.from_body(row.envelope)
+            log.info("resuming parked task", extra=task.log_fields)
+            resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=cause.message_id))
+        return resumed
 
     # -- customer events -----------------------------------------------------------------------
 
@@ -224,7 +299,7 @@ class CustomerReplica:
         newest: dict[CustomerKey, Envelope] = {}
         for event in events:
             key = (event.client_id, event.payload["customer_id"])
-            if key not in newest or newest[key].payload["version"] < event.payload["version"]:
+            if key not in newest or _place(newest[key]) < _place(event):
                 newest[key] = event
         if not newest:
             return
@@ -236,6 +311,7 @@ class CustomerReplica:
                 "name": event.payload["name"],
                 "email": event.payload["email"],
                 "version": event.payload["version"],
+                "seq": event.payload.get("seq", 0),
                 "updated_at": now,
             }
             for (client_id, customer_id), event in newest.items()
@@ -262,10 +338,11 @@ class CustomerReplica:
     # -- expiry --------------------------------------------------------------------------------
 
     def fail_expired(self, session: Transaction, timeout: timedelta, limit: int = 100) -> list[Envelope]:
-        """Take tasks parked longer than timeout; returns their `unknown_customer` failures."""
+        """Take tasks parked longer than timeout; returns their results: for a customer's copy, the
+        failure `unknown_customer` or `customer_outdated`, else what on_expiry says."""
         table = self.parked
         query = (
-            select(table.c.message_id, table.c.envelope)
+            select(table.c.message_id, table.c.envelope, table.c.reason)
             .where(table.c.parked_at <= utcnow() - timeout)
             .order_by(table.c.parked_at)
             .limit(limit)
@@ -282,12 +359,23 @@ class CustomerReplica:
             ).scalars()
             taken = set(taken)
             rows = [row for row in rows if row.message_id in taken]
-        failures = []
-        for row in rows:
-            task = Envelope.from_body(row.envelope)
-            log.warning("customer never became known; failing the task", extra=task.log_fields)
-            failures.append(vocabulary.failure(task, context=self.context, reason="unknown_customer"))
-        return failures
+        tasks = [(Envelope.from_body(row.envelope), row.reason) for row in rows]
+        known = self.find_many(session, {(task.client_id, task.payload["customer_id"]) for task, _ in tasks})
+        answers = []
+        for task, reason in tasks:
+            if reason in self._expiry_answers:
+                log.warning("waited too long (%s)", reason, extra=task.log_fields)
+                answers.append(self._expiry_answers[reason](task))
+                continue
+            outdated = (task.client_id, task.payload["customer_id"]) in known
+            reason = vocabulary.CUSTOMER_OUTDATED if outdated else vocabulary.UNKNOWN_CUSTOMER
+            log.warning(
+                "the customer's copy did not catch up in time (%s); failing the task",
+                reason,
+                extra=task.log_fields,
+            )
+            answers.append(vocabulary.failure(task, context=self.context, reason=reason))
+        return answers
 
     def seconds_to_next_expiry(self, session: Transaction, timeout: timedelta) -> float | None:
         oldest = session.scalar(select(func.min(self.parked.c.parked_at)))
@@ -296,16 +384,22 @@ class CustomerReplica:
         return max(0.0, (oldest + timeout - utcnow()).total_seconds())
 
 
+def _place(event: Envelope) -> tuple[int, int]:
+    """Which of two customer events is newer: the later place in the order, then the later version."""
+    return event.payload.get("seq", 0), event.payload["version"]
+
+
 @functools.cache
 def _upsert_newer(dialect: str, table: Table):
     """INSERT ... ON CONFLICT DO UPDATE for a replica's customers: a row is overwritten only by a
-    newer version of it."""
+    newer one (see _place)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(table)
+    new = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[table.c.client_id, table.c.customer_id],
-        set_={name: statement.excluded[name] for name in ("name", "email", "version", "updated_at")},
-        where=table.c.version < statement.excluded.version,
+        set_={name: new[name] for name in ("name", "email", "version", "seq", "updated_at")},
+        where=or_(table.c.seq < new.seq, and_(table.c.seq == new.seq, table.c.version < new.version)),
     ).returning(table.c.customer_id)
 
 

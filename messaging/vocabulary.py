@@ -37,6 +37,10 @@ TASK_RESULT = "task.result"
 # A context's word on a task that is not a result: e.g. it is parked until its customer is known.
 TASK_STATUS = "task.status"
 WAITING = "waiting"
+# Why a task waits (and, if it waits too long, why it fails).
+UNKNOWN_CUSTOMER = "unknown_customer"  # the context has not seen the customer yet
+CUSTOMER_OUTDATED = "customer_outdated"  # its copy is older than an upsert accepted before the task
+TARGET_UNDECIDED = "target_undecided"  # a cancel whose target task is accepted but not yet decided
 
 SUCCEEDED = "succeeded"
 REJECTED = "rejected"
@@ -82,6 +86,16 @@ def failure(cause: Envelope, *, context: str, reason: str) -> Envelope:
     )
 
 
-def task_status(cause: Envelope, *, context: str, status: str) -> Envelope:
-    """Tell the gateway where a task stands (e.g. waiting) without producing a result."""
-    return cause.caused(TASK_STATUS, {"context": context, "status": status})
+def task_status(cause: Envelope, *, context: str, status: str, reason: str | None = None) -> Envelope:
+    """Tell the gateway where a task stands (e.g. waiting, and why) without producing a result."""
+    payload = {"context": context, "status": status}
+    if reason is not None:
+        payload["reason"] = reason
+    return cause.caused(TASK_STATUS, payload)
+
+
+def customer_order(task: Envelope) -> tuple[int, int]:
+    """A task's place in its customer's order as the gateway accepted it: (its own number, the
+    number of the last customer.upsert up to it); (0, 0) for a task routed without one."""
+    order = task.payload.get("order") or {}
+    return order.get("seq", 0), order.get("upserts", 0)

@@ -8,10 +8,17 @@ from sqlalchemy import bindparam, select, update
 from uuid6 import uuid7
 
 from contexts.appointment import model
-from contexts.appointment.tables import ACTIVE, CANCELED, appointments, replica, resources
+from contexts.appointment.tables import ACTIVE, CANCELED, appointments, decided_schedules, replica, resources
 from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
-from messaging.db import Transaction, lock_row, utcnow
+from messaging.db import (
+    Transaction,
+    insert_ignoring_duplicates,
+    lock_row,
+    serialize_on,
+    serialize_on_many,
+    utcnow,
+)
 from messaging.envelope import Envelope
 from messaging.replica import Customer, CustomerBatchHandler, CustomerTaskHandler
 
@@ -44,13 +51,24 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
 
     def schedule_appointment(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
         """appointment.schedule: book the slot unless a rule forbids it."""
-        _lock_resources(session, [task])
-        return book(session, task, customer)
+        return schedule_appointments(session, [(task, customer)])
 
     def schedule_appointments(session: Transaction, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
-        """appointment.schedule for a batch, in order, with the effects of one task at a time."""
-        _lock_resources(session, [task for task, _ in ready])
-        return [caused for task, customer in ready for caused in book(session, task, customer)]
+        """appointment.schedule for a batch, in order, with the effects of one task at a time.
+        Each decision resumes the cancels that wait for it."""
+        tasks = [task for task, _ in ready]
+        _lock_resources(session, tasks)
+        serialize_on_many(session, [_decision_key(task.client_id, task.task_id) for task in tasks])
+        caused = []
+        for task, customer in ready:
+            caused += book(session, task, customer)
+            insert_ignoring_duplicates(
+                session,
+                decided_schedules,
+                {"client_id": task.client_id, "task_id": task.task_id, "decided_at": utcnow()},
+            )
+            caused += replica.resume(session, task.client_id, _waiting_for(task.task_id), cause=task)
+        return caused
 
     def book(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
         existing = _appointment_of(session, task.client_id, task.task_id)
@@ -148,9 +166,20 @@ _APPOINTMENT_OF = select(appointments).where(
 )
 
 
+def _decision_key(client_id: str, task_id: str) -> tuple[str, ...]:
+    """What a schedule's decision and a cancel of it serialize on (one waits for the other)."""
+    return (CONTEXT, "schedule", client_id, task_id)
+
+
+def _waiting_for(task_id: str) -> str:
+    return f"task:{task_id}"
+
+
 def cancel_appointment(session: Transaction, task: Envelope) -> list[Envelope]:
-    """appointment.cancel: cancel the active appointment that appointment_task_id booked."""
+    """appointment.cancel: cancel the active appointment that appointment_task_id booked. If that
+    schedule was accepted (the gateway says) but is not decided yet, the cancel waits for it."""
     target = task.payload["appointment_task_id"]
+    serialize_on(session, *_decision_key(task.client_id, target))
     canceled = session.execute(
         update(appointments)
         .where(
@@ -163,15 +192,9 @@ def cancel_appointment(session: Transaction, task: Envelope) -> list[Envelope]:
         .returning(appointments.c.appointment_id)
     ).first()
     if canceled is None:
-        return [
-            vocabulary.result(
-                task,
-                context=CONTEXT,
-                outcome="appointment.rejected",
-                status=vocabulary.REJECTED,
-                result={"reason": "not_found"},
-            )
-        ]
+        if task.payload.get("target_accepted") and not _decided(session, task.client_id, target):
+            return [replica.park_until(session, task, _waiting_for(target), vocabulary.TARGET_UNDECIDED)]
+        return [_not_found(task)]
     appointment_id = str(canceled.appointment_id)
     event = task.caused(
         vocabulary.APPOINTMENT_CANCELED,
@@ -189,6 +212,29 @@ def cancel_appointment(session: Transaction, task: Envelope) -> list[Envelope]:
         result={"appointment_id": appointment_id},
     )
     return [event, result]
+
+
+def _not_found(task: Envelope) -> Envelope:
+    return vocabulary.result(
+        task,
+        context=CONTEXT,
+        outcome="appointment.rejected",
+        status=vocabulary.REJECTED,
+        result={"reason": "not_found"},
+    )
+
+
+def _decided(session: Transaction, client_id: str, task_id: str) -> bool:
+    return session.execute(_DECIDED, {"client_id": client_id, "task_id": task_id}).first() is not None
+
+
+_DECIDED = select(decided_schedules.c.task_id).where(
+    decided_schedules.c.client_id == bindparam("client_id"),
+    decided_schedules.c.task_id == bindparam("task_id"),
+)
+
+# A cancel still waiting for its schedule when the wait times out: nothing to cancel.
+replica.on_expiry(vocabulary.TARGET_UNDECIDED, _not_found)
 
 
 def build_handlers(limits: model.Limits) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:

@@ -46,6 +46,17 @@ resources = Table(
     PrimaryKeyConstraint("client_id", "resource_id"),
 )
 
+# Every appointment.schedule decided here (booked or rejected): a cancel of a schedule that is
+# accepted but not in this table yet waits for it.
+decided_schedules = Table(
+    "appointment_decided_schedules",
+    metadata,
+    Column("client_id", String(63), nullable=False),
+    Column("task_id", String(128), nullable=False),
+    Column("decided_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("client_id", "task_id"),
+)
+
 replica = CustomerReplica(metadata, "appointment")
 inbox = make_inbox_table(metadata, "appointment")
 outbox = make_outbox_table(metadata, "appointment")

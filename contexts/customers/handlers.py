@@ -22,17 +22,22 @@ def upsert_customer(session: Transaction, task: Envelope) -> list[Envelope]:
 def upsert_customers(session: Transaction, batch: list[Envelope]) -> list[Envelope]:
     """upsert_customer for many tasks, in their order, with the effects of one by one: the
     customers they name locked in one statement (in a fixed order, so that batches of two
-    workers cannot deadlock), then one insert of the new ones and one update per changed one."""
+    workers cannot deadlock), then one insert of the new ones and one update per changed one.
+
+    An upsert accepted before the one whose state is stored changes nothing (its result says
+    `superseded`); every other one is published with its place in the customer's order, also
+    when the data stay the same, so that the other contexts' copies know they are current."""
     keys = {(task.client_id, task.payload["customer_id"]) for task in batch}
     stored = _load_for_update(session, keys)
     current = dict(stored)
-    changed_by: dict[tuple[str, str], Envelope] = {}  # the task that made the newest version
+    changed_by: dict[tuple[str, str], Envelope] = {}  # the task that made the newest state
     messages = []
     for task in batch:
         key = (task.client_id, task.payload["customer_id"])
-        decision = model.upsert(current.get(key), key[1], task.payload["name"], task.payload["email"])
+        seq, _ = vocabulary.customer_order(task)
+        decision = model.upsert(current.get(key), key[1], task.payload["name"], task.payload["email"], seq)
         customer = decision.customer
-        if decision.changed:
+        if customer != current.get(key):
             current[key] = customer
             changed_by[key] = task
             messages.append(
@@ -43,16 +48,16 @@ def upsert_customers(session: Transaction, batch: list[Envelope]) -> list[Envelo
                         "name": customer.name,
                         "email": customer.email,
                         "version": customer.version,
+                        "seq": customer.seq,
                     },
                 )
             )
+        result = {"customer_id": customer.customer_id, "version": customer.version}
+        if decision.superseded:
+            result["superseded"] = True
         messages.append(
             vocabulary.result(
-                task,
-                context=CONTEXT,
-                outcome=decision.outcome,
-                status=vocabulary.SUCCEEDED,
-                result={"customer_id": customer.customer_id, "version": customer.version},
+                task, context=CONTEXT, outcome=decision.outcome, status=vocabulary.SUCCEEDED, result=result
             )
         )
     _save(session, changed_by, current, new={key for key in changed_by if key not in stored})
@@ -69,7 +74,7 @@ def _load_for_update(
     for row in session.execute(_LOCKED, both_of(keys)):
         if (row.client_id, row.customer_id) in keys:
             found[row.client_id, row.customer_id] = model.Customer(
-                row.customer_id, row.name, row.email, row.version
+                row.customer_id, row.name, row.email, row.version, row.seq
             )
     return found
 
@@ -89,6 +94,7 @@ def _save(
             "name": current[client_id, customer_id].name,
             "email": current[client_id, customer_id].email,
             "version": current[client_id, customer_id].version,
+            "seq": current[client_id, customer_id].seq,
             "updated_at": now,
             "last_task_id": task.task_id,
             "last_task_uuid": task.task_uuid,
@@ -120,12 +126,13 @@ _LOCKED = (
         customers.c.name,
         customers.c.email,
         customers.c.version,
+        customers.c.seq,
     )
     .where(*in_both(customers.c.client_id, customers.c.customer_id))
     .order_by(customers.c.client_id, customers.c.customer_id)
     .with_for_update()
 )
-_UPDATED = ("name", "email", "version", "updated_at", "last_task_id", "last_task_uuid")
+_UPDATED = ("name", "email", "version", "seq", "updated_at", "last_task_id", "last_task_uuid")
 _UPDATE = (
     update(customers)
     .where(
@@ -156,6 +163,7 @@ def current_state(session: Transaction) -> list[Envelope]:
                 "name": row.name,
                 "email": row.email,
                 "version": row.version,
+                "seq": row.seq,
             },
         )
         for row in rows

@@ -19,6 +19,8 @@ customers = Table(
     Column("email", String(320), nullable=False),
     Column("version", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The place of the upsert whose state this is, in the customer's order of accepted tasks.
+    Column("seq", Integer, nullable=False, server_default="0"),
     # The task that made this version: snapshots of the customer are tagged with it.
     Column("last_task_id", String(128)),
     Column("last_task_uuid", Uuid),

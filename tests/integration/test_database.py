@@ -46,8 +46,8 @@ def test_a_database_is_migrated_apart_without_loading_alembic_here(tmp_path):
 
 
 def test_what_serve_and_worker_import_loads_no_postgresql_driver():
-    """On SQLite a process does without psycopg (some 8 MiB of RSS): statements made for it are
-    prepared at their first use there, not at import (see messaging.db.Precompiled)."""
+    """On SQLite a process does without psycopg (some 8 MiB of RSS): nothing imports it before a
+    PostgreSQL engine is made."""
     script = (
         "import sys\n"
         "import taskgate.cli\n"  # all that serve and worker import

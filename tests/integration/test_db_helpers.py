@@ -1,21 +1,18 @@
 """The database helpers of the hot paths, on SQLite and PostgreSQL: insert_many_ignoring_duplicates
 (rows in their order, duplicates left out, the primary keys of those inserted; on PostgreSQL one
-SQL text whatever the batch's size), insert_many (one statement for a batch on PostgreSQL),
-Precompiled statements and the connections of one-statement writes and reads."""
+SQL text whatever the batch's size), insert_many (one statement for a batch on PostgreSQL) and
+the connections of single reads."""
 
 import uuid
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import bindparam, event, insert, literal, select
-from sqlalchemy.exc import DataError, IntegrityError, StatementError
+from sqlalchemy import event, select
+from sqlalchemy.exc import DataError, IntegrityError
 
-from contexts.survey.tables import invitations, outbox
+from contexts.survey.tables import invitations
 from gateway.tables import clients, deliveries
 from messaging.db import (
-    JsonDocument,
-    Precompiled,
-    accepting,
     insert_many,
     insert_many_ignoring_duplicates,
     make_engine,
@@ -96,19 +93,16 @@ def test_a_value_too_long_for_its_column_fails_the_batch_instead_of_being_cut_sh
         engine.dispose()
 
 
-def test_one_statement_writes_and_reads_use_connections_kept_in_autocommit(postgres_database):
-    """PostgreSQL: the webhook's write and the single reads run in autocommit on connections of
-    their own, not on the engine's connections switched to autocommit at each checkout and back
-    at each return (which costs about a fifth of the webhook's write)."""
+def test_single_reads_use_connections_kept_in_autocommit(postgres_database):
+    """PostgreSQL: the single reads run in autocommit on connections of their own, not on the
+    engine's connections switched to autocommit at each checkout and back at each return."""
     postgres_database.empty()
     engine = make_engine(postgres_database.url)
     try:
         register_client(engine)
-        with accepting(engine) as connection:
+        with single_read(engine).connect() as connection:
             raw = connection.connection.driver_connection
             assert raw.autocommit
-        with single_read(engine).connect() as connection:
-            assert connection.connection.driver_connection is raw
             assert connection.execute(select(clients.c.client_id)).scalars().all() == ["acme"]
         assert raw.autocommit  # left as it was on its return to the pool
         with engine.connect() as connection:  # the engine's own are in transactions
@@ -141,86 +135,6 @@ def test_insert_many_writes_a_batch_in_its_order_in_one_statement(engine):
     with pytest.raises(IntegrityError), engine.begin() as connection:
         insert_many(connection, invitations, again)
     assert len(stored(engine)) == len(batch)
-
-
-def test_a_precompiled_statement_writes_what_the_statement_writes(engine):
-    """Literals keep their values and parameters get their types' processing (JSON, UTC
-    datetimes), as when SQLAlchemy executes the statement itself; on PostgreSQL in a session
-    whose time zone is not UTC."""
-    given = ("message_id", "routing_key", "body", "headers", "created_at")
-    statement = insert(outbox).values(
-        exchange=literal("taskgate.results"), **{name: bindparam(name) for name in given}
-    )
-    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=9)))
-    rows = [
-        {
-            "message_id": uuid.uuid4(),
-            "routing_key": "survey.done",
-            "body": {"a": [1, "b"]},
-            "headers": {},
-            "created_at": at,
-        }
-        for _ in range(2)
-    ]
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.exec_driver_sql("SET TIME ZONE 'Asia/Tokyo'")
-        connection.execute(statement, rows[0])
-        Precompiled(statement).execute(connection, rows[1])
-    with engine.connect() as connection:
-        stored = connection.execute(select(outbox).order_by(outbox.c.id)).mappings().all()
-    assert [row["message_id"] for row in stored] == [row["message_id"] for row in rows]
-    first, second = ({k: v for k, v in row.items() if k not in ("id", "message_id")} for row in stored)
-    assert first == second
-    assert second["exchange"] == "taskgate.results" and second["body"] == {"a": [1, "b"]}
-    assert second["created_at"] == at and second["created_at"].tzinfo == UTC
-
-
-def test_a_precompiled_statement_refuses_parameters_it_cannot_process(postgres_database):
-    postgres_database.empty()
-    engine = make_engine(postgres_database.url)
-    statement = insert(outbox).values(
-        exchange="x", routing_key="y", headers={}, created_at=bindparam("at"), message_id=bindparam("id")
-    )
-    try:
-        with pytest.raises(StatementError, match="'body' is missing"), engine.begin() as connection:
-            Precompiled(statement.values(body=bindparam("body"))).execute(connection, {"id": uuid.uuid4()})
-        with pytest.raises(StatementError, match="'at'"), engine.begin() as connection:
-            naive = datetime(2030, 1, 2)  # UtcDateTime takes only aware datetimes
-            Precompiled(statement.values(body={})).execute(connection, {"id": uuid.uuid4(), "at": naive})
-    finally:
-        engine.dispose()
-
-
-def test_a_precompiled_statement_is_sent_as_text_on_postgresql(postgres_database):
-    postgres_database.empty()
-    engine = make_engine(postgres_database.url)
-    compiled = []
-    event.listen(engine, "before_cursor_execute", lambda *args: compiled.append(args[4].compiled))
-    try:
-        with engine.connect() as connection:
-            Precompiled(select(bindparam("n", type_=JsonDocument))).execute(connection, {"n": 1}).one()
-        assert compiled == [None]  # nothing compiled by SQLAlchemy at execution
-    finally:
-        engine.dispose()
-
-
-def test_statements_that_need_work_at_each_execution_are_not_precompiled():
-    """Parameters rendered or values computed at execution, results the driver's values of which
-    a type would process."""
-    refused = {
-        "plain named parameters": [
-            select(clients).where(clients.c.client_id.in_(bindparam("ids", expanding=True))),
-            select(clients).limit(bindparam("n", literal_execute=True)),
-            select(bindparam("now", callable_=lambda: datetime.now(UTC))),
-            insert(deliveries).values(result_id=bindparam("id")),  # deliveries.attempts: default=0
-        ],
-        "result processing": [select(deliveries.c.created_at)],
-    }
-    for reason, statements in refused.items():
-        for statement in statements:
-            with pytest.raises(ValueError, match=reason):
-                assert Precompiled(statement).sql
 
 
 def test_the_array_insert_refuses_rows_without_a_column_whose_default_is_python_side(postgres_database):

@@ -7,13 +7,13 @@ import logging
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from gateway import create_app, signatures
 from gateway.clients import ClientError, add_client, rotate_secret
 from gateway.tables import clients, tasks
-from messaging.db import in_autocommit, utcnow
+from messaging.db import utcnow
 from tests.conftest import make_settings
 from tests.factories import register_client, signed, upsert_task, wait_for
 from tests.integration.conftest import CALLBACK_URL
@@ -76,33 +76,6 @@ def test_a_rotation_takes_effect_at_once_where_the_webhook_has_met_the_client(ap
     ]
     with Session(engine) as session:
         assert set(session.scalars(select(tasks.c.task_id))) == {"T-1", "T-3", "T-4", "T-5"}
-
-
-def test_a_task_from_a_client_the_webhook_has_met_is_accepted_in_one_statement(postgres_database):
-    """PostgreSQL: task, outbox row and webhook-id in one statement, checked against the client's
-    secrets as kept, in autocommit (no transaction of its own around it)."""
-    postgres_database.empty()
-    no_backpressure = dict.fromkeys(
-        ("max_outbox_backlog", "max_undelivered_callbacks", "max_unfinished_tasks"), 0
-    )
-    app = create_app(make_settings(postgres_database.url, **no_backpressure))  # no counts in between
-    engine = app.extensions["taskgate"].engine
-    try:
-        secret = register_client(engine)["signing_secret"]
-        http = app.test_client()
-        raw, headers = signed(secret, upsert_task("T-1"), webhook_id="msg_1")
-        assert http.post(URL, data=raw, headers=headers).status_code == 202  # meets the client
-        seen = []
-        for used in (engine, in_autocommit(engine)):  # the second: the one-statement writes'
-            event.listen(used, "before_cursor_execute", lambda _c, _cur, sql, *_: seen.append(sql))
-            event.listen(used, "commit", lambda connection: seen.append("COMMIT"))
-        raw, headers = signed(secret, upsert_task("T-2"), webhook_id="msg_2")
-        assert http.post(URL, data=raw, headers=headers).status_code == 202
-        [statement] = seen
-        assert statement.lstrip().startswith("WITH sender AS")
-        assert count_tasks(engine) == 2
-    finally:
-        engine.dispose()
 
 
 def test_the_webhook_id_of_an_idempotent_replay_is_remembered_too(app, engine):

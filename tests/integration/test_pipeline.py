@@ -88,9 +88,10 @@ def test_customer_changes_are_published_as_versioned_events_with_the_email(
         "name": "Ada Lovelace",
         "email": "ada@example.com",
         "version": 1,
+        "seq": 1,  # its place in the customer's order of accepted tasks
     }
     assert second["payload"]["email"] == "ada@lovelace.org"
-    assert second["payload"]["version"] == 2
+    assert (second["payload"]["version"], second["payload"]["seq"]) == (2, 2)
     assert received[1].headers["x-task-id"] == "T-1002"
     assert received[1].headers["x-causation-id"]
 

@@ -51,6 +51,7 @@ def test_a_task_is_stored_with_its_routed_message(engine):
         "customer_id": "C-42",
         "name": "Ada Lovelace",
         "email": "ada@example.com",
+        "order": {"seq": 1, "upserts": 1},  # the customer's first task, an upsert
     }
     assert stored["status"] == "accepted"
     assert stored["task_uuid"] == acceptance.task_uuid
