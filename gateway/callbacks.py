@@ -29,7 +29,7 @@ import requests
 from sqlalchemy import Engine, and_, bindparam, exc, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
-from gateway import signatures
+from gateway import callback_http, signatures
 from gateway.clients import Client
 from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
@@ -41,7 +41,11 @@ from messaging.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 RESPONSE_BODY_LIMIT = 4096
+# Attempts of a leased chunk start within this many seconds of the lease.
 LEASE_MARGIN_SECONDS = 30
+# What an attempt may take beyond its deadline: looking up the callback host (which the deadline
+# cannot cut short), then recording the attempt.
+LEASE_SLACK_SECONDS = 10
 # A callback thread takes up to this many due deliveries of one client per lease and attempts them
 # one after another on its keep-alive connection: one lease transaction for several deliveries.
 CHUNK_SIZE = 8
@@ -99,9 +103,10 @@ class CallbackDispatcher:
         self.idle_interval = idle_interval
         self.linger = linger
         self.rng = rng or random.Random()
-        # An attempt lasts at most about two timeouts (connect and headers, then one body read past
-        # its deadline); the lease outlasts that, so nobody else takes the delivery meanwhile.
-        self.lease = timedelta(seconds=3 * timeout + LEASE_MARGIN_SECONDS)
+        # An attempt ends by its deadline, one timeout after it starts, give or take the slack, and
+        # starts within the margin: the lease outlasts every attempt of the chunk, so nobody else
+        # takes the delivery meanwhile.
+        self.lease = timedelta(seconds=LEASE_MARGIN_SECONDS + timeout + LEASE_SLACK_SECONDS)
         # PostgreSQL: other dispatchers may hold (and so hide) some of the due rows for a moment.
         self._competing = is_postgresql(engine)
         self._due_window = _due_query(for_update=self._competing, windowed=True)
@@ -115,14 +120,15 @@ class CallbackDispatcher:
         self._recorder = GroupCommit(self._write_attempts)
 
     def run(self, stop: threading.Event) -> None:
-        """Lease and attempt due deliveries until stop; in-flight attempts finish before it returns."""
+        """Lease and attempt due deliveries until stop; in-flight attempts (no more) finish before it
+        returns."""
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback") as pool:
             while not stop.is_set():
                 try:
                     leased_at = time.monotonic()
                     leased = self._lease_due()
                     for chunk in leased:
-                        pool.submit(self._attempt_and_release, chunk, leased_at)
+                        pool.submit(self._attempt_and_release, chunk, leased_at, stop)
                 except Exception:
                     log.exception("callback dispatch failed; retrying")
                     stop.wait(1.0)
@@ -141,10 +147,12 @@ class CallbackDispatcher:
             attempted += 1
         return attempted
 
-    def _attempt_and_release(self, chunk: list, leased_at: float) -> None:
+    def _attempt_and_release(
+        self, chunk: list, leased_at: float, stop: threading.Event | None = None
+    ) -> None:
         """Attempt a leased chunk (one client's) in order, then free its place once every attempt
-        is recorded. An attempt only starts while the lease surely outlasts it; what is left over
-        (or follows a failure to record) goes back when its lease runs out.
+        is recorded. An attempt only starts while the lease surely outlasts it, and not once stop
+        is set; what is left over (or follows a failure to record) goes back when its lease runs out.
 
         A thread does not wait for each record before the next attempt: the records go with the
         next group commit, and the thread waits for them all at the end of the chunk.
@@ -153,6 +161,8 @@ class CallbackDispatcher:
         try:
             for row in chunk:
                 if time.monotonic() - leased_at > LEASE_MARGIN_SECONDS:
+                    break
+                if stop is not None and stop.is_set():
                     break
                 if any(record.failed for record in records):
                     break
@@ -241,6 +251,8 @@ class CallbackDispatcher:
     def _http(self) -> requests.Session:
         if not hasattr(self._sessions, "http"):
             session = requests.Session()
+            session.mount("http://", callback_http.CallbackAdapter())
+            session.mount("https://", callback_http.CallbackAdapter())
             read_environment_once(session)
             self._sessions.http = session
         return self._sessions.http
@@ -281,16 +293,20 @@ class CallbackDispatcher:
         headers["User-Agent"] = "taskgate"
         attempt = Attempt(attempted_at=now)
         started = time.monotonic()
+        deadline = started + self.timeout
         try:
             check_callback_url(row.callback_url, allow_private=self.allow_private)
-            with self._post(row.callback_url, body, headers) as response:
+            with callback_http.deadline(deadline), self._post(row.callback_url, body, headers) as response:
                 attempt.status_code = response.status_code
                 attempt.retry_after = response.headers.get("Retry-After")
-                attempt.response_body = _read_some(response, deadline=started + self.timeout)
+                attempt.response_body = _read_some(response)
         except UnsafeURL as error:
             attempt.error = str(error)
         except requests.RequestException as error:
-            attempt.error = _redact(f"{type(error).__name__}: {error}", row.callback_url)[:1000]
+            if time.monotonic() >= deadline:  # whatever broke off, the deadline did
+                attempt.error = f"the attempt took longer than {self.timeout:g} s"
+            else:
+                attempt.error = _redact(f"{type(error).__name__}: {error}", row.callback_url)[:1000]
         except Exception as error:  # whatever happened, the attempt is recorded and the schedule moves on
             log.exception(
                 "callback attempt broke", extra={"task_id": row.task_id, "task_uuid": str(row.task_uuid)}
@@ -570,15 +586,10 @@ def _as_is(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
-def _read_some(response: requests.Response, deadline: float) -> str:
-    """Up to RESPONSE_BODY_LIMIT bytes of the answer, read a byte at a time from the buffer so that
-    an endpoint trickling its body cannot hold the attempt past its deadline (plus one read)."""
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=1):
-        body += chunk
-        if len(body) >= RESPONSE_BODY_LIMIT or time.monotonic() > deadline:
-            break
-    return _storable(bytes(body).decode("utf-8", errors="replace"))
+def _read_some(response: requests.Response) -> str:
+    """Up to RESPONSE_BODY_LIMIT bytes of the answer (the attempt's deadline bounds the reading)."""
+    body = next(response.iter_content(chunk_size=RESPONSE_BODY_LIMIT), b"")
+    return _storable(body.decode("utf-8", errors="replace"))
 
 
 def _storable(text: str) -> str:
