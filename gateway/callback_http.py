@@ -1,9 +1,10 @@
-"""HTTP for callbacks: an attempt ends by one deadline however slowly the endpoint answers.
+"""HTTP for callbacks: an attempt connects to the address its URL was checked for, and ends by one
+deadline however slowly the endpoint answers.
 
-The deadline is set per thread around an attempt: each callback thread has its own session and
-makes one attempt at a time. CallbackAdapter, mounted on such a session, applies it through
-requests' and urllib3's extension points; it leaves send() alone, which the tests' stubs (the
-responses library) replace.
+Both are set per thread around an attempt (`pinned`, `deadline`): each callback thread has its own
+session and makes one attempt at a time. CallbackAdapter, mounted on such a session, applies them
+through requests' and urllib3's extension points; it leaves send() alone, which the tests' stubs
+(the responses library) replace.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -31,6 +33,17 @@ def deadline(at: float) -> Iterator[None]:
         _attempt.deadline = None
 
 
+@contextlib.contextmanager
+def pinned(address: str | None) -> Iterator[None]:
+    """Within it, this thread's callback requests connect to address (None: to what the host
+    resolves to at connect time)."""
+    _attempt.address = address
+    try:
+        yield
+    finally:
+        _attempt.address = None
+
+
 def _time_left() -> float | None:
     """Seconds left until this thread's deadline (None: no deadline); TimeoutError once it passed."""
     at = getattr(_attempt, "deadline", None)
@@ -43,7 +56,7 @@ def _time_left() -> float | None:
 
 
 class CallbackAdapter(requests.adapters.HTTPAdapter):
-    """Pools whose connections keep to the deadline."""
+    """Pools whose connections keep to the deadline, keyed on the pinned address when there is one."""
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -55,6 +68,29 @@ class CallbackAdapter(requests.adapters.HTTPAdapter):
         if not proxy.lower().startswith("socks"):  # SOCKS pools have connection classes of their own
             manager.pool_classes_by_scheme = _POOL_CLASSES
         return manager
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        address = getattr(_attempt, "address", None)
+        if address is not None:
+            # Connect to the checked address; TLS still sends the host name (SNI) and checks the
+            # certificate against it. The name stays in the pool's key for plain http as well
+            # (urllib3 leaves it out of http pools themselves), so a connection kept alive for
+            # one host is never used for another host with the same address.
+            pool_kwargs["server_hostname"] = host_params["host"]
+            host_params["host"] = address
+        return host_params, pool_kwargs
+
+    def add_headers(self, request, **kwargs) -> None:
+        if getattr(_attempt, "address", None) is not None:  # else http.client names the address
+            request.headers["Host"] = _host_header(request.url)
+
+
+def _host_header(url: str) -> str:
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default_port = 443 if parts.scheme == "https" else 80
+    return host if parts.port in (None, default_port) else f"{host}:{parts.port}"
 
 
 class _KeepsToDeadline:

@@ -33,7 +33,7 @@ from gateway import callback_http, signatures
 from gateway.clients import Client
 from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
-from gateway.urls import UnsafeURL, check_callback_url
+from gateway.urls import UnsafeURL, resolve_callback_target
 from messaging.db import Among, insert_many, is_postgresql, utcnow
 from messaging.group_commit import GroupCommit, Ticket
 from messaging.wakeup import Wakeup
@@ -257,24 +257,34 @@ class CallbackDispatcher:
             self._sessions.http = session
         return self._sessions.http
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
-        """POST body to url on this thread's keep-alive connection, not following redirects.
+    def _post(
+        self, url: str, addresses: list[str], body: bytes, headers: dict[str, str]
+    ) -> requests.Response:
+        """POST body to url on this thread's keep-alive connection, not following redirects; to the
+        first of the addresses checked for url (none: private targets are allowed, nothing to pin).
 
         Without proxies from the environment (see read_environment_once) the request goes straight
         to the session's adapter: what Session.post adds costs more than the rest of the client
         side (merging cookies, which callbacks neither send nor keep, hooks and settings).
         """
         session = self._http()
+        address = addresses[0] if addresses else None
         if session.trust_env:  # proxies, applied per URL by requests
-            return session.post(
-                url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
-            )
+            # A proxy connects to the host by its name, so the connection cannot be pinned to the
+            # checked address: the operator's proxy must keep callbacks out of the internal network.
+            if address and requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)):
+                address = None
+            with callback_http.pinned(address):
+                return session.post(
+                    url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
+                )
         prepared = requests.PreparedRequest()
         prepared.prepare(method="POST", url=url, headers={**session.headers, **headers}, data=body)
         adapter = session.get_adapter(prepared.url)
-        return adapter.send(
-            prepared, stream=True, timeout=self.timeout, verify=session.verify, cert=None, proxies={}
-        )
+        with callback_http.pinned(address):
+            return adapter.send(
+                prepared, stream=True, timeout=self.timeout, verify=session.verify, cert=None, proxies={}
+            )
 
     def _attempt(self, row) -> Ticket:
         now = utcnow()
@@ -295,8 +305,12 @@ class CallbackDispatcher:
         started = time.monotonic()
         deadline = started + self.timeout
         try:
-            check_callback_url(row.callback_url, allow_private=self.allow_private)
-            with callback_http.deadline(deadline), self._post(row.callback_url, body, headers) as response:
+            # Looked up once per attempt, and the connection goes to an address checked here.
+            addresses = resolve_callback_target(row.callback_url, allow_private=self.allow_private)
+            with (
+                callback_http.deadline(deadline),
+                self._post(row.callback_url, addresses, body, headers) as response,
+            ):
                 attempt.status_code = response.status_code
                 attempt.retry_after = response.headers.get("Retry-After")
                 attempt.response_body = _read_some(response)
