@@ -29,11 +29,11 @@ import requests
 from sqlalchemy import Engine, and_, bindparam, exc, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
-from gateway import signatures
+from gateway import callback_http, signatures
 from gateway.clients import Client
 from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
-from gateway.urls import UnsafeURL, check_callback_url
+from gateway.urls import UnsafeURL, resolve_callback_target
 from messaging.db import Among, insert_many, is_postgresql, utcnow
 from messaging.group_commit import GroupCommit, Ticket
 from messaging.wakeup import Wakeup
@@ -41,7 +41,11 @@ from messaging.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 RESPONSE_BODY_LIMIT = 4096
+# Attempts of a leased chunk start within this many seconds of the lease.
 LEASE_MARGIN_SECONDS = 30
+# What an attempt may take beyond its deadline: looking up the callback host (which the deadline
+# cannot cut short), then recording the attempt.
+LEASE_SLACK_SECONDS = 10
 # A callback thread takes up to this many due deliveries of one client per lease and attempts them
 # one after another on its keep-alive connection: one lease transaction for several deliveries.
 CHUNK_SIZE = 8
@@ -99,9 +103,10 @@ class CallbackDispatcher:
         self.idle_interval = idle_interval
         self.linger = linger
         self.rng = rng or random.Random()
-        # An attempt lasts at most about two timeouts (connect and headers, then one body read past
-        # its deadline); the lease outlasts that, so nobody else takes the delivery meanwhile.
-        self.lease = timedelta(seconds=3 * timeout + LEASE_MARGIN_SECONDS)
+        # An attempt ends by its deadline, one timeout after it starts, give or take the slack, and
+        # starts within the margin: the lease outlasts every attempt of the chunk, so nobody else
+        # takes the delivery meanwhile.
+        self.lease = timedelta(seconds=LEASE_MARGIN_SECONDS + timeout + LEASE_SLACK_SECONDS)
         # PostgreSQL: other dispatchers may hold (and so hide) some of the due rows for a moment.
         self._competing = is_postgresql(engine)
         self._due_window = _due_query(for_update=self._competing, windowed=True)
@@ -115,14 +120,15 @@ class CallbackDispatcher:
         self._recorder = GroupCommit(self._write_attempts)
 
     def run(self, stop: threading.Event) -> None:
-        """Lease and attempt due deliveries until stop; in-flight attempts finish before it returns."""
+        """Lease and attempt due deliveries until stop; in-flight attempts (no more) finish before it
+        returns."""
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback") as pool:
             while not stop.is_set():
                 try:
                     leased_at = time.monotonic()
                     leased = self._lease_due()
                     for chunk in leased:
-                        pool.submit(self._attempt_and_release, chunk, leased_at)
+                        pool.submit(self._attempt_and_release, chunk, leased_at, stop)
                 except Exception:
                     log.exception("callback dispatch failed; retrying")
                     stop.wait(1.0)
@@ -141,10 +147,12 @@ class CallbackDispatcher:
             attempted += 1
         return attempted
 
-    def _attempt_and_release(self, chunk: list, leased_at: float) -> None:
+    def _attempt_and_release(
+        self, chunk: list, leased_at: float, stop: threading.Event | None = None
+    ) -> None:
         """Attempt a leased chunk (one client's) in order, then free its place once every attempt
-        is recorded. An attempt only starts while the lease surely outlasts it; what is left over
-        (or follows a failure to record) goes back when its lease runs out.
+        is recorded. An attempt only starts while the lease surely outlasts it, and not once stop
+        is set; what is left over (or follows a failure to record) goes back when its lease runs out.
 
         A thread does not wait for each record before the next attempt: the records go with the
         next group commit, and the thread waits for them all at the end of the chunk.
@@ -153,6 +161,8 @@ class CallbackDispatcher:
         try:
             for row in chunk:
                 if time.monotonic() - leased_at > LEASE_MARGIN_SECONDS:
+                    break
+                if stop is not None and stop.is_set():
                     break
                 if any(record.failed for record in records):
                     break
@@ -241,28 +251,40 @@ class CallbackDispatcher:
     def _http(self) -> requests.Session:
         if not hasattr(self._sessions, "http"):
             session = requests.Session()
+            session.mount("http://", callback_http.CallbackAdapter())
+            session.mount("https://", callback_http.CallbackAdapter())
             read_environment_once(session)
             self._sessions.http = session
         return self._sessions.http
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> requests.Response:
-        """POST body to url on this thread's keep-alive connection, not following redirects.
+    def _post(
+        self, url: str, addresses: list[str], body: bytes, headers: dict[str, str]
+    ) -> requests.Response:
+        """POST body to url on this thread's keep-alive connection, not following redirects; to the
+        first of the addresses checked for url (none: private targets are allowed, nothing to pin).
 
         Without proxies from the environment (see read_environment_once) the request goes straight
         to the session's adapter: what Session.post adds costs more than the rest of the client
         side (merging cookies, which callbacks neither send nor keep, hooks and settings).
         """
         session = self._http()
+        address = addresses[0] if addresses else None
         if session.trust_env:  # proxies, applied per URL by requests
-            return session.post(
-                url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
-            )
+            # A proxy connects to the host by its name, so the connection cannot be pinned to the
+            # checked address: the operator's proxy must keep callbacks out of the internal network.
+            if address and requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)):
+                address = None
+            with callback_http.pinned(address):
+                return session.post(
+                    url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
+                )
         prepared = requests.PreparedRequest()
         prepared.prepare(method="POST", url=url, headers={**session.headers, **headers}, data=body)
         adapter = session.get_adapter(prepared.url)
-        return adapter.send(
-            prepared, stream=True, timeout=self.timeout, verify=session.verify, cert=None, proxies={}
-        )
+        with callback_http.pinned(address):
+            return adapter.send(
+                prepared, stream=True, timeout=self.timeout, verify=session.verify, cert=None, proxies={}
+            )
 
     def _attempt(self, row) -> Ticket:
         now = utcnow()
@@ -281,16 +303,24 @@ class CallbackDispatcher:
         headers["User-Agent"] = "taskgate"
         attempt = Attempt(attempted_at=now)
         started = time.monotonic()
+        deadline = started + self.timeout
         try:
-            check_callback_url(row.callback_url, allow_private=self.allow_private)
-            with self._post(row.callback_url, body, headers) as response:
+            # Looked up once per attempt, and the connection goes to an address checked here.
+            addresses = resolve_callback_target(row.callback_url, allow_private=self.allow_private)
+            with (
+                callback_http.deadline(deadline),
+                self._post(row.callback_url, addresses, body, headers) as response,
+            ):
                 attempt.status_code = response.status_code
                 attempt.retry_after = response.headers.get("Retry-After")
-                attempt.response_body = _read_some(response, deadline=started + self.timeout)
+                attempt.response_body = _read_some(response)
         except UnsafeURL as error:
             attempt.error = str(error)
         except requests.RequestException as error:
-            attempt.error = _redact(f"{type(error).__name__}: {error}", row.callback_url)[:1000]
+            if time.monotonic() >= deadline:  # whatever broke off, the deadline did
+                attempt.error = f"the attempt took longer than {self.timeout:g} s"
+            else:
+                attempt.error = _redact(f"{type(error).__name__}: {error}", row.callback_url)[:1000]
         except Exception as error:  # whatever happened, the attempt is recorded and the schedule moves on
             log.exception(
                 "callback attempt broke", extra={"task_id": row.task_id, "task_uuid": str(row.task_uuid)}
@@ -570,15 +600,10 @@ def _as_is(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
-def _read_some(response: requests.Response, deadline: float) -> str:
-    """Up to RESPONSE_BODY_LIMIT bytes of the answer, read a byte at a time from the buffer so that
-    an endpoint trickling its body cannot hold the attempt past its deadline (plus one read)."""
-    body = bytearray()
-    for chunk in response.iter_content(chunk_size=1):
-        body += chunk
-        if len(body) >= RESPONSE_BODY_LIMIT or time.monotonic() > deadline:
-            break
-    return _storable(bytes(body).decode("utf-8", errors="replace"))
+def _read_some(response: requests.Response) -> str:
+    """Up to RESPONSE_BODY_LIMIT bytes of the answer (the attempt's deadline bounds the reading)."""
+    body = next(response.iter_content(chunk_size=RESPONSE_BODY_LIMIT), b"")
+    return _storable(body.decode("utf-8", errors="replace"))
 
 
 def _storable(text: str) -> str:
