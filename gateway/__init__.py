@@ -8,6 +8,7 @@ from flask import Flask, request
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.backpressure import Backpressure
 from gateway.clients import KnownClients
@@ -39,6 +40,9 @@ def create_app(
     settings = config or Settings.from_env()
     engine = engine or make_engine(settings.database_url)
     app = Flask(__name__)
+    if settings.proxy_hops:
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     overview_sources = overview_sources or Sources()

@@ -37,6 +37,9 @@ class Settings:
     # Failed authentication (bad signature, API token, operator token) allowed before 429.
     auth_failures_per_source: str = "20/minute"
     auth_failures_per_client: str = "60/minute"
+    # Reverse proxies in front of the HTTP side whose X-Forwarded-For/-Proto are trusted (0: none),
+    # so that the throttles see each client's own address and the console knows HTTPS.
+    proxy_hops: int = 0
     max_unfinished_tasks: int = 10_000
     operator_token: str | None = None
     # Under load (its last batch held more than one item), how long a woken relay, consumer or
@@ -76,6 +79,7 @@ class Settings:
             "client_rate_limit": ("TASKGATE_CLIENT_RATE_LIMIT", _rate),
             "auth_failures_per_source": ("TASKGATE_AUTH_FAILURES_PER_SOURCE", _rate),
             "auth_failures_per_client": ("TASKGATE_AUTH_FAILURES_PER_CLIENT", _rate),
+            "proxy_hops": ("TASKGATE_PROXY_HOPS", _non_negative_int),
             "max_unfinished_tasks": ("TASKGATE_MAX_UNFINISHED_TASKS", _non_negative_int),
             "operator_token": ("TASKGATE_OPERATOR_TOKEN", str),
             "batch_linger_ms": ("TASKGATE_BATCH_LINGER_MS", _non_negative_int),

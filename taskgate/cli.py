@@ -121,26 +121,6 @@ def _until_signalled(runtime: Runtime, stop: threading.Event) -> None:
             break
 
 
-MAX_HEADER_BYTES = 32 * 1024
-
-
-def http_server(app, settings: Settings, host: str, port: int):
-    """serve's HTTP server (waitress). It refuses before reading them a body over the limit (413;
-    waitress would otherwise buffer up to 1 GiB before the app could answer) and headers over
-    MAX_HEADER_BYTES (431)."""
-    from waitress.server import create_server
-
-    return create_server(
-        app,
-        host=host,
-        port=port,
-        threads=8,
-        ident="taskgate",
-        max_request_body_size=settings.max_body_bytes + 1,
-        max_request_header_size=MAX_HEADER_BYTES,
-    )
-
-
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
@@ -161,6 +141,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
             outbox_wakeup=runtime.relay_wakeup(gateway_outbox),
             overview_sources=overview_sources(),
         )
+        from taskgate.http_server import http_server
+
         server = http_server(app, settings, host, port)
         http = threading.Thread(target=server.run, name="http", daemon=True)
         http.start()

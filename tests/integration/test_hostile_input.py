@@ -4,6 +4,7 @@ refuses only that client."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -19,7 +20,7 @@ from gateway.identity import task_uuid
 from gateway.store import accept_task, record_result
 from messaging import vocabulary
 from messaging.envelope import Envelope
-from taskgate.cli import MAX_HEADER_BYTES, http_server
+from taskgate.http_server import MAX_HEADER_BYTES, http_server
 from tests.conftest import make_settings
 from tests.factories import register_client, signed, upsert_task
 
@@ -239,6 +240,21 @@ def test_failed_console_sign_ins_and_bearers_are_throttled(make_app):
     assert signed_in.status_code == 303
 
 
+def test_behind_a_trusted_proxy_the_throttle_counts_the_forwarded_address(make_app):
+    app = make_app(auth_failures_per_source="2/minute", proxy_hops=1)
+    secret = register_client(app.extensions["taskgate"].engine)["signing_secret"]
+    http, wrong = app.test_client(), "whsec_" + "A" * 43 + "="
+
+    def via_proxy(secret_, client_address):
+        raw, headers = signed(secret_, upsert_task())
+        headers["X-Forwarded-For"] = client_address
+        return http.post(URL, data=raw, headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.2"})
+
+    assert [via_proxy(wrong, "198.51.100.7").status_code for _ in range(2)] == [401, 401]
+    assert via_proxy(secret, "198.51.100.7").status_code == 429
+    assert via_proxy(secret, "198.51.100.8").status_code == 202  # another client behind the same proxy
+
+
 # --- one client's trouble is its own ----------------------------------------------------------------------
 
 
@@ -306,24 +322,29 @@ def served(app):
     thread.join(timeout=5)
 
 
-def status_of(port: int, request: bytes) -> int:
-    """Send request; the status code of the answer (the server closes the connection after it)."""
+def answer_to(port: int, request: bytes) -> tuple[int, dict]:
+    """Send request; the answer's status code and problem (the server closes the connection after it)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(request)
         answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-            if b"\r\n\r\n" in answer and b"Connection: close" in answer:
-                break
-    return int(answer.split(b" ", 2)[1])
+        # Until the server closes the connection (a reset, if it closed with our request unread).
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := connection.recv(65536):
+                answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Content-Type: application/problem+json" in head
+    return int(answer.split(b" ", 2)[1]), json.loads(body)
 
 
 def test_serve_refuses_a_body_over_the_limit_before_reading_it(served):
     # Ten megabytes announced, none sent: the answer comes without waiting for the body.
     head = f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    assert status_of(served, f"{head}Content-Length: 10000000\r\n\r\n".encode()) == 413
+    status, problem = answer_to(served, f"{head}Content-Length: 10000000\r\n\r\n".encode())
+    assert (status, problem["status"]) == (413, 413)
+    assert problem["detail"] == "the body is larger than 65536 bytes"
 
 
 def test_serve_refuses_oversized_headers(served):
     head = f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * MAX_HEADER_BYTES}\r\n\r\n"
-    assert status_of(served, head.encode()) == 431
+    status, problem = answer_to(served, head.encode())
+    assert (status, problem["status"]) == (431, 431)
