@@ -26,8 +26,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.overview import Overview, read_overview
 from gateway.state import current_state
+from messaging import vocabulary
 
 log = logging.getLogger(__name__)
+
+WAITING_REASONS = (vocabulary.UNKNOWN_CUSTOMER, vocabulary.CUSTOMER_OUTDATED, vocabulary.TARGET_UNDECIDED)
 
 TASKS_RECEIVED = Counter(
     "taskgate_tasks_received_total",
@@ -99,11 +102,14 @@ class OverviewCollector:
             oldest.add_metric([name], backlog.oldest_age_seconds(overview.read_at))
         yield pending
         yield oldest
-        yield GaugeMetricFamily(
+        waiting = GaugeMetricFamily(
             "taskgate_tasks_waiting",
-            "Tasks parked until their customer is known",
-            value=overview.waiting_tasks,
+            "Tasks parked by their context until what they wait for happens, by reason",
+            labels=["reason"],
         )
+        for reason in WAITING_REASONS:
+            waiting.add_metric([reason], overview.waiting_by_reason.get(reason, 0))
+        yield waiting
         deliveries = GaugeMetricFamily(
             "taskgate_deliveries", "Result callbacks not delivered, by status", labels=["status"]
         )

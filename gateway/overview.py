@@ -33,11 +33,15 @@ class Sources:
 class Overview:
     read_at: datetime
     outboxes: dict[str, Backlog]
-    waiting_tasks: int
+    waiting_by_reason: dict[str, int]  # unknown_customer, customer_outdated, target_undecided
     deliveries_pending: int
     deliveries_failed: int
     dead_letters: int  # kept and not replayed
     processes: list[ProcessStatus]
+
+    @property
+    def waiting_tasks(self) -> int:
+        return sum(self.waiting_by_reason.values())
 
     @property
     def outbox_pending(self) -> int:
@@ -62,7 +66,13 @@ def read_overview(connection: Connection, sources: Sources) -> Overview:
     return Overview(
         read_at=now,
         outboxes={name: backlog(connection, table) for name, table in sources.outboxes.items()},
-        waiting_tasks=count(tasks, tasks.c.status == vocabulary.WAITING),
+        waiting_by_reason=dict(
+            connection.execute(
+                select(func.coalesce(tasks.c.waiting_reason, vocabulary.UNKNOWN_CUSTOMER), func.count())
+                .where(tasks.c.status == vocabulary.WAITING)
+                .group_by(tasks.c.waiting_reason)
+            ).all()
+        ),
         deliveries_pending=delivery_counts.get("pending", 0),
         deliveries_failed=delivery_counts.get("failed", 0),
         dead_letters=count(dead_letters, dead_letters.c.replayed_at.is_(None)),

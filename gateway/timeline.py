@@ -46,8 +46,25 @@ def recent_tasks(session: Session, task_filter: TaskFilter) -> list[dict]:
     ]
 
 
+# What a parked task waits for, by the reason its context gave.
+WHY_WAITING = {
+    vocabulary.UNKNOWN_CUSTOMER: (
+        "the customer is not known there yet; the task goes on when the customer's event arrives, "
+        "or fails (unknown_customer) when the wait times out"
+    ),
+    vocabulary.CUSTOMER_OUTDATED: (
+        "its copy of the customer is older than a customer.upsert accepted before the task; the task "
+        "goes on when the copy catches up, or fails (customer_outdated) when the wait times out"
+    ),
+    vocabulary.TARGET_UNDECIDED: (
+        "the task it cancels is accepted but not decided yet; the cancel applies once it is, or is "
+        "not_found when the wait times out"
+    ),
+}
+
+
 def parked_tasks(session: Session, limit: int = 200) -> list[dict]:
-    """Tasks waiting for their customer, longest waiting first."""
+    """Tasks waiting (for their customer, or a cancel for its target), longest waiting first."""
     rows = session.execute(
         select(tasks)
         .where(tasks.c.status == vocabulary.WAITING)
@@ -64,6 +81,7 @@ def parked_tasks(session: Session, limit: int = 200) -> list[dict]:
             "context": vocabulary.PRIMARY_CONTEXT.get(row.type),
             "received_at": row.received_at,
             "waiting_since": row.updated_at,
+            "reason": row.waiting_reason or vocabulary.UNKNOWN_CUSTOMER,
         }
         for row in rows
     ]
@@ -108,13 +126,13 @@ def task_timeline(session: Session, task_uuid: uuid.UUID) -> Timeline | None:
     events += _routing(session, row)
     if row.status == vocabulary.WAITING:
         context = vocabulary.PRIMARY_CONTEXT.get(row.type, "its context")
+        reason = row.waiting_reason or vocabulary.UNKNOWN_CUSTOMER
         events.append(
             Event(
                 row.updated_at,
                 "parked",
-                f"parked by {context}",
-                f"customer {row.customer_id} is not known there yet; the task goes on when the "
-                "customer's event arrives, or fails when the wait times out",
+                f"parked by {context}: {reason}",
+                WHY_WAITING[reason],
                 status="waiting",
             )
         )

@@ -416,6 +416,30 @@ def send(settings: Settings, client_id: str, body, url: str, secret: str | None)
     sys.exit(0 if response.ok else 1)
 
 
+@main.command("check-order")
+@click.option(
+    "--callbacks",
+    type=click.File("r"),
+    help="The callbacks the client received, one JSON body (or its `data`) per line.",
+)
+@click.pass_obj
+def check_order(settings: Settings, callbacks) -> None:
+    """Check, once nothing is in flight, that no customer's task was overtaken by a later one."""
+    from taskgate.order_check import check_order as check
+
+    received = None
+    if callbacks is not None:
+        received = [json.loads(line) for line in callbacks if line.strip()]
+        received = [body.get("data", body) for body in received]
+    with _engine(settings).connect() as connection:
+        report = check(connection, received)
+    click.echo(report.summary())
+    for problem in report.problems[:50]:
+        click.echo(f"  {problem}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
 @main.command()
 @click.option("--port", default=9000, show_default=True, type=int)
 @click.option("--secret", envvar="TASKGATE_SIGNING_SECRET", help="Verify signatures with this secret.")

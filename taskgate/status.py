@@ -54,6 +54,7 @@ class Status:
                     for name, backlog in overview.outboxes.items()
                 },
                 "tasks_waiting": overview.waiting_tasks,
+                "tasks_waiting_by_reason": overview.waiting_by_reason,
                 "deliveries": {"pending": overview.deliveries_pending, "failed": overview.deliveries_failed},
                 "dead_letters": overview.dead_letters,
             }
@@ -100,7 +101,8 @@ def render(status: Status) -> list[str]:
             f"  {name:<12} {backlog.pending:>7}" + (f"   oldest {age:.1f} s" if backlog.pending else "")
         )
     lines += [
-        f"tasks waiting for their customer  {overview.waiting_tasks}",
+        f"tasks waiting  {overview.waiting_tasks}"
+        + "".join(f"  ({count} {reason})" for reason, count in sorted(overview.waiting_by_reason.items())),
         f"callbacks pending {overview.deliveries_pending}, failed {overview.deliveries_failed}"
         + ("  (taskgate deliveries retry --client C --failed)" if overview.deliveries_failed else ""),
         f"dead letters {overview.dead_letters}"

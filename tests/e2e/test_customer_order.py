@@ -20,7 +20,7 @@ from taskgate.registry import NAMES
 from taskgate.runtime import Runtime, declare_topology
 from tests import backends
 from tests.conftest import make_settings
-from tests.e2e.helpers import BIN, Process, environment
+from tests.e2e.helpers import BIN, Process, environment, run
 from tests.e2e.order_scenario import (
     CANCELS,
     PAIRS,
@@ -78,6 +78,14 @@ def test_order_per_customer_embedded(tmp_path):
         finally:
             runtime.stop()
         verify(engine, receiver)
+        # The same check as an operator runs it.
+        log = tmp_path / "callbacks.jsonl"
+        log.write_bytes(b"\n".join(request["body"] for request in receiver.requests))
+        env = environment(TASKGATE_DATABASE_URL=database_url)
+        printed = run([str(BIN / "taskgate"), "check-order", "--callbacks", str(log)], env)
+        assert printed.startswith(
+            "order check: customers 500, copies 1500, surveys 200"
+        ) and printed.endswith(": OK\n")
     engine.dispose()
 
 

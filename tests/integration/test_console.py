@@ -263,6 +263,7 @@ def test_parked_tasks_and_filters(console, client, callbacks):
 
     parked = console.get("/console/parked", headers=BEARER).get_data(as_text=True)
     assert "S-9" in parked and "C-unknown" in parked and "T-1" not in parked
+    assert "<code>unknown_customer</code></td>" in parked
     overview = console.get("/console/", headers=BEARER).get_data(as_text=True)
     assert re.search(r'id="parked-card".*?<span class="number">1</span> waiting', overview, re.S)
 
@@ -277,4 +278,4 @@ def test_parked_tasks_and_filters(console, client, callbacks):
     assert listed("?client=other") == []
 
     waiting = console.get(f"/console/tasks/{client.read('S-9')['task_uuid']}", headers=BEARER)
-    assert "parked by survey" in waiting.get_data(as_text=True)
+    assert "parked by survey: unknown_customer" in waiting.get_data(as_text=True)

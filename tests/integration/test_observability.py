@@ -68,7 +68,8 @@ def test_gauges_report_backlogs_parked_tasks_failed_deliveries_and_processes(gat
 
     samples = scrape(gateway)
     assert value(samples, "taskgate_overview_up") == 1
-    assert value(samples, "taskgate_tasks_waiting") == 1
+    assert value(samples, "taskgate_tasks_waiting", reason="unknown_customer") == 1
+    assert value(samples, "taskgate_tasks_waiting", reason="customer_outdated") == 0
     assert value(samples, "taskgate_deliveries", status="failed") >= 1
     assert value(samples, "taskgate_dead_letters") == 0
     for outbox in ("gateway", "customers", "survey", "appointment", "maintenance"):

@@ -14,8 +14,10 @@ def context_environ():
 def test_a_parked_task_fails_after_the_timeout(client, callbacks):
     callbacks.post(CALLBACK_URL, status=204)
     client.submit(schedule_task("A-1", "2026-12-01T09:00:00Z", customer_id="C-nobody"))
-    client.wait_for_status("A-1", "waiting")
+    waiting = client.wait_for_status("A-1", "waiting")
+    assert waiting["waiting_reason"] == "unknown_customer"
     task = client.wait_for_status("A-1", "failed")
+    assert task["waiting_reason"] is None
     [result] = task["results"]
     assert (result["context"], result["outcome"], result["status"]) == (
         "appointment",
