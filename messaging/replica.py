@@ -138,9 +138,10 @@ class CustomerReplica:
         self._resume_statement = (
             delete(parked)
             .where(
-                parked.c.client_id == bindparam("client_id"), parked.c.waiting_for == bindparam("waiting_for")
+                *in_both(parked.c.client_id, parked.c.waiting_for),
+                tuple_(parked.c.client_id, parked.c.waiting_for).in_(bindparam("pairs", expanding=True)),
             )
-            .returning(parked.c.envelope, parked.c.parked_at)
+            .returning(parked.c.client_id, parked.c.waiting_for, parked.c.envelope, parked.c.parked_at)
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ class CustomerReplica:
     # -- other waits ---------------------------------------------------------------------------
 
     def park_until(self, session: Transaction, task: Envelope, waiting_for: str, reason: str) -> Envelope:
-        """Park task until resume(waiting_for) is called (the caller serializes the two); if that
+        """Park task until resume names (its client, waiting_for) (the caller serializes the two); if that
         does not happen within the wait timeout, it ends as on_expiry(reason) says."""
         if reason not in self._expiry_answers:
             raise ValueError(f"no answer on expiry for {reason!r}: call on_expiry first")
@@ -243,18 +244,18 @@ class CustomerReplica:
         handlers are built, so that every process's sweeper knows it)."""
         self._expiry_answers[reason] = answer
 
-    def resume(
-        self, session: Transaction, client_id: str, waiting_for: str, cause: Envelope
-    ) -> list[Envelope]:
-        """The tasks of client_id parked until waiting_for, oldest first, sent again as caused by cause."""
-        rows = session.execute(
-            self._resume_statement, {"client_id": client_id, "waiting_for": waiting_for}
-        ).all()
+    def resume(self, session: Transaction, causes: dict[tuple[str, str], Envelope]) -> list[Envelope]:
+        """The tasks parked until what causes names ((client_id, waiting_for) -> the message it
+        happened by), oldest first, each sent again as caused by its message; one statement."""
+        if not causes:
+            return []
+        rows = session.execute(self._resume_statement, {**both_of(causes), "pairs": sorted(causes)}).all()
         rows.sort(key=lambda row: row.parked_at)
         resumed = []
         for row in rows:
             task = Envelope.from_body(row.envelope)
             log.info("resuming parked task", extra=task.log_fields)
+            cause = causes[row.client_id, row.waiting_for]
             resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=cause.message_id))
         return resumed
 

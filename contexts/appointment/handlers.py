@@ -13,7 +13,7 @@ from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
     Transaction,
-    insert_ignoring_duplicates,
+    insert_many_ignoring_duplicates,
     lock_row,
     serialize_on,
     serialize_on_many,
@@ -59,16 +59,15 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
         tasks = [task for task, _ in ready]
         _lock_resources(session, tasks)
         serialize_on_many(session, [_decision_key(task.client_id, task.task_id) for task in tasks])
-        caused = []
-        for task, customer in ready:
-            caused += book(session, task, customer)
-            insert_ignoring_duplicates(
-                session,
-                decided_schedules,
-                {"client_id": task.client_id, "task_id": task.task_id, "decided_at": utcnow()},
-            )
-            caused += replica.resume(session, task.client_id, _waiting_for(task.task_id), cause=task)
-        return caused
+        caused = [message for task, customer in ready for message in book(session, task, customer)]
+        decided = {(task.client_id, task.task_id): task for task in tasks}
+        insert_many_ignoring_duplicates(
+            session,
+            decided_schedules,
+            [{"client_id": c, "task_id": t, "decided_at": utcnow()} for c, t in sorted(decided)],
+        )
+        waiting = {(client_id, _waiting_for(task_id)): task for (client_id, task_id), task in decided.items()}
+        return caused + replica.resume(session, waiting)
 
     def book(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
         existing = _appointment_of(session, task.client_id, task.task_id)
