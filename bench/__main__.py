@@ -1,4 +1,5 @@
-"""`python -m bench`: taskgate's throughput and latency, with the bare stages it is made of.
+"""`python -m bench`: taskgate's throughput and latency, beside a bare pipeline of the same stages
+(--mode bare) and the bare stages it is made of.
 
 Examples:
     python -m bench                                  # both modes, default rates, unpaced too, stages
@@ -133,9 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     table = report.ratios(points, bare)
+    pipeline = report.pipeline_ratios(points)
     if bare:
         report.print_stages(bare)
     report.print_points(points, layouts)
+    report.print_counts(points)
+    report.print_pipeline_ratios(pipeline)
     report.print_ratios(table)
     result = {
         "name": name,
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "stages": bare,
         "points": points,
         "ratios": table,
+        "pipeline_ratios": pipeline,
     }
     path = report.write_json(result, HERE / "results", name, latest=not args.profile)
     if not args.profile:

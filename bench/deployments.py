@@ -3,22 +3,33 @@
 - embedded: one `taskgate serve` process (waitress, 8 threads), SQLite in WAL mode, in-process broker.
 - split: PostgreSQL + RabbitMQ; gunicorn with gunicorn.conf.py (gthread, HTTP_WORKERS workers x 4
   threads) and one `taskgate worker` process per entry of SPLIT_WORKERS.
+- bare: the yardstick, bench.bare_pipeline on the same servers and the same gunicorn settings.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+from bench import bare_pipeline, counts
 from bench.procs import BIN, Process, Processes, clean_environment, run_command, wait_until_healthy
 from bench.services import Services
 from bench.workload import Client
+from gateway.signatures import new_secret
 
-MODES = ("embedded", "split")
+MODES = ("embedded", "split", "bare")
+BARE_PROCESSES = ("relay", "worker", "dispatcher")
 SPLIT_WORKERS = (("gateway",), ("customers",), ("survey",), ("appointment", "maintenance"))
 
 
 def layout(mode: str, http_workers: int) -> str:
+    if mode == "bare":
+        return (
+            f"gunicorn -c gunicorn.conf.py bench.bare_pipeline:app ({http_workers} workers) + "
+            f"{len(BARE_PROCESSES)} x `python -m bench.bare_pipeline ...` ({', '.join(BARE_PROCESSES)}); "
+            "PostgreSQL, RabbitMQ"
+        )
     if mode == "embedded":
         return "1 x `taskgate serve` (HTTP on waitress + every worker; SQLite, in-process broker)"
     workers = ", ".join("+".join(contexts) for contexts in SPLIT_WORKERS)
@@ -47,6 +58,10 @@ def environment(
     )
     if mode == "embedded":
         env["TASKGATE_DATA_DIR"] = str(run_dir / "data")
+    elif mode == "bare":
+        env["BENCH_DATABASE_URL"] = services.database_url
+        env["BENCH_BROKER_URL"] = services.broker_url
+        env["BENCH_CALLBACKS"] = str(run_dir / "callbacks.json")
     else:
         env["TASKGATE_DATABASE_URL"] = services.database_url
         env["TASKGATE_BROKER_URL"] = services.broker_url
@@ -57,19 +72,35 @@ def environment(
 
 def prepare_storage(mode: str, env: dict, services: Services) -> None:
     """Empty database and queues; `serve` migrates SQLite itself, PostgreSQL is migrated here."""
-    if mode == "split":
+    if mode in ("split", "bare"):
         services.fresh_database()
         services.fresh_vhost()
+        counts.enable_statement_statistics(services.database_url)
+    if mode == "split":
         run_command([str(BIN / "taskgate"), "db", "upgrade"], env)
+    if mode == "bare":
+        bare_pipeline.prepare(services.database_url, services.broker_url)
 
 
-def register_clients(env: dict, count: int, receiver_port: int) -> list[Client]:
+def register_clients(mode: str, env: dict, count: int, receiver_port: int) -> list[Client]:
     clients = []
     for number in range(count):
         client_id = f"bench-{number}"
         url = f"http://127.0.0.1:{receiver_port}/callbacks/{client_id}"
+        if mode == "bare":  # no registry: the dispatcher reads its clients from a file
+            clients.append(Client(client_id, new_secret()))
+            continue
         out = run_command([str(BIN / "taskgate"), "clients", "add", client_id, "--callback-url", url], env)
         clients.append(Client(client_id, json.loads(out)["signing_secret"]))
+    if mode == "bare":
+        callbacks = {
+            client.client_id: {
+                "url": f"http://127.0.0.1:{receiver_port}/callbacks/{client.client_id}",
+                "secret": client.secret,
+            }
+            for client in clients
+        }
+        Path(env["BENCH_CALLBACKS"]).write_text(json.dumps(callbacks))
     return clients
 
 
@@ -78,6 +109,11 @@ def start(mode: str, processes: Processes, port: int) -> list[Process]:
     warm-up, whose tasks go all the way through."""
     if mode == "embedded":
         started = [processes.start("serve", [str(BIN / "taskgate"), "serve", "--port", str(port)])]
+    elif mode == "bare":
+        app = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+        started = [processes.start("gunicorn", [*app, "bench.bare_pipeline:app"])]
+        for name in BARE_PROCESSES:
+            started.append(processes.start(name, [sys.executable, "-m", "bench.bare_pipeline", name]))
     else:
         gunicorn = [
             str(BIN / "gunicorn"),

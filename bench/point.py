@@ -9,9 +9,10 @@ import os
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import deployments, profiling
+from bench import counts, deployments, profiling
 from bench.figures import point_figures
 from bench.monitor import Monitor, local_servers
 from bench.procs import Processes, free_port, http_get, wait_for
@@ -48,7 +49,7 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
     )
     deployments.prepare_storage(mode, env, services)
     receiver_port, port = free_port(), free_port()
-    clients = deployments.register_clients(env, options.clients, receiver_port)
+    clients = deployments.register_clients(mode, env, options.clients, receiver_port)
     secrets = point_dir / "secrets.json"
     secrets.write_text(json.dumps({client.client_id: client.secret for client in clients}))
     plan = {
@@ -66,11 +67,14 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
             "receiver", _python("bench.receiver", str(receiver_port), str(secrets)), "harness"
         )
         taskgate = deployments.start(mode, processes, port)
-        servers = local_servers() if mode == "split" else []
+        servers = local_servers() if mode in ("split", "bare") else []
         with Monitor([*taskgate, receiver, *servers]) as monitor:
             _warm_up(processes, plan, point_dir, receiver_port)
-            if mode == "split":
+            on_postgresql = mode in ("split", "bare")
+            if on_postgresql:
                 services.analyze()
+                counted = counts.snapshot(services.database_url)
+            measured_since = datetime.now(UTC)
             monitor.mark()
             profiles: list[Path] = []
             with _profiling(options.profile_dir, taskgate, label, profiles):
@@ -85,6 +89,10 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
             # Each server's processes are summed into services_cpu_ms_per_task, not listed.
             process_report = [process for process in monitor.report() if process["role"] != "service"]
     figures = point_figures(sent, received, drained_at)
+    if on_postgresql:
+        figures.update(counts.per_task(counted, services.database_url, figures["accepted"]))
+    if mode != "bare":
+        figures["hops_ms"] = counts.hops(_database_url(mode, env), measured_since)
     figures["cpu_ms_per_task"] = round(1000 * cpu / max(figures["accepted"], 1), 3)
     figures["receiver_cpu_seconds"] = round(harness_cpu, 2)
     # PostgreSQL's and RabbitMQ's CPU over the same span (split mode; the whole servers, so anything
@@ -101,6 +109,12 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
         (options.profile_dir / f"{label}.txt").write_text(text)
         result["profile"] = summary
     return result
+
+
+def _database_url(mode: str, env: dict) -> str:
+    if mode == "embedded":
+        return f"sqlite:///{Path(env['TASKGATE_DATA_DIR']) / 'taskgate.db'}"
+    return env["TASKGATE_DATABASE_URL"]
 
 
 def _python(module: str, *args: str) -> list[str]:

@@ -54,6 +54,65 @@ def ratios(points: list[dict], stages: dict) -> dict:
     return table
 
 
+def pipeline_ratios(points: list[dict]) -> list[dict]:
+    """Each taskgate point as a ratio to the bare pipeline's point at the same offered rate (the
+    issue's targets: CPU per task <= 2x, p50 and p99 <= 3x, the most delivered per second >= 0.6x)."""
+    bare = {point["rate"]: point for point in points if point["mode"] == "bare"}
+    table = []
+    for point in points:
+        yardstick = bare.get(point["rate"])
+        if point["mode"] == "bare" or yardstick is None:
+            continue
+        table.append(
+            {
+                "label": point["label"],
+                "cpu": _ratio(_cpu(point), _cpu(yardstick)),
+                "p50": _ratio(point["p50_ms"], yardstick["p50_ms"]),
+                "p99": _ratio(point["p99_ms"], yardstick["p99_ms"]),
+                "delivered_per_s": _ratio(point["delivered_per_s"], yardstick["delivered_per_s"]),
+            }
+        )
+    return table
+
+
+def _cpu(point: dict) -> float:
+    """CPU per task of every process and server the mode runs."""
+    return point["cpu_ms_per_task"] + (point.get("services_cpu_ms_per_task") or 0.0)
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else round(value / base, 2)
+
+
+def print_pipeline_ratios(table: list[dict]) -> None:
+    if not table:
+        return
+    print("\ntaskgate as a ratio to the bare pipeline at the same offered rate (all processes and servers)")
+    print(f"  {'point':<18} {'cpu/task':>9} {'p50':>7} {'p99':>7} {'delivered/s':>12}")
+    for row in table:
+        cells = [_times(row[name]) for name in ("cpu", "p50", "p99", "delivered_per_s")]
+        print(f"  {row['label']:<18} {cells[0]:>9} {cells[1]:>7} {cells[2]:>7} {cells[3]:>12}")
+
+
+def print_counts(points: list[dict]) -> None:
+    """Statements, commits and outbox messages per task, and the hops' p50/p99."""
+    print("\nper task: PostgreSQL statements and commits, outbox messages; hops p50/p99 ms")
+    for point in points:
+        counted = " ".join(
+            f"{name} {_number(point.get(f'{name}_per_task'))}"
+            for name in ("statements", "commits", "commit_statements", "outbox_messages")
+        )
+        hops = ", ".join(
+            f"{hop} {_number(spread['p50'])}/{_number(spread['p99'])}"
+            for hop, spread in point.get("hops_ms", {}).items()
+        )
+        print(f"  {point['label']:<18} {counted}" + (f"; {hops}" if hops else ""))
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def print_stages(stages: dict) -> None:
     print("\nbare stages")
     for name, value in stages.items():

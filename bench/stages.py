@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
-from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, Uuid, insert
+from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, UniqueConstraint, Uuid, insert
 
 from bench.procs import BIN, Processes, clean_environment, free_port, wait_until_healthy
 from bench.services import Services
@@ -27,11 +27,12 @@ bare_tasks = Table(
     metadata,
     Column("task_uuid", Uuid, primary_key=True),
     Column("client_id", String(63), nullable=False),
-    Column("task_id", String(128), nullable=False, unique=True),
+    Column("task_id", String(128), nullable=False),
     Column("type", String(64), nullable=False),
     Column("payload", JSON, nullable=False),
     Column("status", String(16), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("client_id", "task_id"),
 )
 bare_outbox = make_outbox_table(metadata, "bench")  # the outbox every owner of tables has
 PAYLOAD = {"survey_id": "SRV-1", "due_date": "2030-12-31", "customer_id": "C-1"}
