@@ -216,8 +216,7 @@ class MessageWorker(ConsumerMixin):
                     for envelope, handler in run:
                         caused += handler(connection, envelope)
             add_to_outbox(connection, self.outbox, caused)
-            if caused and self.outbox_wakeup is not None:
-                self.outbox_wakeup.notify(connection)
+        self._wake_relay(caused)
         for envelope, _ in handled:
             log.info("handled %s", envelope.type, extra=envelope.log_fields)
 
@@ -266,10 +265,14 @@ class MessageWorker(ConsumerMixin):
                 return False
             caused = handler(connection, envelope)
             add_to_outbox(connection, self.outbox, caused)
-            if caused and self.outbox_wakeup is not None:
-                self.outbox_wakeup.notify(connection)
+        self._wake_relay(caused)
         log.info("handled %s", envelope.type, extra=envelope.log_fields)
         return True
+
+    def _wake_relay(self, caused: list[Envelope]) -> None:
+        """After the commit: the outbox's relay (in this process) has messages to publish."""
+        if caused and self.outbox_wakeup is not None:
+            self.outbox_wakeup.notify()
 
     def dead_letter(self, message, reason: str, envelope: Envelope | None = None) -> None:
         """Republish message to the dead-letter exchange with reason in its headers, then ack it."""

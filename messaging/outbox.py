@@ -69,9 +69,12 @@ def wakeup_channel(table: Table) -> str:
 
 
 def relay_wakeup(engine: Engine, table: Table) -> Wakeup:
-    """The wake-up of table's relay. On PostgreSQL every insert into an outbox table notifies its
-    channel at commit (a trigger, migration 0008), so a writer's notify(session) costs nothing; in
-    one process (SQLite) it wakes the relay in memory."""
+    """The wake-up of the relay of an outbox that other processes write to (the gateway's: the
+    webhook's). On PostgreSQL an insert into it notifies its channel at commit (a trigger,
+    migrations 0008 and 0012), so a writer's notify(session) costs nothing; in one process (SQLite)
+    it wakes the relay in memory. An outbox written only by its relay's own process needs none of
+    this: a Wakeup notified after each commit is enough (each NOTIFY wakes every listening
+    connection of the database, each in a transaction of its own)."""
     return make_wakeup(engine, wakeup_channel(table), notified_by_database=True)
 
 

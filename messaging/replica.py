@@ -437,10 +437,9 @@ class ParkingSweeper:
         with Session(self.engine) as session, session.begin():
             failures = self.replica.fail_expired(session, self.timeout)
             add_to_outbox(session, self.outbox, failures)
-            if failures:
-                self.outbox_wakeup.notify(session)
             following = self.replica.seconds_to_next_expiry(session, self.timeout)
         if failures:
+            self.outbox_wakeup.notify()  # committed: the relay has them to publish
             return 0.0
         return (
             min(self.max_sleep, self.timeout.total_seconds())

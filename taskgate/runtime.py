@@ -108,8 +108,17 @@ class Runtime:
             return []
         return [thread.name for thread in self._threads if not thread.is_alive()]
 
-    def _start_context(self, spec: ContextSpec, after_commit: Callable[[], None] = lambda: None) -> None:
-        outbox_wakeup = self.relay_wakeup(spec.outbox)
+    def _start_context(
+        self,
+        spec: ContextSpec,
+        after_commit: Callable[[], None] = lambda: None,
+        outbox_wakeup: Wakeup | None = None,
+    ) -> None:
+        """A context's consumer, relay and parking sweeper. Its outbox is written here (by the
+        consumer and the sweeper, which wake the relay in memory after their commits) unless
+        outbox_wakeup says otherwise; rows another process left behind are found at the relay's
+        idle interval."""
+        outbox_wakeup = outbox_wakeup or Wakeup()
         relay = OutboxRelay(
             self.engine,
             spec.outbox,
@@ -138,7 +147,10 @@ class Runtime:
 
     def _start_gateway(self, spec: ContextSpec) -> None:
         callbacks_wakeup = Wakeup()  # results and callbacks of this process: in-process suffices
-        self._start_context(spec, after_commit=callbacks_wakeup.notify)
+        # The gateway's outbox is written by the webhook, in other processes too.
+        self._start_context(
+            spec, after_commit=callbacks_wakeup.notify, outbox_wakeup=self.relay_wakeup(spec.outbox)
+        )
         dispatcher = CallbackDispatcher(
             self.engine,
             callbacks_wakeup,

@@ -143,6 +143,27 @@ def test_a_message_delivered_twice_has_one_effect(engine, connection, broker_url
     assert count(engine, CUSTOMERS.outbox) == 2  # one event and one result, not two of each
 
 
+class CommitWatchingWakeup(Wakeup):
+    """A relay's wake-up that notes, at each notify, how many rows the outbox holds committed."""
+
+    def __init__(self, engine):
+        super().__init__()
+        self.engine = engine
+        self.seen: list[int] = []
+
+    def notify(self, session=None):
+        self.seen.append(count(self.engine, CUSTOMERS.outbox))
+        super().notify(session)
+
+
+def test_a_consumer_wakes_its_relay_in_memory_once_its_messages_are_committed(engine, connection, broker_url):
+    wakeup = CommitWatchingWakeup(engine)
+    with RunningWorker(broker_url, engine, outbox_wakeup=wakeup):
+        publish_raw(connection, upsert())
+        assert wakeup.wait(30), "the relay was not woken"
+    assert wakeup.seen == [2]  # the event and the result, already committed when it was woken
+
+
 def _queue_is_drained(connection):
     bound = CUSTOMERS.queue(connection.default_channel)
     _, messages, _ = bound.queue_declare(passive=True)

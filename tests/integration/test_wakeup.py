@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import uuid
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from gateway.tables import outbox as gateway_outbox
 from messaging.db import make_engine
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox, relay_wakeup
 from messaging.wakeup import PostgresWakeup, make_wakeup
-from taskgate.registry import overview_sources
 from tests.factories import wait_for
 
 CHANNEL = "taskgate_test_wakeup"
@@ -52,22 +53,32 @@ def test_a_commit_elsewhere_and_a_notify_here_both_wake_the_waiter(database_url)
         engine.dispose()
 
 
-def test_on_postgresql_an_insert_into_any_outbox_wakes_its_relay_without_a_notify(postgres_database):
+def test_on_postgresql_an_insert_into_the_gateways_outbox_wakes_its_relay_without_a_notify(postgres_database):
+    """The webhook writes the gateway's outbox from other processes: its trigger notifies the relay."""
     postgres_database.empty()
     engine = make_engine(postgres_database.url)
     message = Envelope("survey.assign", "S-1", uuid.uuid4(), "acme", {"customer_id": "C-1", "survey_id": "X"})
-    outboxes = list(overview_sources().outboxes.values())
-    assert {table.name for table in outboxes} >= {"gateway_outbox", "survey_outbox", "customers_outbox"}
+    wakeup = listening(relay_wakeup(engine, gateway_outbox))
     try:
-        for table in outboxes:
-            wakeup = listening(relay_wakeup(engine, table))
-            try:
-                with Session(engine) as session, session.begin():
-                    add_to_outbox(session, table, [message])
-                    wakeup.notify(session)  # sends nothing: the table's trigger does, at commit
-                assert wakeup.wait(30), f"an insert into {table.name} did not wake its relay"
-            finally:
-                wakeup.close()
-                wakeup.release()
+        with Session(engine) as session, session.begin():
+            add_to_outbox(session, gateway_outbox, [message])
+            wakeup.notify(session)  # sends nothing: the table's trigger does, at commit
+        assert wakeup.wait(30), "an insert into the gateway's outbox did not wake its relay"
+    finally:
+        wakeup.close()
+        wakeup.release()
+        engine.dispose()
+
+
+def test_only_the_gateways_outbox_notifies_on_postgresql(postgres_database):
+    """A context's outbox is written by its own process, which wakes its relay in memory: a NOTIFY
+    would wake every listening connection of the database for nothing."""
+    engine = make_engine(postgres_database.url)
+    try:
+        with engine.connect() as connection:
+            notifying = connection.scalars(
+                text("SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname LIKE '%notify_relay'")
+            ).all()
     finally:
         engine.dispose()
+    assert notifying == ["gateway_outbox"]
