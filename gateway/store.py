@@ -16,8 +16,10 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -92,12 +94,17 @@ def accept_task(
     A task-id seen before with the same content is an idempotent replay (created=False); with
     other content it is a TaskConflict. The unique (client_id, task_id) constraint decides races.
     """
-    if sender is not None or webhook_id is not None:
+    # The common case in one statement: the webhook-id is new and the sender's secrets are those
+    # the request was verified with. Only when it is not is there more to read.
+    remembered = webhook_id is not None and _remember(connection, client_id, webhook_id, task_uuid, sender)
+    if not remembered and (sender is not None or webhook_id is not None):
         stored, seen = sender_and_replay(connection, client_id, webhook_id or "")
         if sender is not None and not _same_secrets(stored, sender):
             return Acceptance(task_uuid, created=False, sender_current=False)
         if seen is not None:
             return Acceptance(task_uuid, created=False, replay_of=seen)
+        if webhook_id is not None:  # what held it back is gone (a concurrent request rolled back)
+            remember_webhook_id(connection, client_id, webhook_id, task_uuid)
     digest = content_digest(task)
     # The place is taken first: its row lock then orders every accept of this customer, the
     # new task's insert included. An idempotent replay leaves a gap in the places, which is harmless.
@@ -127,10 +134,49 @@ def accept_task(
             )
         )
         if existing != digest:
-            raise TaskConflict(task["task_id"])
-    if webhook_id is not None:
-        remember_webhook_id(connection, client_id, webhook_id, task_uuid)
+            raise TaskConflict(task["task_id"])  # the caller's rollback forgets the webhook-id too
     return Acceptance(task_uuid, created=inserted)
+
+
+def _remember(
+    connection, client_id: str, webhook_id: str, task_uuid: uuid.UUID, sender: Client | None
+) -> bool:
+    """Remember webhook_id as leading to task_uuid if it is new and (given a sender) the client's
+    secrets are the sender's; whether it was."""
+    parameters = {
+        "client_id": client_id,
+        "webhook_id": webhook_id,
+        "task_uuid": task_uuid,
+        "received_at": utcnow(),
+    }
+    if sender is not None:
+        parameters.update({f"sender_{name}": getattr(sender, name) for name in SENDER_SECRETS})
+    statement = _remember_statement(dialect_name(connection), sender is not None)
+    return connection.execute(statement, parameters).first() is not None
+
+
+@functools.cache
+def _remember_statement(dialect: str, with_sender: bool):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    columns = ("client_id", "webhook_id", "task_uuid", "received_at")
+    row = select(*(bindparam(name, type_=webhook_ids.c[name].type) for name in columns))
+    if with_sender:
+        current = select(clients.c.client_id).where(
+            clients.c.client_id == bindparam("client_id"),
+            *(
+                clients.c[name].is_not_distinct_from(bindparam(f"sender_{name}", type_=clients.c[name].type))
+                for name in SENDER_SECRETS
+            ),
+        )
+        row = row.where(exists(current))
+    else:
+        row = row.where(true())  # SQLite reads ON CONFLICT after a SELECT only behind a WHERE
+    return (
+        insert(webhook_ids)
+        .from_select(list(columns), row)
+        .on_conflict_do_nothing()
+        .returning(webhook_ids.c.webhook_id)
+    )
 
 
 def _routed(connection, client_id: str, task_uuid: uuid.UUID, task: dict, place: Place) -> Envelope:

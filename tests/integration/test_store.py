@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from gateway.clients import find_client
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.store import TaskConflict, accept_task, find_task, record_result, record_results
@@ -55,6 +56,21 @@ def test_a_task_is_stored_with_its_routed_message(engine):
     }
     assert stored["status"] == "accepted"
     assert stored["task_uuid"] == acceptance.task_uuid
+
+
+def test_a_new_task_of_a_current_sender_takes_four_statements(engine):
+    """The webhook-id (checked new, with the sender's secrets in the same statement), the place
+    in the customer's order, the task and its outbox row: nothing is read first."""
+    with engine.connect() as connection:
+        sender = find_client(connection, "acme")
+    sent = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_: sent.append(sql.split()[0]))
+    task = upsert_task()
+    with Session(engine) as session, session.begin():
+        identity = task_uuid(DEFAULT_NAMESPACE, "acme", task["task_id"])
+        acceptance = accept_task(session, "acme", identity, task, webhook_id="msg_1", sender=sender)
+    assert acceptance.created
+    assert [verb for verb in sent if verb.upper() != "BEGIN"] == ["INSERT"] * 4  # SQLite: BEGIN IMMEDIATE
 
 
 def test_the_same_task_again_is_a_replay_that_routes_nothing(engine):
