@@ -30,7 +30,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, Table, and_, bindparam, func, literal, select
 
 from gateway.tables import ACCEPTED, deliveries, tasks
-from messaging.db import UtcDateTime, planned_per_call, single_read, utcnow
+from messaging.db import UtcDateTime, planned_per_call, read_only, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Backpressure:
             checked_at, reason = self._clients.get(client_id, (float("-inf"), None))
             if time.monotonic() - checked_at < self.ttl:
                 return reason
-        with single_read(self.engine).connect() as connection:
+        with read_only(self.engine).connect() as connection:
             count = connection.scalar(select(self._client_count), {"client_id": client_id})
         limit = self.per_client
         if count > limit or (reason and count >= limit * self.resume_ratio):
@@ -105,7 +105,7 @@ class Backpressure:
         return reason
 
     def _check(self) -> str | None:
-        with single_read(self.engine).connect() as connection:
+        with read_only(self.engine).connect() as connection:
             counts = connection.execute(self._counts, {"since": utcnow() - UNFINISHED_WINDOW}).one()._asdict()
         for name, limit in self.limits.items():
             if not limit:

@@ -17,7 +17,7 @@ from gateway import signatures
 from gateway.schemas import CLIENT_ID
 from gateway.tables import clients
 from gateway.urls import UnsafeURL, check_callback_url
-from messaging.db import single_read, utcnow
+from messaging.db import read_only, utcnow
 
 
 class ClientError(ValueError):
@@ -131,7 +131,7 @@ class KnownClients:
 
     def refresh(self, client_id: str) -> Client | None:
         """The client as stored now (and kept from now on)."""
-        with single_read(self.engine).connect() as connection:
+        with read_only(self.engine).connect() as connection:
             client = find_client(connection, client_id)
         if client is None:
             self._clients.pop(client_id, None)

@@ -27,7 +27,7 @@ from gateway.store import (
     find_task,
     sender_and_replay,
 )
-from messaging.db import single_read
+from messaging.db import read_only
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -54,7 +54,7 @@ def submit_task(client_id: str):
     refusal = _refusal(state, client_id)
     if refusal:
         # A request seen before is answered all the same (its client may be retrying a timeout).
-        with single_read(state.engine).connect() as connection:
+        with read_only(state.engine).connect() as connection:
             stored, replay_of = sender_and_replay(connection, client_id, webhook_id)
         if stored is None:
             raise _unauthenticated(state, client_id)

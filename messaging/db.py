@@ -78,8 +78,7 @@ def make_engine(url: str, **options) -> Engine:
     # No ping before every checkout: it costs a round trip per transaction. A connection the server
     # dropped fails its first statement instead; SQLAlchemy then sees a disconnect and invalidates
     # every pooled connection older than it, so an outage costs each process one failed
-    # transaction per pool (an engine's, and its autocommit twin's if it has one: in_autocommit),
-    # which callers treat like any other unavailability (retry, or 503 on the webhook).
+    # transaction, which callers treat like any other unavailability (retry, or 503 on the webhook).
     options.setdefault("pool_pre_ping", False)
     if "poolclass" not in options:
         options.setdefault("pool_size", 5)
@@ -87,7 +86,6 @@ def make_engine(url: str, **options) -> Engine:
     engine = create_engine(url, **options)
     if engine.dialect.driver == "psycopg":
         event.listen(engine, "do_execute", _unprepared_if_planned_per_call)
-    _made_with[engine] = (url, options)
     return engine
 
 
@@ -172,54 +170,11 @@ def _derived(engine: Engine, **options) -> Engine:
     return derived[key]
 
 
-# make_engine's arguments for each engine it made, and the autocommit twin made for some of them.
-_made_with: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_twins_guard = threading.Lock()
-
-
-def in_autocommit(engine: Engine) -> Engine:
-    """engine's twin in autocommit (PostgreSQL), made once: the same database and settings, and a
-    pool of its own whose connections are in autocommit from the start. Disposed with engine;
-    listeners on engine do not see its statements.
-
-    An engine derived by execution options would share engine's pool and switch each connection
-    to autocommit at every checkout and back at every return: measured on the webhook's statement
-    (alternated, 3 x 1,000 tasks each), 1,346-1,523 instead of 1,084-1,210 us of CPU per task
-    accepted. An engine that make_engine did not make, or a SQLite one, gets that derived engine
-    all the same. The twin's pool has the engine's size, so a process may hold up to twice as many
-    connections; they open as needed, and only one-statement writes and reads use the twin's."""
-    twin = _twins.get(engine)
-    if twin is not None:
-        return twin
-    with _twins_guard:
-        if engine not in _twins:
-            made = _made_with.get(engine)
-            if made is None:
-                _twins[engine] = _derived(engine, isolation_level="AUTOCOMMIT")
-            else:
-                url, options = made
-                twin = make_engine(url, **{**options, "isolation_level": "AUTOCOMMIT"})
-                event.listen(engine, "engine_disposed", lambda _engine, twin=twin: twin.dispose())
-                _twins[engine] = twin
-        return _twins[engine]
-
-
 def read_only(engine: Engine) -> Engine:
     """engine for transactions that only read. On SQLite they neither wait for the write lock nor
     hold it (so they must not write: that would bypass the writers' queue); elsewhere it is the
     same as engine."""
     return _derived(engine, **{READ_ONLY: True})
-
-
-def single_read(engine: Engine) -> Engine:
-    """engine for a read of one statement, which needs no transaction around it: on PostgreSQL in
-    autocommit (no BEGIN and ROLLBACK round trips; see in_autocommit), elsewhere
-    read_only(engine). A second statement on such a connection sees a newer snapshot than the
-    first."""
-    if not is_postgresql(engine):
-        return read_only(engine)
-    return in_autocommit(engine)
 
 
 def _release_after(dialect, name: str, writers: _WriterLock) -> None:

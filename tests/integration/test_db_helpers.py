@@ -1,7 +1,6 @@
 """The database helpers of the hot paths, on SQLite and PostgreSQL: insert_many_ignoring_duplicates
 (rows in their order, duplicates left out, the primary keys of those inserted; on PostgreSQL one
-SQL text whatever the batch's size), insert_many (one statement for a batch on PostgreSQL) and
-the connections of single reads."""
+SQL text whatever the batch's size), insert_many (one statement for a batch on PostgreSQL)."""
 
 import uuid
 from datetime import UTC, date, datetime
@@ -11,14 +10,12 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import DataError, IntegrityError
 
 from contexts.survey.tables import invitations
-from gateway.tables import clients, deliveries
+from gateway.tables import deliveries
 from messaging.db import (
     insert_many,
     insert_many_ignoring_duplicates,
     make_engine,
-    single_read,
 )
-from tests.factories import register_client
 
 
 @pytest.fixture
@@ -89,26 +86,6 @@ def test_a_value_too_long_for_its_column_fails_the_batch_instead_of_being_cut_sh
         with pytest.raises(DataError, match="too long"), engine.begin() as connection:
             insert_many_ignoring_duplicates(connection, invitations, [invitation("T-1"), too_long])
         assert stored(engine) == {}
-    finally:
-        engine.dispose()
-
-
-def test_single_reads_use_connections_kept_in_autocommit(postgres_database):
-    """PostgreSQL: the single reads run in autocommit on connections of their own, not on the
-    engine's connections switched to autocommit at each checkout and back at each return."""
-    postgres_database.empty()
-    engine = make_engine(postgres_database.url)
-    try:
-        register_client(engine)
-        with single_read(engine).connect() as connection:
-            raw = connection.connection.driver_connection
-            assert raw.autocommit
-            assert connection.execute(select(clients.c.client_id)).scalars().all() == ["acme"]
-        assert raw.autocommit  # left as it was on its return to the pool
-        with engine.connect() as connection:  # the engine's own are in transactions
-            assert not connection.connection.driver_connection.autocommit
-        engine.dispose()
-        assert raw.closed  # disposed with the engine
     finally:
         engine.dispose()
 
