@@ -34,6 +34,7 @@ from gateway.clients import Client
 from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import clients, deliveries, delivery_attempts, results, tasks
 from gateway.urls import UnsafeURL, resolve_callback_target
+from messaging.after_commit import after_commit
 from messaging.db import Among, insert_many, is_postgresql, utcnow
 from messaging.group_commit import GroupCommit, Ticket
 from messaging.wakeup import Wakeup
@@ -118,26 +119,77 @@ class CallbackDispatcher:
         self._waiting = True
         self._released = 0  # chunks ended so far
         self._recorder = GroupCommit(self._write_attempts)
+        self._running: tuple[ThreadPoolExecutor, threading.Event] | None = None  # while run() runs
+
+    def offer(self, connection, fresh: list) -> dict:
+        """Deliveries being recorded in connection's transaction that this dispatcher takes at
+        once, as many as it has room for: result_id -> the end of their lease, to be recorded with
+        them. They are attempted once that transaction has committed, never if it does not, and
+        spare this process leasing them back from the table."""
+        with self._lock:
+            running = self._running
+            room = self.concurrency - self._in_flight.total()
+            in_flight = Counter(self._in_flight)
+        if running is None:
+            return {}
+        chunks: dict[str, list] = {}
+        for row in fresh:
+            chunk = chunks.get(row.client_id)
+            if chunk is not None and len(chunk) < CHUNK_SIZE:
+                chunk.append(row)
+            elif chunk is None and room > 0 and in_flight[row.client_id] < self.per_client:
+                chunks[row.client_id] = [row]
+                room -= 1
+        if chunks:
+            after_commit(connection, lambda: self._hand_over(list(chunks.values())))
+        until = utcnow() + self.lease
+        return {row.result_id: until for chunk in chunks.values() for row in chunk}
+
+    def _hand_over(self, chunks: list[list]) -> None:
+        """Attempt chunks offered in a transaction that has committed. Were the dispatcher stopped
+        meanwhile, they go out after their lease, from whichever dispatcher leases them then."""
+        leased_at = time.monotonic()
+        with self._lock:
+            if self._running is None:
+                return
+            pool, stop = self._running
+            for chunk in chunks:
+                self._in_flight[chunk[0].client_id] += 1
+        for chunk in chunks:
+            try:
+                pool.submit(self._attempt_and_release, chunk, leased_at, stop)
+            except RuntimeError:  # the pool is shutting down: the lease runs out, someone retries
+                with self._lock:
+                    self._in_flight[chunk[0].client_id] -= 1
 
     def run(self, stop: threading.Event) -> None:
         """Lease and attempt due deliveries until stop; in-flight attempts (no more) finish before it
         returns."""
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback") as pool:
-            while not stop.is_set():
-                try:
-                    leased_at = time.monotonic()
-                    leased = self._lease_due()
-                    for chunk in leased:
-                        pool.submit(self._attempt_and_release, chunk, leased_at, stop)
-                except Exception:
-                    log.exception("callback dispatch failed; retrying")
-                    stop.wait(1.0)
-                    continue
-                # A new result of this process wakes us, and so does the end of a chunk when the
-                # last lease left something it may free (else the idle interval); under load (more
-                # than one delivery in the last lease) what follows within the linger goes with it.
-                if self.wakeup.wait(self.idle_interval) and sum(map(len, leased)) > 1:
-                    stop.wait(self.linger)
+            with self._lock:
+                self._running = (pool, stop)
+            try:
+                self._lease_until(pool, stop)
+            finally:
+                with self._lock:
+                    self._running = None
+
+    def _lease_until(self, pool: ThreadPoolExecutor, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                leased_at = time.monotonic()
+                leased = self._lease_due()
+                for chunk in leased:
+                    pool.submit(self._attempt_and_release, chunk, leased_at, stop)
+            except Exception:
+                log.exception("callback dispatch failed; retrying")
+                stop.wait(1.0)
+                continue
+            # A new result of this process wakes us, and so does the end of a chunk when the
+            # last lease left something it may free (else the idle interval); under load (more
+            # than one delivery in the last lease) what follows within the linger goes with it.
+            if self.wakeup.wait(self.idle_interval) and sum(map(len, leased)) > 1:
+                stop.wait(self.linger)
 
     def deliver_due(self, limit: int = 100) -> int:
         """Attempt due deliveries one after another in this thread (tests, tools); returns how many."""

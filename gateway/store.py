@@ -7,7 +7,9 @@ import functools
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from types import SimpleNamespace
 
 from sqlalchemy import (
     Boolean,
@@ -294,13 +296,20 @@ def forget_webhook_ids(session: Session, older_than: datetime) -> int:
     return session.execute(delete(webhook_ids).where(webhook_ids.c.received_at < older_than)).rowcount
 
 
-def record_result(session: Transaction, envelope: Envelope) -> list[Envelope]:
+# A dispatcher's offer to take fresh deliveries at once (CallbackDispatcher.offer).
+Offer = Callable[[Transaction, list], dict]
+
+
+def record_result(session: Transaction, envelope: Envelope, offer: Offer | None = None) -> list[Envelope]:
     """Handler for result messages: store the result, move the task's status, queue the callback."""
-    return record_results(session, [envelope])
+    return record_results(session, [envelope], offer)
 
 
-def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Envelope]:
-    """record_result for many result messages in a few statements, whatever their number."""
+def record_results(
+    session: Transaction, envelopes: list[Envelope], offer: Offer | None = None
+) -> list[Envelope]:
+    """record_result for many result messages in a few statements, whatever their number. With
+    offer, the deliveries a dispatcher of this process takes at once are recorded leased to it."""
     uuids = list({envelope.task_uuid for envelope in envelopes})
     known = {task.task_uuid: task for task in session.execute(_TASKS_OF, {"uuids": uuids})}
     for envelope in envelopes:
@@ -341,6 +350,10 @@ def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Enve
                 "created_at": now,
             }
         )
+    if offer is not None:
+        leases = offer(session, _fresh(rows, {row["result_id"] for row in queued}, known))
+        for row in queued:
+            row["next_attempt_at"] = leases.get(row["result_id"], now)
     # The first result of the primary context decides; none may overturn a final status.
     by_status: dict[str, list[uuid.UUID]] = {}
     for task_uuid, status in decided.items():
@@ -351,9 +364,39 @@ def record_results(session: Transaction, envelopes: list[Envelope]) -> list[Enve
     return []
 
 
+def _fresh(rows: list[dict], queued: set, known: dict) -> list[SimpleNamespace]:
+    """The deliveries just queued that may go out at once, as a dispatcher attempts them: of each
+    task the earliest new result, if no earlier one of it is still pending."""
+    first: dict[uuid.UUID, dict] = {}
+    for row in rows:
+        earliest = first.get(row["task_uuid"])
+        if row["result_id"] in queued and (earliest is None or row["occurred_at"] < earliest["occurred_at"]):
+            first[row["task_uuid"]] = row
+    return [
+        SimpleNamespace(
+            **{name: row[name] for name in ("result_id", "context", "outcome", "status", "result")},
+            **{name: getattr(task, name) for name in _ATTEMPT_COLUMNS},
+            attempts=0,
+            replayed_after_attempts=0,
+        )
+        for task_uuid, row in first.items()
+        if not (task := known[task_uuid]).pending
+    ]
+
+
 # record_results' statements, built once: only the parameters change from batch to batch.
-_TASKS_OF = select(tasks.c.task_uuid, tasks.c.type, tasks.c.client_id).where(
-    Among(tasks.c.task_uuid, "uuids")
+_ATTEMPT_COLUMNS = ("task_uuid", "task_id", "received_at", *(column.name for column in CLIENT_COLUMNS))
+_PENDING = (
+    select(deliveries.c.result_id)
+    .join(results, results.c.result_id == deliveries.c.result_id)
+    .where(results.c.task_uuid == tasks.c.task_uuid, deliveries.c.status == "pending")
+    .exists()
+)
+_TASKS_OF = (
+    select(tasks.c.task_uuid, tasks.c.type, tasks.c.task_id, tasks.c.received_at, *CLIENT_COLUMNS)
+    .add_columns(_PENDING.label("pending"))
+    .join(clients, clients.c.client_id == tasks.c.client_id)
+    .where(Among(tasks.c.task_uuid, "uuids"))
 )
 UNDECIDED = (ACCEPTED, vocabulary.WAITING)
 _DECIDE = (

@@ -24,7 +24,7 @@ from kombu import Connection, Producer, Queue
 from kombu.mixins import ConsumerMixin
 from sqlalchemy import Engine, Table
 
-from messaging import topology
+from messaging import after_commit, topology
 from messaging.db import Transaction, is_unavailable
 from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
 from messaging.inbox import first_deliveries, first_delivery
@@ -200,6 +200,7 @@ class MessageWorker(ConsumerMixin):
 
     def _handle_together(self, batch) -> None:
         with self.engine.begin() as connection:
+            after_commit.begin(connection)
             firsts = first_deliveries(connection, self.inbox, [(e.message_id, e.type) for e, _, _ in batch])
             handled = []
             for (envelope, handler, _), first in zip(batch, firsts, strict=True):
@@ -216,7 +217,8 @@ class MessageWorker(ConsumerMixin):
                     for envelope, handler in run:
                         caused += handler(connection, envelope)
             add_to_outbox(connection, self.outbox, caused)
-        self._wake_relay(caused)
+            committed = after_commit.registered(connection)
+        self._after(committed, caused)
         for envelope, _ in handled:
             log.info("handled %s", envelope.type, extra=envelope.log_fields)
 
@@ -260,17 +262,22 @@ class MessageWorker(ConsumerMixin):
     def _handle_once(self, handler: Handler, envelope: Envelope) -> bool:
         """Handle envelope in one transaction; False if it had been handled before."""
         with self.engine.begin() as connection:
+            after_commit.begin(connection)
             if not first_delivery(connection, self.inbox, envelope.message_id, envelope.type):
                 log.info("duplicate message ignored", extra=envelope.log_fields)
                 return False
             caused = handler(connection, envelope)
             add_to_outbox(connection, self.outbox, caused)
-        self._wake_relay(caused)
+            committed = after_commit.registered(connection)
+        self._after(committed, caused)
         log.info("handled %s", envelope.type, extra=envelope.log_fields)
         return True
 
-    def _wake_relay(self, caused: list[Envelope]) -> None:
-        """After the commit: the outbox's relay (in this process) has messages to publish."""
+    def _after(self, committed: list[Callable[[], None]], caused: list[Envelope]) -> None:
+        """Once the transaction committed: what its handlers left to do then (see after_commit),
+        and the outbox's relay (in this process) has messages to publish."""
+        for callback in committed:
+            callback()
         if caused and self.outbox_wakeup is not None:
             self.outbox_wakeup.notify()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -13,7 +15,8 @@ from gateway import tables as gateway_tables
 from gateway.callbacks import CallbackDispatcher
 from gateway.config import Settings
 from gateway.housekeeping import run_housekeeping
-from messaging import broker, topology
+from gateway.store import record_result, record_results
+from messaging import broker, topology, vocabulary
 from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
@@ -147,10 +150,6 @@ class Runtime:
 
     def _start_gateway(self, spec: ContextSpec) -> None:
         callbacks_wakeup = Wakeup()  # results and callbacks of this process: in-process suffices
-        # The gateway's outbox is written by the webhook, in other processes too.
-        self._start_context(
-            spec, after_commit=callbacks_wakeup.notify, outbox_wakeup=self.relay_wakeup(spec.outbox)
-        )
         dispatcher = CallbackDispatcher(
             self.engine,
             callbacks_wakeup,
@@ -160,6 +159,18 @@ class Runtime:
             concurrency=self.settings.callback_concurrency,
             per_client=self.settings.callback_concurrency_per_client,
             linger=self.settings.batch_linger_ms / 1000,
+        )
+        # Results recorded here hand their fresh deliveries to this process's dispatcher.
+        recording = functools.partial(record_result, offer=dispatcher.offer)
+        recording_batches = functools.partial(record_results, offer=dispatcher.offer)
+        spec = dataclasses.replace(
+            spec,
+            handlers={**spec.handlers, vocabulary.TASK_RESULT: recording},
+            batch_handlers={**spec.batch_handlers, vocabulary.TASK_RESULT: recording_batches},
+        )
+        # The gateway's outbox is written by the webhook, in other processes too.
+        self._start_context(
+            spec, after_commit=callbacks_wakeup.notify, outbox_wakeup=self.relay_wakeup(spec.outbox)
         )
         self._spawn("gateway-callbacks", dispatcher.run)
         keeper = DeadLetterKeeper(self._connect(), self.engine, gateway_tables.dead_letters)

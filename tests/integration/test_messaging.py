@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from contexts.customers import tables as customers_tables
 from contexts.customers.worker import spec as customers_spec
 from messaging import broker, inproc, topology
+from messaging.after_commit import after_commit
 from messaging.consumer import MessageWorker, PermanentError
 from messaging.db import make_engine
 from messaging.envelope import Envelope
@@ -217,6 +218,27 @@ def test_a_permanent_error_is_dead_lettered_at_once(engine, connection, broker_u
         dead = get_one(connection, topology.dead_letters)
     assert calls == [1]
     assert "cannot ever work" in dead.headers["x-taskgate-reason"]
+
+
+def test_what_a_handler_leaves_for_after_the_commit_runs_only_if_it_commits(engine, connection, broker_url):
+    ran = []
+
+    def registers(outcome):
+        def handle(session, envelope):
+            after_commit(session, lambda: ran.append((outcome, count(engine, customers_tables.customers))))
+            if outcome == "refused":
+                raise PermanentError("refused after registering")
+            return CUSTOMERS.handlers["customer.upsert"](session, envelope)
+
+        return handle
+
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": registers("refused")}):
+        publish_raw(connection, upsert())
+        get_one(connection, topology.dead_letters)
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": registers("stored")}):
+        publish_raw(connection, upsert())
+        wait_for(lambda: ran, message="the callback after the commit")
+    assert ran == [("stored", 1)]  # after the commit (its customer is there), never for the refused
 
 
 def test_a_message_without_a_handler_is_dead_lettered(engine, connection, broker_url):

@@ -8,6 +8,7 @@ import contextlib
 import json
 
 from kombu import Queue, binding
+from sqlalchemy import event
 
 from gateway import signatures
 from messaging import broker, topology
@@ -138,3 +139,22 @@ def test_a_callback_that_never_succeeds_ends_failed(gateway, credentials, callba
     assert delivery["last_status_code"] == 500
     assert delivery["next_attempt_at"] is None
     assert len(callbacks.calls) == 3
+
+
+def test_a_fresh_result_is_handed_to_the_dispatcher_without_a_lease(gateway, credentials, callbacks):
+    """The process that records a result attempts its callback at once: it is recorded leased to
+    this process's dispatcher, which never leases it back from the table."""
+    callbacks.post(CALLBACK_URL, status=204)
+    leases = []
+    event.listen(
+        gateway.extensions["taskgate"].engine,
+        "before_cursor_execute",
+        lambda _c, _cur, sql, *_: (
+            leases.append(sql)
+            if sql.lstrip().startswith("UPDATE gateway_deliveries SET next_attempt_at")
+            else None
+        ),
+    )
+    assert submit(gateway, credentials, upsert_task()).status_code == 202
+    wait_for(lambda: delivered(gateway, credentials), message="the callback delivered")
+    assert leases == []
