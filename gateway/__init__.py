@@ -16,11 +16,9 @@ from gateway.config import Settings
 from gateway.overview import Sources
 from gateway.problems import Problem, problem_response
 from gateway.state import BrokerProbe, GatewayState
-from gateway.tables import outbox
 from gateway.throttle import AuthFailures, Throttle
 from messaging.db import is_unavailable, make_engine
-from messaging.outbox import relay_wakeup
-from messaging.wakeup import Wakeup
+from messaging.outbox import Publish
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +27,14 @@ def create_app(
     config: Settings | None = None,
     *,
     engine: Engine | None = None,
-    outbox_wakeup: Wakeup | None = None,
+    publish: Publish | None = None,
     overview_sources: Sources | None = None,
 ) -> Flask:
     """The Flask app; settings from TASKGATE_* unless given. Builds no connection until a request.
+
+    publish: who publishes the messages of the tasks accepted here once they are committed (see
+    taskgate.runtime.webhook_relay); without it the workers' relays sweep them from the outbox a
+    few seconds later.
 
     overview_sources: the outboxes and heartbeat table that /metrics (and the console) report on;
     by default the gateway's own outbox only.
@@ -49,7 +51,7 @@ def create_app(
     app.extensions["taskgate"] = GatewayState(
         settings=settings,
         engine=engine,
-        outbox_wakeup=outbox_wakeup or relay_wakeup(engine, outbox),
+        publish=publish or (lambda rows: None),
         broker_probe=BrokerProbe(settings.broker_url),
         backpressure=Backpressure(
             engine,

@@ -16,7 +16,7 @@ from gateway.overview import Sources
 from gateway.throttle import AuthFailures, Throttle
 from messaging import broker
 from messaging.db import read_only
-from messaging.wakeup import Wakeup
+from messaging.outbox import Publish
 
 
 class BrokerProbe:
@@ -41,7 +41,7 @@ class BrokerProbe:
 class GatewayState:
     settings: Settings
     engine: Engine
-    outbox_wakeup: Wakeup
+    publish: Publish  # the messages of accepted tasks, once committed
     broker_probe: BrokerProbe
     backpressure: Backpressure
     clients: KnownClients

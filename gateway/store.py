@@ -69,6 +69,8 @@ class Acceptance:
     replay_of: uuid.UUID | None = None
     # False if the sender's secrets were not (or no longer) those the request was verified with.
     sender_current: bool = True
+    # The outbox rows written, to publish once the transaction has committed.
+    messages: list[dict] = dataclasses.field(default_factory=list)
 
 
 def content_digest(task: dict) -> str:
@@ -128,16 +130,16 @@ def accept_task(
     }
     inserted = insert_ignoring_duplicates(connection, tasks, row)
     if inserted:
-        add_to_outbox(connection, outbox, [_routed(connection, client_id, task_uuid, task, place)])
-    else:
-        existing = connection.scalar(
-            select(tasks.c.content_sha256).where(
-                tasks.c.client_id == client_id, tasks.c.task_id == task["task_id"]
-            )
+        written = add_to_outbox(connection, outbox, [_routed(connection, client_id, task_uuid, task, place)])
+        return Acceptance(task_uuid, created=True, messages=written)
+    existing = connection.scalar(
+        select(tasks.c.content_sha256).where(
+            tasks.c.client_id == client_id, tasks.c.task_id == task["task_id"]
         )
-        if existing != digest:
-            raise TaskConflict(task["task_id"])  # the caller's rollback forgets the webhook-id too
-    return Acceptance(task_uuid, created=inserted)
+    )
+    if existing != digest:
+        raise TaskConflict(task["task_id"])  # the caller's rollback forgets the webhook-id too
+    return Acceptance(task_uuid, created=False)
 
 
 def _remember(
@@ -185,13 +187,21 @@ def _routed(connection, client_id: str, task_uuid: uuid.UUID, task: dict, place:
     """The task as its context gets it: with its place in the customer's order and, for a
     cancel, whether the task it cancels was accepted before it."""
     payload = {"customer_id": task["customer_id"], **task["payload"], "order": place.as_payload()}
-    if task["type"] == "appointment.cancel":
+    if task["type"] in CANCELS:
+        target_key, target_type = CANCELS[task["type"]]
         payload["target_accepted"] = _accepted_before(
-            connection, client_id, task["payload"]["appointment_task_id"], "appointment.schedule"
+            connection, client_id, task["payload"][target_key], target_type
         )
     return Envelope(
         type=task["type"], task_id=task["task_id"], task_uuid=task_uuid, client_id=client_id, payload=payload
     )
+
+
+# A cancel: the payload key naming the task it cancels, and that task's type.
+CANCELS = {
+    "appointment.cancel": ("appointment_task_id", "appointment.schedule"),
+    "visit.cancel": ("visit_task_id", "visit.book"),
+}
 
 
 def _accepted_before(connection, client_id: str, task_id: str, task_type: str) -> bool:

@@ -93,8 +93,8 @@ def _accept(state, client: Client, raw: bytes, task_uuid, task: dict, webhook_id
             acceptance = accept_task(
                 connection, client.client_id, task_uuid, task, webhook_id=webhook_id, sender=client
             )
-            if acceptance.created:
-                state.outbox_wakeup.notify(connection)
+        if acceptance.created:
+            state.publish(acceptance.messages)
         if acceptance.sender_current:
             return acceptance
         fresh = state.clients.refresh(client.client_id)

@@ -28,8 +28,7 @@ from messaging import after_commit, topology
 from messaging.db import Transaction, is_unavailable
 from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
 from messaging.inbox import first_deliveries, first_delivery
-from messaging.outbox import PERSISTENT, add_to_outbox
-from messaging.wakeup import Wakeup
+from messaging.outbox import PERSISTENT, Publish, add_to_outbox
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class MessageWorker(ConsumerMixin):
         inbox: Table,
         outbox: Table,
         after_commit: Callable[[], None] = lambda: None,
-        outbox_wakeup: Wakeup | None = None,
+        publish: Publish | None = None,
         prefetch_count: int = 100,
         batch_size: int = 50,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
@@ -72,7 +71,7 @@ class MessageWorker(ConsumerMixin):
         self.inbox = inbox
         self.outbox = outbox
         self.after_commit = after_commit
-        self.outbox_wakeup = outbox_wakeup
+        self.publish = publish
         self.prefetch_count = prefetch_count
         self.batch_size = batch_size
         self.retry_delays = retry_delays
@@ -216,9 +215,9 @@ class MessageWorker(ConsumerMixin):
                 else:
                     for envelope, handler in run:
                         caused += handler(connection, envelope)
-            add_to_outbox(connection, self.outbox, caused)
+            written = add_to_outbox(connection, self.outbox, caused)
             committed = after_commit.registered(connection)
-        self._after(committed, caused)
+        self._after(committed, written)
         for envelope, _ in handled:
             log.info("handled %s", envelope.type, extra=envelope.log_fields)
 
@@ -267,19 +266,19 @@ class MessageWorker(ConsumerMixin):
                 log.info("duplicate message ignored", extra=envelope.log_fields)
                 return False
             caused = handler(connection, envelope)
-            add_to_outbox(connection, self.outbox, caused)
+            written = add_to_outbox(connection, self.outbox, caused)
             committed = after_commit.registered(connection)
-        self._after(committed, caused)
+        self._after(committed, written)
         log.info("handled %s", envelope.type, extra=envelope.log_fields)
         return True
 
-    def _after(self, committed: list[Callable[[], None]], caused: list[Envelope]) -> None:
+    def _after(self, committed: list[Callable[[], None]], written: list[dict]) -> None:
         """Once the transaction committed: what its handlers left to do then (see after_commit),
-        and the outbox's relay (in this process) has messages to publish."""
+        and the outbox rows it wrote go to the relay."""
         for callback in committed:
             callback()
-        if caused and self.outbox_wakeup is not None:
-            self.outbox_wakeup.notify()
+        if written and self.publish is not None:
+            self.publish(written)
 
     def dead_letter(self, message, reason: str, envelope: Envelope | None = None) -> None:
         """Republish message to the dead-letter exchange with reason in its headers, then ack it."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from kombu import Queue
-from sqlalchemy import Table
+from sqlalchemy import Engine, Table
 
 from messaging.consumer import BatchHandler, Handler
+from messaging.outbox import Publish
 from messaging.replica import CustomerReplica
 
 DEFAULT_WAIT_TIMEOUT_SECONDS = 3600
@@ -27,6 +29,9 @@ class ContextSpec:
     wait_timeout: timedelta = timedelta(seconds=DEFAULT_WAIT_TIMEOUT_SECONDS)
     # Optional: handlers of many messages of one type at once (same effects as one by one).
     batch_handlers: Mapping[str, BatchHandler] = dataclasses.field(default_factory=dict)
+    # Optional: more loops of the context, each made with the engine and its relay's offer
+    # (to publish what it writes to the outbox), run until the event is set.
+    loops: tuple[Callable[[Engine, Publish], Callable[[threading.Event], None]], ...] = ()
 
 
 def env_int(environ: Mapping[str, str] | None, name: str, default: int, minimum: int = 0) -> int:

@@ -1,13 +1,21 @@
 """The transactional outbox: messages are written with the state change that causes them and
-published afterwards by a relay, so a commit and its messages can never part."""
+published afterwards by a relay, so a commit and its messages can never part.
+
+The process that wrote the rows offers them to its relay once its transaction has committed; the
+relay publishes them from memory and deletes them in batches. Rows nobody offered (their writer
+died after its commit, or runs no relay) are swept from the table once they are a few seconds old.
+"""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from kombu import Connection, Producer
@@ -37,12 +45,22 @@ from messaging import topology, vocabulary
 from messaging.broker import BatchConfirms
 from messaging.db import JsonDocument, UtcDateTime, insert_many, is_postgresql, utcnow
 from messaging.envelope import CONTENT_TYPE, Envelope
-from messaging.wakeup import Wakeup, make_wakeup
+from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
 PERSISTENT = 2
 PURGE_INTERVAL_SECONDS = 60
+# How long the in-process broker's messages are kept in the outbox to be published again after a
+# crash; a message still unhandled that long after its publication is not expected.
+KEEP_PUBLISHED = timedelta(hours=1)
+# A relay sweeps only rows at least this old: younger ones are being published by their writer.
+SWEEP_AFTER = timedelta(seconds=5)
+# How long a relay keeps the ids of what it published before deleting their rows in one statement.
+FORGET_AFTER_SECONDS = 0.2
+
+# Who publishes rows just committed to an outbox: OutboxRelay.offer, or nobody (the sweep will).
+Publish = Callable[[list[dict]], None]
 
 
 def make_outbox_table(metadata: MetaData, owner: str) -> Table:
@@ -61,21 +79,6 @@ def make_outbox_table(metadata: MetaData, owner: str) -> Table:
         Column("published_at", UtcDateTime, nullable=True),
         Index(f"ix_{owner}_outbox_pending", "published_at", "id"),
     )
-
-
-def wakeup_channel(table: Table) -> str:
-    """The name writers notify and the table's relay waits on."""
-    return f"taskgate_{table.name}"
-
-
-def relay_wakeup(engine: Engine, table: Table) -> Wakeup:
-    """The wake-up of the relay of an outbox that other processes write to (the gateway's: the
-    webhook's). On PostgreSQL an insert into it notifies its channel at commit (a trigger,
-    migrations 0008 and 0012), so a writer's notify(session) costs nothing; in one process (SQLite)
-    it wakes the relay in memory. An outbox written only by its relay's own process needs none of
-    this: a Wakeup notified after each commit is enough (each NOTIFY wakes every listening
-    connection of the database, each in a transaction of its own)."""
-    return make_wakeup(engine, wakeup_channel(table), notified_by_database=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,11 +102,14 @@ def backlog(connection: DatabaseConnection, table: Table) -> Backlog:
     return Backlog(count, oldest)
 
 
-def add_to_outbox(connection: DatabaseConnection | Session, table: Table, envelopes: list[Envelope]) -> None:
-    """Stage envelopes for publication in the caller's transaction."""
-    if not envelopes:
-        return
-    insert_many(connection, table, [outbox_row(envelope) for envelope in envelopes])
+def add_to_outbox(
+    connection: DatabaseConnection | Session, table: Table, envelopes: list[Envelope]
+) -> list[dict]:
+    """Stage envelopes for publication in the caller's transaction; the rows written, to offer to
+    the relay once the transaction has committed."""
+    rows = [outbox_row(envelope) for envelope in envelopes]
+    insert_many(connection, table, rows)
+    return rows
 
 
 def outbox_row(envelope: Envelope) -> dict:
@@ -137,10 +143,15 @@ def add_raw_to_outbox(
 
 
 def _take_statement(table: Table, batch_size: int, *, keep: bool, locking: bool):
-    """The oldest batch_size pending rows of table, deleted (or, with keep, marked published)
-    and returned in one statement. locking: several relays may run at once (PostgreSQL), and
-    each row goes to one of them."""
-    oldest = select(table.c.id).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(batch_size)
+    """The oldest batch_size pending rows of table written before :before, deleted (or, with
+    keep, marked published) and returned in one statement. locking: several relays may run at
+    once (PostgreSQL), and each row goes to one of them."""
+    oldest = (
+        select(table.c.id)
+        .where(table.c.published_at.is_(None), table.c.created_at < bindparam("before", type_=UtcDateTime))
+        .order_by(table.c.id)
+        .limit(batch_size)
+    )
     if locking:
         # PostgreSQL: the batch's ids as an array, taken once. As `IN (subquery)` it planned the
         # subquery into a join that ran it again for every row taken whenever its statistics
@@ -152,8 +163,23 @@ def _take_statement(table: Table, batch_size: int, *, keep: bool, locking: bool)
     return taken.where(chosen).returning(*table.columns)
 
 
+def _forget_statement(table: Table, *, keep: bool):
+    """Delete (or, with keep, mark published) the rows of the given message ids."""
+    published = table.c.message_id.in_(bindparam("ids", expanding=True))
+    if keep:
+        return update(table).where(published).values(published_at=bindparam("now", type_=UtcDateTime))
+    return delete(table).where(published)
+
+
 class OutboxRelay:
-    """Publishes an outbox's rows in order, with publisher confirms per batch, then deletes them.
+    """Publishes an outbox's messages in order, with publisher confirms per batch, then deletes
+    their rows.
+
+    Rows come two ways: offer() hands over what this process has just committed (published at
+    once, from memory, their rows deleted in batches every FORGET_AFTER_SECONDS), and a sweep of
+    the table takes rows older than sweep_after that nobody offered (a writer that died after its
+    commit, or one that publishes nothing itself), every idle_interval; sweep_after=None sweeps
+    never (a relay of the webhook's process leaves that to the workers').
 
     Give it a connection made with `broker.connect(url, confirm_each=False)`: it confirms whole
     batches itself rather than waiting for the broker after every message.
@@ -168,55 +194,108 @@ class OutboxRelay:
         engine: Engine,
         table: Table,
         broker: Connection,
-        wakeup: Wakeup,
+        wakeup: Wakeup | None = None,
         *,
         batch_size: int = 100,
         idle_interval: float = 1.0,
         linger: float = 0.0,
         keep_published: timedelta | None = None,
+        sweep_after: timedelta | None = SWEEP_AFTER,
     ):
         self.engine = engine
         self.table = table
         self.broker = broker
-        self.wakeup = wakeup
+        self.wakeup = wakeup or Wakeup()
         self.batch_size = batch_size
         self.idle_interval = idle_interval
         self.linger = linger
         self.keep_published = keep_published
+        self.sweep_after = sweep_after
         self._confirms = BatchConfirms(broker)
         self._declared_on = None  # the channel the exchanges in _declared were declared on
         self._declared: set[str] = set()
         self._take = _take_statement(
             table, batch_size, keep=bool(keep_published), locking=is_postgresql(engine)
         )
+        self._forget = _forget_statement(table, keep=bool(keep_published))
+        self._lock = threading.Lock()
+        self._offered: list[dict] = []
+        self._published: list = []  # message ids published whose rows are still to be deleted
+        self._published_since: datetime | None = None  # when the first of them was published
+        self._forget_at = float("inf")
+
+    def offer(self, rows: list[dict]) -> None:
+        """Rows this process has just committed to the outbox (see add_to_outbox): publish them."""
+        if not rows:
+            return
+        with self._lock:
+            self._offered += rows
+        self.wakeup.notify()
 
     def run(self, stop: threading.Event) -> None:
-        """Relay until stop is set; waits for a wake-up (or idle_interval) when the outbox is empty."""
+        """Relay until stop is set; waits for an offer (or the next sweep) when there is nothing to do."""
         try:
             self._relay_until(stop)
         finally:
             self.wakeup.release()
+            try:
+                self.forget_published()
+            except Exception:  # the sweep will publish them again; the inboxes absorb that
+                log.warning("could not delete published outbox rows", extra={"outbox": self.table.name})
 
     def _relay_until(self, stop: threading.Event) -> None:
         if self.keep_published:
             self.republish_kept()
         backoff = 0.5
+        next_sweep = time.monotonic() if self.sweep_after is not None else float("inf")
         next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
         while not stop.is_set():
             try:
-                published = self.relay_batch()
+                published = self.publish_offered()
+                if time.monotonic() >= next_sweep:
+                    swept = self.relay_batch(self.sweep_after)
+                    next_sweep = time.monotonic() + (0.0 if swept == self.batch_size else self.idle_interval)
+                if time.monotonic() >= self._forget_at or len(self._published) >= self.batch_size:
+                    self.forget_published()
                 if self.keep_published and time.monotonic() >= next_purge:
                     self.purge_kept()
                     next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
                 backoff = 0.5
             except Exception:
                 log.exception("outbox relay failed; retrying", extra={"outbox": self.table.name})
+                with self._lock:
+                    self._offered.clear()  # their rows stay in the table, for the sweep
                 self.broker.collect()  # start over on a fresh connection and channel
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if published < self.batch_size and self.wakeup.wait(self.idle_interval) and published > 1:
+            pause = min(next_sweep, self._forget_at, time.monotonic() + self.idle_interval) - time.monotonic()
+            if self.wakeup.wait(max(0.0, pause)) and published > 1:
                 stop.wait(self.linger)  # under load: what the next moments bring goes in one batch
+
+    def publish_offered(self) -> int:
+        """Publish what was offered, wait for the broker's confirms, and note the message ids for
+        forget_published; returns how many were published."""
+        with self._lock:
+            rows, self._offered = self._offered, []
+        if not rows:
+            return 0
+        started = utcnow()
+        for start in range(0, len(rows), self.batch_size):
+            self._publish_confirmed(rows[start : start + self.batch_size])
+        if not self._published:
+            self._published_since = started
+            self._forget_at = time.monotonic() + FORGET_AFTER_SECONDS
+        self._published += [row["message_id"] for row in rows]
+        return len(rows)
+
+    def forget_published(self) -> None:
+        """Delete (or mark published, as of the first one's publication) the rows of what
+        publish_offered published, in one statement."""
+        ids, self._published, self._forget_at = self._published, [], float("inf")
+        if ids:
+            with self.engine.begin() as connection:
+                connection.execute(self._forget, {"ids": ids, "now": self._published_since})
 
     def purge_kept(self) -> int:
         """Forget kept rows published longer than keep_published ago."""
@@ -238,25 +317,28 @@ class OutboxRelay:
             log.info("publishing %d kept messages again", again, extra={"outbox": table.name})
         return again
 
-    def relay_batch(self) -> int:
-        """Publish up to batch_size pending messages, wait for the broker to confirm them all, then
-        commit their rows' deletion (or marking); returns how many were published. If the broker
-        does not confirm, the transaction rolls back and the batch is published again (consumers'
-        inboxes make the repeats harmless)."""
+    def relay_batch(self, older_than: timedelta = timedelta(0)) -> int:
+        """Publish up to batch_size pending messages written at least older_than ago, wait for the
+        broker to confirm them all, then commit their rows' deletion (or marking); returns how
+        many were published. If the broker does not confirm, the transaction rolls back and the
+        batch is published again (consumers' inboxes make the repeats harmless)."""
         with self.engine.begin() as connection:
             # Taking the rows and deleting them is one statement; the commit waits for the confirms.
-            taken = connection.execute(self._take, {"now": utcnow()} if self.keep_published else {})
-            rows = sorted(taken.all(), key=lambda row: row.id)
-            if not rows:
-                return 0
-            channel = self._confirms.channel()
-            producer = Producer(channel)
-            for row in rows:
-                self._declare(channel, row.exchange)
-                self._publish(producer, row)
-                self._confirms.published()
-            self._confirms.wait()
+            now = utcnow()
+            taken = connection.execute(self._take, {"now": now, "before": now - older_than})
+            rows = sorted((row._asdict() for row in taken), key=lambda row: row["id"])
+            if rows:
+                self._publish_confirmed(rows)
         return len(rows)
+
+    def _publish_confirmed(self, rows: list[dict]) -> None:
+        channel = self._confirms.channel()
+        producer = Producer(channel)
+        for row in rows:
+            self._declare(channel, row["exchange"])
+            self._publish(producer, row)
+            self._confirms.published()
+        self._confirms.wait()
 
     def _declare(self, channel, exchange: str) -> None:
         """Declare exchange on channel unless done already: once per connection, as a publish to an
@@ -268,28 +350,62 @@ class OutboxRelay:
             topology.EXCHANGES[exchange](channel).declare()
             self._declared.add(exchange)
 
-    def _publish(self, producer: Producer, row) -> None:
-        body = row.body
+    def _publish(self, producer: Producer, row: dict) -> None:
+        body = row["body"]
         producer.publish(
             json.dumps(body, separators=(",", ":")).encode(),
-            exchange=topology.EXCHANGES[row.exchange],
-            routing_key=row.routing_key,
+            exchange=topology.EXCHANGES[row["exchange"]],
+            routing_key=row["routing_key"],
             content_type=CONTENT_TYPE,
             content_encoding="utf-8",
             delivery_mode=PERSISTENT,
-            message_id=str(row.message_id),
+            message_id=str(row["message_id"]),
             correlation_id=body["task_uuid"],
-            headers=dict(row.headers),
+            headers=dict(row["headers"]),
         )
         if not log.isEnabledFor(logging.DEBUG):
             return
         log.debug(
             "published %s to %s",
             body["type"],
-            row.exchange,
+            row["exchange"],
             extra={
                 "task_id": body["task_id"],
                 "task_uuid": body["task_uuid"],
                 "message_id": body["message_id"],
             },
         )
+
+
+class BackgroundRelay:
+    """The relay of a process that writes an outbox but runs no workers (the webhook's, under
+    gunicorn): publishes what is offered, in a thread started on the first offer of each process
+    (so after a fork), which first runs prepare (e.g. declaring the topology), and stops at exit
+    with what it published forgotten. It sweeps nothing."""
+
+    def __init__(self, make_relay: Callable[[], OutboxRelay], prepare: Callable[[], None] = lambda: None):
+        self.make_relay = make_relay
+        self.prepare = prepare
+        self._lock = threading.Lock()
+        self._pid = None
+        self._relay: OutboxRelay | None = None
+
+    def offer(self, rows: list[dict]) -> None:
+        if self._pid != os.getpid():
+            self._start()
+        self._relay.offer(rows)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            relay, stop = self.make_relay(), threading.Event()
+
+            def run() -> None:
+                self.prepare()
+                relay.run(stop)
+
+            thread = threading.Thread(target=run, name="outbox-relay", daemon=True)
+            thread.start()
+            atexit.register(lambda: (stop.set(), relay.wakeup.close(), thread.join(5.0)))
+            self._relay, self._pid = relay, os.getpid()

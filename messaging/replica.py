@@ -55,8 +55,7 @@ from messaging.db import (
     utcnow,
 )
 from messaging.envelope import Envelope
-from messaging.outbox import add_to_outbox
-from messaging.wakeup import Wakeup
+from messaging.outbox import Publish, add_to_outbox
 
 log = logging.getLogger(__name__)
 
@@ -412,14 +411,14 @@ class ParkingSweeper:
         engine: Engine,
         replica: CustomerReplica,
         outbox: Table,
-        outbox_wakeup: Wakeup,
+        publish: Publish,
         timeout: timedelta,
         max_sleep: float = 60.0,
     ):
         self.engine = engine
         self.replica = replica
         self.outbox = outbox
-        self.outbox_wakeup = outbox_wakeup
+        self.publish = publish
         self.timeout = timeout
         self.max_sleep = max_sleep
 
@@ -436,10 +435,10 @@ class ParkingSweeper:
         """Fail what has expired; returns seconds until the next sweep is due."""
         with Session(self.engine) as session, session.begin():
             failures = self.replica.fail_expired(session, self.timeout)
-            add_to_outbox(session, self.outbox, failures)
+            written = add_to_outbox(session, self.outbox, failures)
             following = self.replica.seconds_to_next_expiry(session, self.timeout)
         if failures:
-            self.outbox_wakeup.notify()  # committed: the relay has them to publish
+            self.publish(written)  # committed: the relay publishes them
             return 0.0
         return (
             min(self.max_sleep, self.timeout.total_seconds())

@@ -138,7 +138,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         app = create_app(
             settings,
             engine=engine,
-            outbox_wakeup=runtime.relay_wakeup(gateway_outbox),
+            publish=runtime.relay(gateway_outbox).offer,
             overview_sources=overview_sources(),
         )
         from taskgate.http_server import http_server

@@ -7,7 +7,6 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
 
 from sqlalchemy import Engine, Table
 
@@ -21,16 +20,12 @@ from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
 from messaging.heartbeat import Heartbeat
-from messaging.outbox import OutboxRelay, relay_wakeup, wakeup_channel
+from messaging.outbox import KEEP_PUBLISHED, BackgroundRelay, OutboxRelay
 from messaging.replica import ParkingSweeper
-from messaging.wakeup import Wakeup, make_wakeup
+from messaging.wakeup import Wakeup
 from taskgate import registry, tables
 
 log = logging.getLogger(__name__)
-
-# How long the in-process broker's messages are kept in the outbox to be published again after a
-# crash; a message still unhandled that long after its publication is not expected.
-KEEP_PUBLISHED = timedelta(hours=1)
 
 
 def declare_topology(url: str) -> None:
@@ -61,6 +56,22 @@ def _declare_everything(channel) -> None:
         queue(channel).declare()
 
 
+def webhook_relay(settings: Settings, engine: Engine) -> BackgroundRelay:
+    """The relay of a webhook process that runs no workers (each gunicorn worker): it publishes
+    the tasks accepted there right after their commit; create_app(publish=webhook_relay(...).offer)."""
+    return BackgroundRelay(
+        lambda: OutboxRelay(
+            engine,
+            gateway_tables.outbox,
+            broker.connect(settings.broker_url, confirm_each=False),
+            keep_published=KEEP_PUBLISHED if broker.is_volatile(settings.broker_url) else None,
+            linger=settings.batch_linger_ms / 1000,
+            sweep_after=None,
+        ),
+        prepare=lambda: declare_topology(settings.broker_url),
+    )
+
+
 class Runtime:
     """The loops of some contexts, sharing one engine; start() them, then stop()."""
 
@@ -70,21 +81,14 @@ class Runtime:
         self.engine = engine
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._wakeups: dict[str, Wakeup] = {}
+        self._wakeups: list[Wakeup] = []
+        self._relays: dict[str, OutboxRelay] = {}
         self._connections: list = []
 
-    def wakeup(self, name: str) -> Wakeup:
-        """The wake-up channel called name (one per outbox, one for callbacks)."""
-        if name not in self._wakeups:
-            self._wakeups[name] = make_wakeup(self.engine, name)
-        return self._wakeups[name]
-
-    def relay_wakeup(self, outbox: Table) -> Wakeup:
-        """The wake-up of outbox's relay (see messaging.outbox.relay_wakeup)."""
-        name = wakeup_channel(outbox)
-        if name not in self._wakeups:
-            self._wakeups[name] = relay_wakeup(self.engine, outbox)
-        return self._wakeups[name]
+    def relay(self, outbox: Table) -> OutboxRelay:
+        """The relay of outbox in this process (started with its context): other writers of this
+        process (the webhook of `serve`) offer it what they committed."""
+        return self._relays[outbox.name]
 
     def start(self, contexts: Iterable[str], role: str = "worker") -> None:
         contexts = list(contexts)
@@ -111,25 +115,18 @@ class Runtime:
             return []
         return [thread.name for thread in self._threads if not thread.is_alive()]
 
-    def _start_context(
-        self,
-        spec: ContextSpec,
-        after_commit: Callable[[], None] = lambda: None,
-        outbox_wakeup: Wakeup | None = None,
-    ) -> None:
-        """A context's consumer, relay and parking sweeper. Its outbox is written here (by the
-        consumer and the sweeper, which wake the relay in memory after their commits) unless
-        outbox_wakeup says otherwise; rows another process left behind are found at the relay's
-        idle interval."""
-        outbox_wakeup = outbox_wakeup or Wakeup()
+    def _start_context(self, spec: ContextSpec, after_commit: Callable[[], None] = lambda: None) -> None:
+        """A context's consumer, relay and parking sweeper. The consumer and the sweeper offer the
+        relay the outbox rows they committed; rows another process left behind are swept."""
         relay = OutboxRelay(
             self.engine,
             spec.outbox,
             self._connect(confirm_each=False),
-            outbox_wakeup,
             keep_published=KEEP_PUBLISHED if broker.is_volatile(self.settings.broker_url) else None,
             linger=self.settings.batch_linger_ms / 1000,
         )
+        self._relays[spec.outbox.name] = relay
+        self._wakeups.append(relay.wakeup)
         worker = MessageWorker(
             self._connect(),
             spec.queue,
@@ -138,15 +135,17 @@ class Runtime:
             inbox=spec.inbox,
             outbox=spec.outbox,
             after_commit=after_commit,
-            outbox_wakeup=outbox_wakeup,
+            publish=relay.offer,
             batch_handlers=spec.batch_handlers,
             linger=self.settings.batch_linger_ms / 1000,
         )
         self._spawn(f"{spec.name}-relay", relay.run)
         self._spawn(f"{spec.name}-consumer", worker.run_until)
         if spec.replica is not None:
-            sweeper = ParkingSweeper(self.engine, spec.replica, spec.outbox, outbox_wakeup, spec.wait_timeout)
+            sweeper = ParkingSweeper(self.engine, spec.replica, spec.outbox, relay.offer, spec.wait_timeout)
             self._spawn(f"{spec.name}-parking", sweeper.run)
+        for number, make_loop in enumerate(spec.loops):
+            self._spawn(f"{spec.name}-loop-{number}", make_loop(self.engine, relay.offer))
 
     def _start_gateway(self, spec: ContextSpec) -> None:
         callbacks_wakeup = Wakeup()  # results and callbacks of this process: in-process suffices
@@ -168,10 +167,7 @@ class Runtime:
             handlers={**spec.handlers, vocabulary.TASK_RESULT: recording},
             batch_handlers={**spec.batch_handlers, vocabulary.TASK_RESULT: recording_batches},
         )
-        # The gateway's outbox is written by the webhook, in other processes too.
-        self._start_context(
-            spec, after_commit=callbacks_wakeup.notify, outbox_wakeup=self.relay_wakeup(spec.outbox)
-        )
+        self._start_context(spec, after_commit=callbacks_wakeup.notify)
         self._spawn("gateway-callbacks", dispatcher.run)
         keeper = DeadLetterKeeper(self._connect(), self.engine, gateway_tables.dead_letters)
         self._spawn("gateway-dead-letters", keeper.run_until)
@@ -198,7 +194,7 @@ class Runtime:
     def stop(self, timeout: float = 15.0) -> None:
         """Let in-flight messages finish (unacked ones are redelivered later), then return."""
         self.stopping.set()
-        for wakeup in self._wakeups.values():
+        for wakeup in self._wakeups:
             wakeup.close()
         for thread in self._threads:
             thread.join(timeout)

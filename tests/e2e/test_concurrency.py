@@ -18,9 +18,8 @@ from contexts.maintenance.tables import replica as maintenance_replica
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.store import accept_task
-from gateway.tables import outbox, results, tasks
+from gateway.tables import results, tasks
 from messaging.db import make_engine
-from messaging.outbox import relay_wakeup
 from tests import backends
 from tests.e2e.helpers import BIN, Process, environment
 from tests.factories import maintenance_task, register_client, schedule_task, upsert_task, wait_for
@@ -85,12 +84,10 @@ def system(tmp_path, postgres_database):
 
 
 def submit(engine, task_list):
-    """Accept tasks as the webhook does, in one burst, and wake the relays."""
-    wakeup = relay_wakeup(engine, outbox)
+    """Accept tasks as the webhook does, in one burst; the workers' relay sweeps their messages."""
     with Session(engine) as session, session.begin():
         for task in task_list:
             accept_task(session, "acme", task_uuid(DEFAULT_NAMESPACE, "acme", task["task_id"]), task)
-        wakeup.notify(session)
 
 
 def answers(engine, task_ids) -> dict[str, tuple[str, dict]]:

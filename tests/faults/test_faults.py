@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from contexts.survey.tables import invitations
+from gateway.tables import outbox as gateway_outbox
 from messaging.db import make_engine
 from tests import backends
 from tests.e2e.helpers import environment
@@ -314,14 +315,32 @@ def test_the_database_goes_away_for_a_while(deployment):
     )
 
 
+@contextlib.contextmanager
+def publishing_blocked():
+    """RabbitMQ's memory alarm at a watermark of 0: every connection that publishes is blocked,
+    while connecting (the webhook's broker probe) still works."""
+    backends.require(shutil.which("rabbitmqctl"), "rabbitmqctl (to block publishing)")
+    _rabbitmq("set_vm_memory_high_watermark", "0")
+    try:
+        yield
+    finally:
+        _rabbitmq("set_vm_memory_high_watermark", "0.4")
+
+
 def test_the_gateway_dies_between_accept_and_publish(deployment):
+    """The webhook's process publishes what it accepts right after the commit; here the broker
+    blocks its publishing and it is killed (-9) with the tasks committed but never published:
+    the workers' relay sweeps them from the outbox."""
     system, engine, receiver, _, client = deployment
-    system.start_http()  # accepting, but no relay runs yet: tasks stay in the outbox
+    system.start_http()
     first = first_wave()
-    send_all(client, first)
-    system.http.process.kill()  # kill -9 the HTTP side too
-    system.http.stop()
-    system.http = None
+    with publishing_blocked():
+        send_all(client, first)
+        with Session(engine) as session:
+            assert session.scalar(select(func.count()).select_from(gateway_outbox)) == len(first)
+        system.http.process.kill()  # kill -9 the HTTP side
+        system.http.stop()
+        system.http = None
     system.start_all()
     wait_until_settled(engine, [task["task_id"] for task in first])
     check_invariants(engine, receiver, first, "crash before publish", kills=1)

@@ -40,7 +40,7 @@ def gateway(stack, callbacks, context_environ):
     app = create_app(
         settings,
         engine=engine,
-        outbox_wakeup=runtime.relay_wakeup(gateway_outbox),
+        publish=runtime.relay(gateway_outbox).offer,
         overview_sources=overview_sources(),
     )
     yield app

@@ -17,7 +17,7 @@ from contexts.customers.worker import spec as customers_spec
 from messaging import broker, inproc, topology
 from messaging.after_commit import after_commit
 from messaging.consumer import MessageWorker, PermanentError
-from messaging.db import make_engine
+from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
 from messaging.outbox import OutboxRelay, _take_statement, add_to_outbox
 from messaging.wakeup import Wakeup
@@ -144,25 +144,36 @@ def test_a_message_delivered_twice_has_one_effect(engine, connection, broker_url
     assert count(engine, CUSTOMERS.outbox) == 2  # one event and one result, not two of each
 
 
-class CommitWatchingWakeup(Wakeup):
-    """A relay's wake-up that notes, at each notify, how many rows the outbox holds committed."""
+def test_a_consumer_offers_its_relay_the_rows_it_wrote_once_committed(engine, connection, broker_url):
+    offered: list[tuple[int, list[dict]]] = []  # rows committed in the outbox at each offer, and the offer
+    publish = lambda rows: offered.append((count(engine, CUSTOMERS.outbox), rows))  # noqa: E731
+    task = upsert()
+    with RunningWorker(broker_url, engine, publish=publish):
+        publish_raw(connection, task)
+        wait_for(lambda: offered, message="an offer")
+    [(committed, rows)] = offered
+    assert committed == 2  # the event and the result, already committed when offered
+    assert [row["body"]["type"] for row in rows] == ["customer.registered", "task.result"]
+    assert all(row["body"]["causation_id"] == str(task.message_id) for row in rows)
 
-    def __init__(self, engine):
-        super().__init__()
-        self.engine = engine
-        self.seen: list[int] = []
 
-    def notify(self, session=None):
-        self.seen.append(count(self.engine, CUSTOMERS.outbox))
-        super().notify(session)
-
-
-def test_a_consumer_wakes_its_relay_in_memory_once_its_messages_are_committed(engine, connection, broker_url):
-    wakeup = CommitWatchingWakeup(engine)
-    with RunningWorker(broker_url, engine, outbox_wakeup=wakeup):
-        publish_raw(connection, upsert())
-        assert wakeup.wait(30), "the relay was not woken"
-    assert wakeup.seen == [2]  # the event and the result, already committed when it was woken
+def test_offered_rows_are_published_from_memory_and_deleted_in_one_statement(engine, connection, broker_url):
+    """What a process offers goes out without reading its rows back; rows nobody offered wait for
+    a sweep, which takes only rows older than sweep_after (younger ones have a live writer)."""
+    with Session(engine) as session, session.begin():
+        offered = add_to_outbox(session, CUSTOMERS.outbox, [upsert(task_id="T-1")])
+        left = add_to_outbox(session, CUSTOMERS.outbox, [upsert(task_id="T-2")])  # its writer "died"
+    relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False))
+    relay.offer(offered)
+    assert relay.publish_offered() == 1
+    assert count(engine, CUSTOMERS.outbox) == 2  # deleted in the next batch, not one by one
+    relay.forget_published()
+    assert count(engine, CUSTOMERS.outbox) == 1
+    assert relay.relay_batch(older_than=timedelta(minutes=1)) == 0  # too young for a sweep
+    assert relay.relay_batch() == 1
+    assert count(engine, CUSTOMERS.outbox) == 0
+    assert received_message_ids(connection, 2) == [str(row["message_id"]) for row in offered + left]
+    relay.broker.release()
 
 
 def _queue_is_drained(connection):
@@ -437,7 +448,7 @@ def test_a_relay_takes_its_batch_in_one_pass_whatever_the_statistics(postgres_da
         take = _take_statement(CUSTOMERS.outbox, 100, keep=False, locking=True).compile(engine)
         with engine.connect() as connection, connection.begin():
             [[plan]] = connection.exec_driver_sql(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) {take.string}", take.params
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {take.string}", {**take.params, "before": utcnow()}
             ).one()
             connection.rollback()
 
