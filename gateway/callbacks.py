@@ -121,17 +121,18 @@ class CallbackDispatcher:
         self._recorder = GroupCommit(self._write_attempts)
         self._running: tuple[ThreadPoolExecutor, threading.Event] | None = None  # while run() runs
 
-    def offer(self, connection, fresh: list) -> dict:
-        """Deliveries being recorded in connection's transaction that this dispatcher takes at
-        once, as many as it has room for: result_id -> the end of their lease, to be recorded with
-        them. They are attempted once that transaction has committed, never if it does not, and
-        spare this process leasing them back from the table."""
+    def offer(self, connection, fresh: list, recorded: int) -> dict:
+        """Deliveries being recorded in connection's transaction (recorded of them in all, fresh
+        those that may go at once) that this dispatcher takes at once, as many as it has room
+        for: result_id -> the end of their lease, to be recorded with them. They are attempted
+        once that transaction has committed, never if it does not, and spare this process leasing
+        them back from the table; if it leaves some, the lease loop looks for them after the commit."""
         with self._lock:
             running = self._running
             room = self.concurrency - self._in_flight.total()
             in_flight = Counter(self._in_flight)
         if running is None:
-            return {}
+            return {}  # the lease loop of a running dispatcher finds them
         chunks: dict[str, list] = {}
         for row in fresh:
             chunk = chunks.get(row.client_id)
@@ -143,7 +144,10 @@ class CallbackDispatcher:
         if chunks:
             after_commit(connection, lambda: self._hand_over(list(chunks.values())))
         until = utcnow() + self.lease
-        return {row.result_id: until for chunk in chunks.values() for row in chunk}
+        taken = {row.result_id: until for chunk in chunks.values() for row in chunk}
+        if len(taken) < recorded:
+            after_commit(connection, self.wakeup.notify)
+        return taken
 
     def _hand_over(self, chunks: list[list]) -> None:
         """Attempt chunks offered in a transaction that has committed. Were the dispatcher stopped

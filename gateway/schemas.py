@@ -68,12 +68,29 @@ class MaintenanceSchedule(StrictSchema):
     appointment_task_id = fields.String(load_default=None, allow_none=True, validate=_task_id)
 
 
+class VisitBook(StrictSchema):
+    vin = fields.String(
+        required=True,
+        validate=FullMatch(r"^[A-Za-z0-9]{17}$", error="must be 17 letters or digits"),
+    )
+    resource_id = fields.String(required=True, validate=_identifier)
+    position = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    starts_at = fields.AwareDateTime(required=True, format="iso", validate=_plausible_time)
+    duration_minutes = fields.Integer(strict=True, required=True, validate=validate.Range(5, 480))
+
+
+class VisitCancel(StrictSchema):
+    visit_task_id = fields.String(required=True, validate=_task_id)
+
+
 PAYLOAD_SCHEMAS: dict[str, type[Schema]] = {
     "customer.upsert": CustomerUpsert,
     "survey.assign": SurveyAssign,
     "appointment.schedule": AppointmentSchedule,
     "appointment.cancel": AppointmentCancel,
     "maintenance.schedule": MaintenanceSchedule,
+    "visit.book": VisitBook,
+    "visit.cancel": VisitCancel,
 }
 
 

@@ -361,7 +361,7 @@ def record_results(
             }
         )
     if offer is not None:
-        leases = offer(session, _fresh(rows, {row["result_id"] for row in queued}, known))
+        leases = offer(session, _fresh(rows, {row["result_id"] for row in queued}, known), len(queued))
         for row in queued:
             row["next_attempt_at"] = leases.get(row["result_id"], now)
     # The first result of the primary context decides; none may overturn a final status.

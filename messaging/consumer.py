@@ -55,7 +55,6 @@ class MessageWorker(ConsumerMixin):
         *,
         inbox: Table,
         outbox: Table,
-        after_commit: Callable[[], None] = lambda: None,
         publish: Publish | None = None,
         prefetch_count: int = 100,
         batch_size: int = 50,
@@ -70,7 +69,6 @@ class MessageWorker(ConsumerMixin):
         self.engine = engine
         self.inbox = inbox
         self.outbox = outbox
-        self.after_commit = after_commit
         self.publish = publish
         self.prefetch_count = prefetch_count
         self.batch_size = batch_size
@@ -173,7 +171,6 @@ class MessageWorker(ConsumerMixin):
                 )
             else:
                 self._ack_together([message for _, _, message in batch])
-                self.after_commit()
                 return
         for envelope, handler, message in batch:
             try:
@@ -235,7 +232,6 @@ class MessageWorker(ConsumerMixin):
             message.requeue()
             return
         message.ack()
-        self.after_commit()
 
     def _handle_with_retries(self, handler: Handler, envelope: Envelope) -> bool | None:
         failures = 0

@@ -21,6 +21,8 @@ PRIMARY_CONTEXT = {
     "appointment.schedule": "appointment",
     "appointment.cancel": "appointment",
     "maintenance.schedule": "maintenance",
+    "visit.book": "visits",
+    "visit.cancel": "visits",
 }
 TASK_TYPES = frozenset(PRIMARY_CONTEXT)
 
@@ -31,7 +33,20 @@ CUSTOMER_SNAPSHOT = "customer.snapshot"
 CUSTOMER_EVENTS = (CUSTOMER_REGISTERED, CUSTOMER_UPDATED, CUSTOMER_SNAPSHOT)
 APPOINTMENT_SCHEDULED = "appointment.scheduled"
 APPOINTMENT_CANCELED = "appointment.canceled"
-EVENT_TYPES = frozenset({*CUSTOMER_EVENTS, APPOINTMENT_SCHEDULED, APPOINTMENT_CANCELED})
+# A visit's reservation steps, between the visits context and the two sides that hold for it
+# (appointment: the desk slot; maintenance: the workshop position). visits asks both sides at once
+# (one message each step, payload {"visit_id", ...}); each side answers with VISIT_ANSWER
+# {"visit_id", "side", "step": held | refused | confirmed | expired | released, ...}.
+VISIT_HOLD = "visit.hold"  # hold the slot (carries what to hold)
+VISIT_CONFIRM = "visit.confirm"  # make the hold a booking, unless it has expired
+VISIT_RELEASE = "visit.release"  # give up whatever is held, and never hold for this visit again
+VISIT_ANSWER = "visit.answer"
+VISIT_STEPS = (VISIT_HOLD, VISIT_CONFIRM, VISIT_RELEASE)
+HELD, REFUSED, CONFIRMED, EXPIRED, RELEASED = "held", "refused", "confirmed", "expired", "released"
+RESERVATION_EXPIRED = "reservation_expired"
+EVENT_TYPES = frozenset(
+    {*CUSTOMER_EVENTS, APPOINTMENT_SCHEDULED, APPOINTMENT_CANCELED, *VISIT_STEPS, VISIT_ANSWER}
+)
 
 TASK_RESULT = "task.result"
 # A context's word on a task that is not a result: e.g. it is parked until its customer is known.
@@ -52,6 +67,8 @@ def route(envelope: Envelope) -> tuple[str, str]:
     """The (exchange, routing key) an envelope is published to."""
     if envelope.type in TASK_TYPES:
         return TASKS_EXCHANGE, envelope.type
+    if envelope.type == VISIT_ANSWER:
+        return EVENTS_EXCHANGE, f"{VISIT_ANSWER}.{envelope.payload['side']}"
     if envelope.type in EVENT_TYPES:
         return EVENTS_EXCHANGE, envelope.type
     if envelope.type == TASK_RESULT:

@@ -440,6 +440,30 @@ def check_order(settings: Settings, callbacks) -> None:
         raise SystemExit(1)
 
 
+@main.command("check-visits")
+@click.option(
+    "--callbacks",
+    type=click.File("r"),
+    help="The callbacks the client received, one JSON body (or its `data`) per line.",
+)
+@click.pass_obj
+def check_visits(settings: Settings, callbacks) -> None:
+    """Check, once nothing is in flight, that every visit booked both sides or neither."""
+    from taskgate.visit_check import check_visits as check
+
+    received = None
+    if callbacks is not None:
+        received = [json.loads(line) for line in callbacks if line.strip()]
+        received = [body.get("data", body) for body in received]
+    with _engine(settings).connect() as connection:
+        report = check(connection, received)
+    click.echo(report.summary())
+    for problem in report.problems[:50]:
+        click.echo(f"  {problem}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
 @main.command()
 @click.option("--port", default=9000, show_default=True, type=int)
 @click.option("--secret", envvar="TASKGATE_SIGNING_SECRET", help="Verify signatures with this secret.")

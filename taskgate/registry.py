@@ -8,12 +8,13 @@ from contexts.appointment import worker as appointment
 from contexts.customers import worker as customers
 from contexts.maintenance import worker as maintenance
 from contexts.survey import worker as survey
+from contexts.visits import worker as visits
 from gateway import worker as gateway
 from gateway.overview import Sources
 from messaging.context import ContextSpec
 from taskgate import tables
 
-_PARTS = {part.NAME: part for part in (gateway, customers, survey, appointment, maintenance)}
+_PARTS = {part.NAME: part for part in (gateway, customers, survey, appointment, maintenance, visits)}
 
 NAMES = tuple(_PARTS)
 QUEUES = [part.QUEUE for part in _PARTS.values()]

@@ -115,7 +115,7 @@ class Runtime:
             return []
         return [thread.name for thread in self._threads if not thread.is_alive()]
 
-    def _start_context(self, spec: ContextSpec, after_commit: Callable[[], None] = lambda: None) -> None:
+    def _start_context(self, spec: ContextSpec) -> None:
         """A context's consumer, relay and parking sweeper. The consumer and the sweeper offer the
         relay the outbox rows they committed; rows another process left behind are swept."""
         relay = OutboxRelay(
@@ -134,7 +134,6 @@ class Runtime:
             self.engine,
             inbox=spec.inbox,
             outbox=spec.outbox,
-            after_commit=after_commit,
             publish=relay.offer,
             batch_handlers=spec.batch_handlers,
             linger=self.settings.batch_linger_ms / 1000,
@@ -167,7 +166,8 @@ class Runtime:
             handlers={**spec.handlers, vocabulary.TASK_RESULT: recording},
             batch_handlers={**spec.batch_handlers, vocabulary.TASK_RESULT: recording_batches},
         )
-        self._start_context(spec, after_commit=callbacks_wakeup.notify)
+        # The dispatcher's lease loop is woken when recorded deliveries are left to it (offer).
+        self._start_context(spec)
         self._spawn("gateway-callbacks", dispatcher.run)
         keeper = DeadLetterKeeper(self._connect(), self.engine, gateway_tables.dead_letters)
         self._spawn("gateway-dead-letters", keeper.run_until)

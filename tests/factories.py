@@ -123,3 +123,36 @@ def rows_scanned(connection, *tables: str) -> int:
         "SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_xact_user_tables WHERE relname = ANY(%(tables)s)",
         {"tables": list(tables)},
     ).scalar_one()
+
+
+def visit_task(
+    task_id,
+    starts_at,
+    *,
+    customer_id="C-42",
+    resource_id="desk-1",
+    position="bay-1",
+    minutes=60,
+    vin="WVWZZZ1JZXW000001",
+) -> dict:
+    return {
+        "task_id": task_id,
+        "type": "visit.book",
+        "customer_id": customer_id,
+        "payload": {
+            "vin": vin,
+            "resource_id": resource_id,
+            "position": position,
+            "starts_at": starts_at,
+            "duration_minutes": minutes,
+        },
+    }
+
+
+def visit_cancel_task(task_id, visit_task_id, *, customer_id="C-42") -> dict:
+    return {
+        "task_id": task_id,
+        "type": "visit.cancel",
+        "customer_id": customer_id,
+        "payload": {"visit_task_id": visit_task_id},
+    }

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
 from uuid6 import uuid7
 
 from contexts.appointment import model
-from contexts.appointment.tables import ACTIVE, CANCELED, appointments, decided_schedules, replica, resources
+from contexts.appointment.tables import (
+    ACTIVE,
+    CANCELED,
+    HELD,
+    RELEASED,
+    TAKEN,
+    appointments,
+    decided_schedules,
+    replica,
+    resources,
+)
+from contexts.reservations import ReservationSide
 from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
@@ -30,9 +42,9 @@ def _slots(session: Transaction, query, **parameters) -> list[model.Slot]:
 
 
 def _active_slots(column):
-    """Active appointments of a client's given column value overlapping [since, until); built once."""
+    """Active or held appointments of a client's given column value overlapping [since, until)."""
     return select(appointments.c.starts_at, appointments.c.ends_at).where(
-        appointments.c.status == ACTIVE,
+        appointments.c.status.in_(TAKEN),
         appointments.c.client_id == bindparam("client_id"),
         column == bindparam("of"),
         appointments.c.starts_at < bindparam("until"),
@@ -73,28 +85,9 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
         existing = _appointment_of(session, task.client_id, task.task_id)
         if existing is not None:  # the same task again (e.g. resumed twice): same answer
             return [_scheduled(task, existing.appointment_id)]
-        requested = model.Slot.of(
-            datetime.fromisoformat(task.payload["starts_at"]), task.payload["duration_minutes"]
-        )
+        requested = _requested(task)
         resource_id = task.payload["resource_id"]
-        span = model.window(requested)
-        resource_slots = _slots(
-            session,
-            _RESOURCE_SLOTS,
-            client_id=task.client_id,
-            of=resource_id,
-            since=span.starts_at,
-            until=span.ends_at,
-        )
-        customer_slots = _slots(
-            session,
-            _CUSTOMER_SLOTS,
-            client_id=task.client_id,
-            of=customer.customer_id,
-            since=requested.starts_at,
-            until=requested.ends_at,
-        )
-        reason = model.rejection(requested, resource_slots, customer_slots, limits)
+        reason = _rejection(session, task.client_id, customer.customer_id, resource_id, requested, limits)
         if reason is not None:
             return [
                 vocabulary.result(
@@ -118,6 +111,7 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
                 "ends_at": requested.ends_at,
                 "status": ACTIVE,
                 "created_at": utcnow(),
+                "visit_id": None,
             },
         )
         event = task.caused(
@@ -134,6 +128,85 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
         return [event, _scheduled(task, appointment_id)]
 
     return schedule_appointment, schedule_appointments
+
+
+def _requested(message: Envelope) -> model.Slot:
+    return model.Slot.of(
+        datetime.fromisoformat(message.payload["starts_at"]), message.payload["duration_minutes"]
+    )
+
+
+def _rejection(
+    session: Transaction, client_id: str, customer_id: str, resource_id: str, requested: model.Slot, limits
+) -> str | None:
+    """Why requested cannot be booked for the customer on the resource (whose row the caller has
+    locked), counting active appointments and visits' holds alike; None if it can."""
+    span = model.window(requested)
+    resource_slots = _slots(
+        session,
+        _RESOURCE_SLOTS,
+        client_id=client_id,
+        of=resource_id,
+        since=span.starts_at,
+        until=span.ends_at,
+    )
+    customer_slots = _slots(
+        session,
+        _CUSTOMER_SLOTS,
+        client_id=client_id,
+        of=customer_id,
+        since=requested.starts_at,
+        until=requested.ends_at,
+    )
+    return model.rejection(requested, resource_slots, customer_slots, limits)
+
+
+class VisitSlots:
+    """The desk's side of a visit (contexts.reservations.Booking): a held appointment."""
+
+    def __init__(self, limits: model.Limits):
+        self.limits = limits
+
+    def hold(self, session: Transaction, request: Envelope):
+        payload, requested = request.payload, _requested(request)
+        lock_row(session, resources, client_id=request.client_id, resource_id=payload["resource_id"])
+        reason = _rejection(
+            session, request.client_id, payload["customer_id"], payload["resource_id"], requested, self.limits
+        )
+        if reason is not None:
+            return None, reason
+        appointment_id = uuid7()
+        session.execute(
+            _BOOK,
+            {
+                "appointment_id": appointment_id,
+                "client_id": request.client_id,
+                "task_id": request.task_id,
+                "customer_id": payload["customer_id"],
+                "resource_id": payload["resource_id"],
+                "starts_at": requested.starts_at,
+                "ends_at": requested.ends_at,
+                "status": HELD,
+                "created_at": utcnow(),
+                "visit_id": uuid.UUID(payload["visit_id"]),
+            },
+        )
+        return appointment_id, None
+
+    def confirm(self, session: Transaction, appointment_id) -> None:
+        _set_status(session, appointment_id, HELD, ACTIVE)
+
+    def give_up(self, session: Transaction, appointment_id) -> None:
+        _set_status(session, appointment_id, TAKEN, RELEASED)
+
+
+def _set_status(session: Transaction, appointment_id, before, after: str) -> None:
+    statuses = (before,) if isinstance(before, str) else before
+    session.execute(
+        update(appointments)
+        .where(appointments.c.appointment_id == appointment_id, appointments.c.status.in_(statuses))
+        .values(status=after)
+    )
 
 
 def _lock_resources(session: Transaction, tasks: list[Envelope]) -> None:
@@ -186,6 +259,7 @@ def cancel_appointment(session: Transaction, task: Envelope) -> list[Envelope]:
             appointments.c.task_id == target,
             appointments.c.customer_id == task.payload["customer_id"],
             appointments.c.status == ACTIVE,
+            appointments.c.visit_id.is_(None),  # a visit's slot is canceled by visit.cancel
         )
         .values(status=CANCELED, canceled_by_task_id=task.task_id)
         .returning(appointments.c.appointment_id)
@@ -236,13 +310,16 @@ _DECIDED = select(decided_schedules.c.task_id).where(
 replica.on_expiry(vocabulary.TARGET_UNDECIDED, _not_found)
 
 
-def build_handlers(limits: model.Limits) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
+def build_handlers(
+    limits: model.Limits, visits: ReservationSide
+) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
     """The handlers, and the batch handlers of the message types that have them."""
     schedule_one, schedule_many = make_schedule(limits)
     handlers = {
         "appointment.schedule": replica.needs_customer(schedule_one),
         "appointment.cancel": cancel_appointment,
         **replica.event_handlers(),
+        **visits.handlers(),
     }
     batch_handlers = {
         "appointment.schedule": replica.needs_customers(schedule_many),

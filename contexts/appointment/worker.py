@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from contexts import reservations
 from contexts.appointment import handlers, model, tables
-from messaging import topology
+from messaging import topology, vocabulary
 from messaging.context import ContextSpec, env_int, wait_timeout
+from messaging.wakeup import Wakeup
 
 NAME = "appointment"
-QUEUE = topology.queue(NAME, [(topology.tasks, "appointment.*"), (topology.events, "customer.*")])
+QUEUE = topology.queue(
+    NAME,
+    [
+        (topology.tasks, "appointment.*"),
+        (topology.events, "customer.*"),
+        *((topology.events, step) for step in vocabulary.VISIT_STEPS),
+    ],
+)
 METADATA = tables.metadata
 
 
@@ -21,7 +30,14 @@ def limits(environ: Mapping[str, str] | None) -> model.Limits:
 
 
 def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
-    handlers_of, batch_handlers = handlers.build_handlers(limits(environ))
+    visits = reservations.ReservationSide(
+        NAME,
+        tables.visit_holds,
+        handlers.VisitSlots(limits(environ)),
+        reservations.ttl(environ),
+        Wakeup(),
+    )
+    handlers_of, batch_handlers = handlers.build_handlers(limits(environ), visits)
     return ContextSpec(
         NAME,
         QUEUE,
@@ -31,4 +47,5 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         replica=tables.replica,
         wait_timeout=wait_timeout(environ),
         batch_handlers=batch_handlers,
+        loops=(lambda engine, publish: reservations.HoldSweeper(engine, visits, tables.outbox, publish).run,),
     )

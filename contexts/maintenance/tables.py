@@ -1,13 +1,14 @@
 """The maintenance context's own tables, including its replica of the customers.
 
-On PostgreSQL an exclusion constraint (migration 0002) refuses two active jobs that overlap on one
-position; SQLite gets a trigger to the same effect.
+On PostgreSQL an exclusion constraint (migrations 0002, 0014) refuses two active or held jobs that
+overlap on one position; SQLite gets a trigger to the same effect.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Column, Index, MetaData, PrimaryKeyConstraint, String, Table, UniqueConstraint, Uuid
 
+from contexts.reservations import make_holds_table
 from messaging.db import UtcDateTime
 from messaging.inbox import make_inbox_table
 from messaging.outbox import make_outbox_table
@@ -17,6 +18,9 @@ metadata = MetaData()
 
 ACTIVE = "active"
 CANCELED = "canceled"
+HELD = "held"  # a visit's hold: counts like an active job until confirmed or released
+RELEASED = "released"  # a visit's hold or booking given up
+TAKEN = (ACTIVE, HELD)  # what occupies a position
 
 jobs = Table(
     "maintenance_jobs",
@@ -33,6 +37,7 @@ jobs = Table(
     Column("status", String(16), nullable=False),
     Column("canceled_by_task_id", String(128)),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("visit_id", Uuid),  # set for a visit's position (task_id is then the visit.book's)
     UniqueConstraint("client_id", "task_id", name="uq_maintenance_jobs_task"),
     Index("ix_maintenance_jobs_position", "client_id", "position", "starts_at"),
     Index("ix_maintenance_jobs_appointment", "client_id", "appointment_task_id"),
@@ -60,5 +65,6 @@ canceled_appointments = Table(
 )
 
 replica = CustomerReplica(metadata, "maintenance")
+visit_holds = make_holds_table(metadata, "maintenance")
 inbox = make_inbox_table(metadata, "maintenance")
 outbox = make_outbox_table(metadata, "maintenance")

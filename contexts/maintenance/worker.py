@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from contexts import reservations
 from contexts.maintenance import handlers, tables
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec, wait_timeout
+from messaging.wakeup import Wakeup
 
 NAME = "maintenance"
 QUEUE = topology.queue(
@@ -15,19 +17,24 @@ QUEUE = topology.queue(
         (topology.tasks, "maintenance.schedule"),
         (topology.events, "customer.*"),
         (topology.events, vocabulary.APPOINTMENT_CANCELED),
+        *((topology.events, step) for step in vocabulary.VISIT_STEPS),
     ],
 )
 METADATA = tables.metadata
 
 
 def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
+    visits = reservations.ReservationSide(
+        NAME, tables.visit_holds, handlers.VisitPositions(), reservations.ttl(environ), Wakeup()
+    )
     return ContextSpec(
         NAME,
         QUEUE,
-        handlers.HANDLERS,
+        {**handlers.HANDLERS, **visits.handlers()},
         inbox=tables.inbox,
         outbox=tables.outbox,
         replica=tables.replica,
         wait_timeout=wait_timeout(environ),
         batch_handlers=handlers.BATCH_HANDLERS,
+        loops=(lambda engine, publish: reservations.HoldSweeper(engine, visits, tables.outbox, publish).run,),
     )

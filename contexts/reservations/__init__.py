@@ -1,0 +1,250 @@
+"""One side of a visit's reservation, as the appointment and maintenance contexts play it.
+
+The visits context asks both sides to hold, then to confirm or to release (messaging.vocabulary's
+VISIT_* messages). A side keeps one row per visit in its own holds table, whose state says what it
+has done for that visit, and answers every step with VISIT_ANSWER:
+
+- hold: book the slot with status held (it counts against every rule like a booking), answer
+  held; or refused with the rule's reason. A hold expires ttl after it was made.
+- confirm: a held slot becomes a booking (confirmed); an expired or released one stays so (the
+  side is the authority on its holds: a late confirm is answered expired).
+- release: whatever is held or booked for the visit is given up (released); a release that
+  arrives before its hold leaves a row, so that the hold, when it comes, holds nothing.
+- the HoldSweeper releases holds past their expiry by itself (expired), sleeping until the next one.
+
+Every step is idempotent: a step repeated finds the row in its state and answers the same again.
+The context supplies what differs, a Booking: how to hold its slot, confirm it and give it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+from typing import Protocol
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Uuid,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from messaging import vocabulary
+from messaging.after_commit import after_commit
+from messaging.consumer import Handler
+from messaging.context import env_int
+from messaging.db import JsonDocument, Transaction, UtcDateTime, serialize_on, utcnow
+from messaging.envelope import Envelope
+from messaging.outbox import Publish, add_to_outbox
+from messaging.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_SECONDS = 120
+
+
+class Booking(Protocol):
+    """How a context holds, confirms and gives up its slot for a visit."""
+
+    def hold(self, session: Transaction, request: Envelope) -> tuple[object | None, str | None]:
+        """Book the requested slot as held: (its id, None), or (None, the rule's reason)."""
+
+    def confirm(self, session: Transaction, booking_id) -> None:
+        """The held slot becomes an active booking."""
+
+    def give_up(self, session: Transaction, booking_id) -> None:
+        """The held or booked slot is free again."""
+
+
+def make_holds_table(metadata: MetaData, context: str) -> Table:
+    """What a side has done for each visit: ``<context>_visit_holds``."""
+    return Table(
+        f"{context}_visit_holds",
+        metadata,
+        Column("client_id", String(63), nullable=False),
+        Column("visit_id", Uuid, nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("booking_id", Uuid),
+        Column("reason", String(64)),
+        Column("expires_at", UtcDateTime),
+        # The hold request (an envelope body): the answers of a later step are caused by it.
+        Column("request", JsonDocument, nullable=False),
+        Column("updated_at", UtcDateTime, nullable=False),
+        PrimaryKeyConstraint("client_id", "visit_id"),
+        Index(f"ix_{context}_visit_holds_expiry", "state", "expires_at"),
+    )
+
+
+class ReservationSide:
+    """The visit steps of one context (its name is the side's name in the answers)."""
+
+    def __init__(self, context: str, holds: Table, booking: Booking, ttl: timedelta, wakeup: Wakeup):
+        self.context = context
+        self.holds = holds
+        self.booking = booking
+        self.ttl = ttl
+        self.wakeup = wakeup  # the HoldSweeper's: it may sleep longer than a new hold lives
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            vocabulary.VISIT_HOLD: self.hold,
+            vocabulary.VISIT_CONFIRM: self.confirm,
+            vocabulary.VISIT_RELEASE: self.release,
+        }
+
+    def hold(self, session: Transaction, request: Envelope) -> list[Envelope]:
+        row = self._row(session, request)
+        if row is not None:  # held, refused or released before: the same answer again
+            return [self._answer(request, row)]
+        booking_id, reason = self.booking.hold(session, request)
+        now = utcnow()
+        row = {
+            "client_id": request.client_id,
+            "visit_id": uuid.UUID(request.payload["visit_id"]),
+            "state": vocabulary.HELD if booking_id else vocabulary.REFUSED,
+            "booking_id": booking_id,
+            "reason": reason,
+            "expires_at": now + self.ttl if booking_id else None,
+            "request": request.to_body(),
+            "updated_at": now,
+        }
+        session.execute(insert(self.holds), row)
+        if booking_id:
+            after_commit(session, self.wakeup.notify)
+        return [self._answer(request, row)]
+
+    def confirm(self, session: Transaction, step: Envelope) -> list[Envelope]:
+        row = self._row(session, step)
+        if row is None:  # visits confirms only what this side said it held
+            raise LookupError(f"no hold for visit {step.payload['visit_id']}")
+        if row["state"] == vocabulary.HELD and row["expires_at"] <= utcnow():
+            return self._expire(session, step, row)  # the sweeper was about to
+        if row["state"] == vocabulary.HELD:
+            self.booking.confirm(session, row["booking_id"])
+            row = self._set(session, row, vocabulary.CONFIRMED)
+        return [self._answer(step, row)]
+
+    def release(self, session: Transaction, step: Envelope) -> list[Envelope]:
+        row = self._row(session, step)
+        if row is None:  # the hold has not come yet: it will find this row and hold nothing
+            row = {
+                "client_id": step.client_id,
+                "visit_id": uuid.UUID(step.payload["visit_id"]),
+                "state": vocabulary.RELEASED,
+                "request": step.to_body(),
+                "updated_at": utcnow(),
+            }
+            session.execute(insert(self.holds), row)
+        elif row["state"] != vocabulary.RELEASED:
+            if row["state"] in (vocabulary.HELD, vocabulary.CONFIRMED):
+                self.booking.give_up(session, row["booking_id"])
+            row = self._set(session, row, vocabulary.RELEASED)
+        return [self._answer(step, row)]
+
+    def expire_due(self, session: Transaction, limit: int = 100) -> list[Envelope]:
+        """Release the holds whose expiry has passed; their answers (expired)."""
+        due = session.execute(
+            select(self.holds)
+            .where(self.holds.c.state == vocabulary.HELD, self.holds.c.expires_at <= utcnow())
+            .order_by(self.holds.c.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        answers = []
+        for row in due:
+            answers += self._expire(session, Envelope.from_body(row.request), row._asdict())
+        return answers
+
+    def seconds_to_next_expiry(self, session: Transaction) -> float | None:
+        following = session.scalar(
+            select(func.min(self.holds.c.expires_at)).where(self.holds.c.state == vocabulary.HELD)
+        )
+        return None if following is None else max(0.0, (following - utcnow()).total_seconds())
+
+    def _expire(self, session: Transaction, cause: Envelope, row: dict) -> list[Envelope]:
+        self.booking.give_up(session, row["booking_id"])
+        row = self._set(session, row, vocabulary.EXPIRED)
+        log.info("hold expired", extra={**cause.log_fields, "context": self.context})
+        return [self._answer(cause, row)]
+
+    def _row(self, session: Transaction, step: Envelope) -> dict | None:
+        """The visit's row, locked: one step of a visit at a time. The advisory lock also orders
+        two steps that find no row yet (a hold and an early release)."""
+        client_id, visit_id = step.client_id, uuid.UUID(step.payload["visit_id"])
+        serialize_on(session, self.context, "visit", client_id, str(visit_id))
+        row = session.execute(
+            select(self.holds)
+            .where(self.holds.c.client_id == client_id, self.holds.c.visit_id == visit_id)
+            .with_for_update()
+        ).one_or_none()
+        return None if row is None else row._asdict()
+
+    def _set(self, session: Transaction, row: dict, state: str) -> dict:
+        session.execute(
+            update(self.holds)
+            .where(self.holds.c.client_id == row["client_id"], self.holds.c.visit_id == row["visit_id"])
+            .values(state=state, updated_at=utcnow())
+        )
+        return {**row, "state": state}
+
+    def _answer(self, cause: Envelope, row: dict) -> Envelope:
+        """What this side says of the visit: its row's state (a confirm of an expired or released
+        hold reads expired or released), with the reason of a refusal and the booking's id."""
+        payload = {"visit_id": str(row["visit_id"]), "side": self.context, "step": row["state"]}
+        if row["state"] == vocabulary.REFUSED:
+            payload["reason"] = row["reason"]
+        if row["state"] in (vocabulary.HELD, vocabulary.CONFIRMED):
+            payload["booking_id"] = str(row["booking_id"])
+        return cause.caused(vocabulary.VISIT_ANSWER, payload)
+
+
+class HoldSweeper:
+    """Releases a side's holds once they expire; sleeps until the next expiry (or a new hold)."""
+
+    def __init__(
+        self, engine: Engine, side: ReservationSide, outbox: Table, publish: Publish, max_sleep=60.0
+    ):
+        self.engine = engine
+        self.side = side
+        self.outbox = outbox
+        self.publish = publish
+        self.max_sleep = max_sleep
+
+    def run(self, stop: threading.Event) -> None:
+        threading.Thread(target=lambda: (stop.wait(), self.side.wakeup.close()), daemon=True).start()
+        while not stop.is_set():
+            try:
+                pause = self.sweep()
+            except Exception:
+                log.exception("hold sweep failed; retrying", extra={"context": self.side.context})
+                pause = 5.0
+            if stop.is_set():
+                break
+            self.side.wakeup.wait(pause)
+        self.side.wakeup.release()
+
+    def sweep(self) -> float:
+        """Expire what is due; returns seconds until the next expiry."""
+        with self.engine.begin() as connection:
+            answers = self.side.expire_due(connection)
+            written = add_to_outbox(connection, self.outbox, answers)
+            following = self.side.seconds_to_next_expiry(connection)
+        if answers:
+            self.publish(written)
+            return 0.0
+        return self.max_sleep if following is None else min(self.max_sleep, following + 0.01)
+
+
+def ttl(environ) -> timedelta:
+    """How long a hold lives unconfirmed: TASKGATE_RESERVATION_TTL_SECONDS."""
+    return timedelta(seconds=env_int(environ, "TASKGATE_RESERVATION_TTL_SECONDS", DEFAULT_TTL_SECONDS, 1))
