@@ -6,20 +6,25 @@ PORT   ?= 8080
 
 .PHONY: run test lint format clean bench
 
-$(BIN)/.installed: setup.cfg pyproject.toml
+$(BIN)/.runtime: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --editable .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/pip install --quiet --editable ".[test]"
 	touch $@
 
-## run: taskgate serve on the embedded defaults (SQLite under ./data, in-process broker); for local
-## development it allows callback URLs on private addresses (e.g. a receiver on 127.0.0.1)
-run: $(BIN)/.installed
+## run: taskgate serve on the embedded defaults (SQLite under ./data, in-process broker) on PORT
+## (8080); for local development it allows callback URLs on private addresses (e.g. 127.0.0.1)
+run: $(BIN)/.runtime
 	TASKGATE_ALLOW_PRIVATE_CALLBACKS=$${TASKGATE_ALLOW_PRIVATE_CALLBACKS:-1} $(BIN)/taskgate serve --port $(PORT)
 
-## test: lint, then the whole suite (PostgreSQL/RabbitMQ parts need TASKGATE_TEST_* set, see README)
+## test: lint, then the whole suite, with the PostgreSQL and RabbitMQ tests whenever those answer on
+## this machine (or at TASKGATE_TEST_POSTGRES_URL / TASKGATE_TEST_RABBITMQ_URL, see README)
 test: $(BIN)/.installed lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/python -m tests.local_services $(BIN)/pytest $(PYTEST_ARGS)
 
 ## bench: throughput and latency of both modes plus the bare stages (needs PostgreSQL, RabbitMQ and
 ## rabbitmqctl, see README "Performance"); options via BENCH_ARGS, e.g. BENCH_ARGS="--quick"

@@ -136,6 +136,19 @@ webhook_ids = Table(
     PrimaryKeyConstraint("client_id", "webhook_id"),
 )
 
+# The steps a task went through between the contexts that are no results (a visit's holds,
+# confirms and releases, and each side's answers), for its timeline.
+task_steps = Table(
+    "gateway_task_steps",
+    metadata,
+    Column("message_id", Uuid, primary_key=True),
+    Column("task_uuid", Uuid, nullable=False, index=True),
+    Column("context", String(32), nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("detail", JsonDocument, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+)
+
 dead_letters = make_dead_letter_table(metadata, "gateway")
 inbox = make_inbox_table(metadata, "gateway")
 outbox = make_outbox_table(metadata, "gateway")

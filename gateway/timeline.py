@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.deliveries import find_delivery
+from gateway.steps import steps_of
 from gateway.store import tasks_with_results
 from gateway.tables import deliveries as deliveries_table
 from gateway.tables import outbox, tasks
@@ -92,7 +93,7 @@ class Event:
     """One line of a task's timeline. at is None when the time was not kept."""
 
     at: datetime | None
-    kind: str  # received | routed | parked | result | attempt | retried | delivered | failed | scheduled
+    kind: str  # received, routed, parked, step, result, attempt, retried, delivered, failed, scheduled
     title: str
     detail: str = ""
     status: str | None = None  # shown as a badge
@@ -136,6 +137,8 @@ def task_timeline(session: Session, task_uuid: uuid.UUID) -> Timeline | None:
                 status="waiting",
             )
         )
+    for step in steps_of(session, task_uuid):
+        events.append(_step_event(step))
     for result in task["results"]:
         events.append(
             Event(
@@ -157,6 +160,33 @@ def task_timeline(session: Session, task_uuid: uuid.UUID) -> Timeline | None:
         events += _delivery_events(delivery, replays.get(delivery["result_id"], 0))
     # Python's sort is stable: events at the same instant keep the order they were added in.
     return Timeline(task, deliveries, sorted(events, key=lambda event: event.at or row.received_at))
+
+
+_ASKED = {
+    "hold": "asked the desk and the workshop to hold the visit's slots",
+    "confirm": "asked both sides to confirm their holds",
+    "release": "asked both sides to release what they hold",
+}
+_SAID = {
+    "held": "holds the slot",
+    "refused": "refused",
+    "confirmed": "booked the slot",
+    "expired": "released its hold: it expired unconfirmed",
+    "released": "holds nothing for the visit",
+}
+
+
+def _step_event(step) -> Event:
+    """A visit's step: what visits asked, or what a side answered."""
+    detail = dict(step.detail)
+    if step.context == "visits":
+        title, text = f"visits: {step.step}", _ASKED.get(step.step, step.step)
+    else:
+        title = f"{step.context}: {step.step}"
+        text = _SAID.get(step.step, step.step)
+        if "reason" in detail:
+            text = f"{text}: {detail['reason']}"
+    return Event(step.occurred_at, "step", title, text, data=detail)
 
 
 def _routing(session: Session, row) -> list[Event]:

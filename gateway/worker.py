@@ -1,18 +1,26 @@
-"""What the gateway consumes: result and status messages from every context."""
+"""What the gateway consumes: result and status messages from every context, and the steps of a
+visit between the contexts (for the task's timeline)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway import store, tables
+from gateway import steps, store, tables
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec
 
 NAME = "gateway"
-QUEUE = topology.queue("gateway.results", [(topology.results, "#")])
+QUEUE = topology.queue("gateway.results", [(topology.results, "#"), (topology.events, "visit.#")])
 METADATA = tables.metadata
-HANDLERS = {vocabulary.TASK_RESULT: store.record_result, vocabulary.TASK_STATUS: store.record_status}
-BATCH_HANDLERS = {vocabulary.TASK_RESULT: store.record_results}
+HANDLERS = {
+    vocabulary.TASK_RESULT: store.record_result,
+    vocabulary.TASK_STATUS: store.record_status,
+    **dict.fromkeys(steps.STEP_TYPES, steps.record_step),
+}
+BATCH_HANDLERS = {
+    vocabulary.TASK_RESULT: store.record_results,
+    **dict.fromkeys(steps.STEP_TYPES, steps.record_steps),
+}
 
 
 def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Uuid,
     any_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -164,10 +165,16 @@ def _take_statement(table: Table, batch_size: int, *, keep: bool, locking: bool)
 
 
 def _forget_statement(table: Table, *, keep: bool):
-    """Delete (or, with keep, mark published) the rows of the given message ids."""
+    """Delete (or, with keep, mark published as of :since, or of their writing if that was later:
+    the batch went out between the two) the rows of the given message ids."""
     published = table.c.message_id.in_(bindparam("ids", expanding=True))
     if keep:
-        return update(table).where(published).values(published_at=bindparam("now", type_=UtcDateTime))
+        since = bindparam("since", type_=UtcDateTime)
+        return (
+            update(table)
+            .where(published)
+            .values(published_at=case((table.c.created_at > since, table.c.created_at), else_=since))
+        )
     return delete(table).where(published)
 
 
@@ -290,12 +297,11 @@ class OutboxRelay:
         return len(rows)
 
     def forget_published(self) -> None:
-        """Delete (or mark published, as of the first one's publication) the rows of what
-        publish_offered published, in one statement."""
+        """Delete (or mark published) the rows of what publish_offered published, in one statement."""
         ids, self._published, self._forget_at = self._published, [], float("inf")
         if ids:
             with self.engine.begin() as connection:
-                connection.execute(self._forget, {"ids": ids, "now": self._published_since})
+                connection.execute(self._forget, {"ids": ids, "since": self._published_since})
 
     def purge_kept(self) -> int:
         """Forget kept rows published longer than keep_published ago."""

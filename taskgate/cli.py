@@ -11,6 +11,7 @@ import time
 from datetime import UTC, timedelta
 
 import click
+import requests
 from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -33,6 +34,7 @@ log = logging.getLogger("taskgate")
 
 
 @click.group()
+@click.version_option(package_name="taskgate", prog_name="taskgate")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """taskgate: a task-integration gateway. Settings come from TASKGATE_* variables."""
@@ -405,12 +407,20 @@ def send(settings: Settings, client_id: str, body, url: str, secret: str | None)
     """Sign BODY (a task as JSON; - for stdin) as CLIENT_ID and POST it, as the client would."""
     raw = body.read()
     if secret is None:
-        with Session(_engine(settings)) as session:
-            client = find_client(session, client_id)
+        try:
+            with Session(_engine(settings)) as session:
+                client = find_client(session, client_id)
+        except SQLAlchemyError as error:
+            raise click.ClickException(
+                f"cannot read client {client_id!r} from the database ({type(error).__name__}); pass --secret"
+            ) from None
         if client is None:
             raise click.ClickException(f"no client {client_id!r}; pass --secret")
         secret = client.signing_secret
-    response = post_task(url, client_id, secret, raw)
+    try:
+        response = post_task(url, client_id, secret, raw)
+    except requests.RequestException as error:
+        raise click.ClickException(f"no answer from taskgate at {url} ({type(error).__name__})") from None
     click.echo(f"{response.status_code} {response.reason}")
     click.echo(response.text)
     sys.exit(0 if response.ok else 1)

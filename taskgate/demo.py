@@ -106,7 +106,44 @@ def steps(tomorrow: datetime) -> list[Step]:
             },
             {"appointment": "appointment.canceled", "maintenance": "maintenance.canceled"},
         ),
+        Step(
+            "A service visit: the desk (room-2) and the workshop (bay-2) both hold the slot, then both\n"
+            "   confirm it: the visits context books two contexts at once, one result.",
+            _visit("V-1", customer, "room-2", "bay-2", slot + timedelta(hours=4)),
+            {"visits": "visit.booked"},
+        ),
+        Step(
+            "A second customer, C-43, who wants the workshop at the same time.",
+            {
+                "task_id": "T-2",
+                "type": "customer.upsert",
+                "customer_id": "C-43",
+                "payload": {"name": "Grace Hopper", "email": "grace@example.com"},
+            },
+            {"customers": "customer.registered"},
+        ),
+        Step(
+            "C-43's visit, on bay-2 at the same time: the workshop refuses (position_busy), so visits\n"
+            "   releases the desk's hold on room-3 first, then answers: both or neither.",
+            _visit("V-2", {"customer_id": "C-43"}, "room-3", "bay-2", slot + timedelta(hours=4)),
+            {"visits": "visit.rejected"},
+        ),
     ]
+
+
+def _visit(task_id: str, customer: dict, desk: str, bay: str, starts_at: datetime) -> dict:
+    return {
+        "task_id": task_id,
+        "type": "visit.book",
+        **customer,
+        "payload": {
+            "vin": "WVWZZZ1JZXW000002",
+            "resource_id": desk,
+            "position": bay,
+            "starts_at": starts_at.isoformat(),
+            "duration_minutes": 60,
+        },
+    }
 
 
 class Inbox:

@@ -311,15 +311,16 @@ replica.on_expiry(vocabulary.TARGET_UNDECIDED, _not_found)
 
 
 def build_handlers(
-    limits: model.Limits, visits: ReservationSide
+    limits: model.Limits, visits: ReservationSide | None = None
 ) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:
-    """The handlers, and the batch handlers of the message types that have them."""
+    """The handlers (with the visit steps of visits, if given), and the batch handlers of the
+    message types that have them."""
     schedule_one, schedule_many = make_schedule(limits)
     handlers = {
         "appointment.schedule": replica.needs_customer(schedule_one),
         "appointment.cancel": cancel_appointment,
         **replica.event_handlers(),
-        **visits.handlers(),
+        **(visits.handlers() if visits else {}),
     }
     batch_handlers = {
         "appointment.schedule": replica.needs_customers(schedule_many),

@@ -26,6 +26,9 @@ EXPECTED = {
     ("M-1", "maintenance", "maintenance.scheduled", "succeeded"),
     ("X-1", "appointment", "appointment.canceled", "succeeded"),
     ("X-1", "maintenance", "maintenance.canceled", "succeeded"),
+    ("V-1", "visits", "visit.booked", "succeeded"),
+    ("T-2", "customers", "customer.registered", "succeeded"),
+    ("V-2", "visits", "visit.rejected", "rejected"),
 }
 CALLBACK_LINE = re.compile(r"^   (<|!!) (\S+) (\S+): (\S+) \((\w+)\)\s+(.*)\[(.+)\]$")
 
@@ -54,14 +57,15 @@ def callbacks_printed(output: str) -> dict[tuple, str]:
 
 
 def assert_whole_tour(output: str) -> str:
-    """The seven callbacks, as expected and verified; returns the demo's client id."""
+    """The ten callbacks, as expected and verified; returns the demo's client id."""
     printed = callbacks_printed(output)
     assert set(printed) == EXPECTED, output
     assert "reason=resource_busy" in printed["A-2", "appointment", "appointment.rejected", "rejected"]
     assert "maintenance_task_id=M-1" in printed["X-1", "maintenance", "maintenance.canceled", "succeeded"]
-    assert "7 callbacks for 6 tasks" in output
+    assert "reason=position_busy" in printed["V-2", "visits", "visit.rejected", "rejected"]
+    assert "10 callbacks for 9 tasks" in output
     assert "/v1/clients/demo-" in output and "/metrics" in output
-    assert len(output.splitlines()) <= 40, output
+    assert len(output.splitlines()) <= 48, output
     return re.search(r"^client (demo-[0-9a-f]+) registered", output, re.MULTILINE).group(1)
 
 

@@ -19,7 +19,7 @@ from messaging.db import make_engine, utcnow
 from messaging.heartbeat import Heartbeat, list_processes
 from taskgate import tables
 from taskgate.cli import main
-from taskgate.registry import overview_sources
+from taskgate.registry import NAMES, overview_sources
 from tests.conftest import make_settings
 from tests.factories import survey_task, upsert_task, wait_for
 
@@ -72,7 +72,7 @@ def test_gauges_report_backlogs_parked_tasks_failed_deliveries_and_processes(gat
     assert value(samples, "taskgate_tasks_waiting", reason="customer_outdated") == 0
     assert value(samples, "taskgate_deliveries", status="failed") >= 1
     assert value(samples, "taskgate_dead_letters") == 0
-    for outbox in ("gateway", "customers", "survey", "appointment", "maintenance"):
+    for outbox in ("gateway", "customers", "survey", "appointment", "maintenance", "visits"):
         assert ("taskgate_outbox_pending_messages", (("outbox", outbox),)) in samples
     assert value(samples, "taskgate_processes_alive") == 1
 
@@ -144,13 +144,13 @@ def test_status_lists_live_processes_and_backlogs(gateway, status_env):
     result = CliRunner().invoke(main, ["status"], env=status_env)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("healthy")
-    assert "gateway,customers,survey,appointment,maintenance" in result.output
+    assert "gateway,customers,survey,appointment,maintenance,visits" in result.output
 
     result = CliRunner().invoke(main, ["status", "--json"], env=status_env)
     document = json.loads(result.output)
     assert document["healthy"] is True
     assert document["database"] == document["broker"] == "ok"
-    assert set(document["outboxes"]) == {"gateway", "customers", "survey", "appointment", "maintenance"}
+    assert set(document["outboxes"]) == set(NAMES)
 
 
 def test_status_fails_when_a_process_is_stale(gateway, status_env):

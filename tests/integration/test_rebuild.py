@@ -59,7 +59,7 @@ def test_the_cli_rebuilds_every_replica_by_default(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["contexts", "rebuild-read-models"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.splitlines()[-1]) == {
-        "cleared": {"survey": 0, "appointment": 0, "maintenance": 0},
+        "cleared": {"survey": 0, "appointment": 0, "maintenance": 0, "visits": 0},
         "published": 0,
     }
     unknown = CliRunner().invoke(main, ["contexts", "rebuild-read-models", "--context", "customers"])

@@ -4,6 +4,9 @@ a visit.cancel (also one sent right behind its visit.book) releases both."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +23,7 @@ from tests.factories import (
     upsert_task,
     visit_cancel_task,
     visit_task,
+    wait_for,
 )
 
 MONDAY = "2027-03-01T09:00:00+00:00"
@@ -164,3 +168,29 @@ def test_the_visit_table_tells_where_each_visit_stands(gateway, customer):
     with Session(gateway.extensions["taskgate"].engine) as session:
         row = session.execute(select(visits).where(visits.c.task_id == "V-1")).one()
     assert (row.state, row.appointment, row.maintenance) == ("booked", "confirmed", "confirmed")
+
+
+def test_the_console_timeline_shows_each_step_of_a_visit(gateway, customer):
+    state = gateway.extensions["taskgate"]
+    state.settings = dataclasses.replace(state.settings, operator_token="operator-token-for-tests")
+    customer.submit(maintenance_task("M-1", MONDAY, position="bay-1", minutes=60))
+    customer.wait_for_status("M-1", "succeeded")
+    customer.submit(visit_task("V-1", MONDAY, position="bay-1"))
+    task = customer.wait_for_status("V-1", "rejected")
+
+    url, bearer = f"/console/tasks/{task['task_uuid']}", {"Authorization": "Bearer operator-token-for-tests"}
+
+    def steps():
+        page = gateway.test_client().get(url, headers=bearer).get_data(as_text=True)
+        titles = [title.strip() for title in re.findall(r'<div class="title">([^<]+)', page)]
+        # (the gateway's outbox row goes within 0.2 s of its publication: then the task shows routed)
+        done = {"maintenance: released", "appointment: released", "routed"} <= set(titles)
+        return titles if done else None
+
+    titles = wait_for(steps, message="every step recorded")
+    assert titles[:2] == ["received from acme", "routed"]
+    assert titles.index("visits: hold") < titles.index("maintenance: refused")
+    assert titles.index("maintenance: refused") < titles.index("visits: release")
+    assert titles.index("visits: release") < titles.index("maintenance: released")
+    assert "appointment: held" in titles or titles.count("appointment: released") == 1
+    assert titles.index("visits: visit.rejected") > titles.index("visits: release")

@@ -112,6 +112,18 @@ def upgrade() -> None:
     with op.batch_alter_table('visits_visits', schema=None) as batch_op:
         batch_op.create_index('ix_visits_visits_state', ['state', 'updated_at'], unique=False)
 
+    op.create_table('gateway_task_steps',
+    sa.Column('message_id', sa.Uuid(), nullable=False),
+    sa.Column('task_uuid', sa.Uuid(), nullable=False),
+    sa.Column('context', sa.String(length=32), nullable=False),
+    sa.Column('step', sa.String(length=32), nullable=False),
+    sa.Column('detail', JsonDocument, nullable=False),
+    sa.Column('occurred_at', UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('message_id')
+    )
+    with op.batch_alter_table('gateway_task_steps', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_gateway_task_steps_task_uuid'), ['task_uuid'], unique=False)
+
     with op.batch_alter_table('appointment_appointments', schema=None) as batch_op:
         batch_op.add_column(sa.Column('visit_id', sa.Uuid(), nullable=True))
 
@@ -133,6 +145,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_visits_visits_state')
 
     op.drop_table('visits_visits')
+    with op.batch_alter_table('gateway_task_steps', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_gateway_task_steps_task_uuid'))
+
+    op.drop_table('gateway_task_steps')
     with op.batch_alter_table('visits_parked', schema=None) as batch_op:
         batch_op.drop_index('ix_visits_parked_waiting_for')
         batch_op.drop_index('ix_visits_parked_customer')
