@@ -74,6 +74,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=1000,
         help="TASKGATE_MAX_UNDELIVERED_CALLBACKS under test: the callback backlog beyond which it refuses",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TASKGATE_NAME=VALUE",
+        help="a setting of the deployment under test (repeatable), e.g. TASKGATE_BATCH_LINGER_MS=0",
+    )
     parser.add_argument("--name", help="results file name (default: the start time)")
     parser.add_argument(
         "--postgres-url",
@@ -84,6 +91,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs, databases)")
     args = parser.parse_args(argv)
+    if any(not setting.startswith("TASKGATE_") or "=" not in setting for setting in args.set):
+        parser.error("--set takes TASKGATE_NAME=VALUE")
     if args.quick:
         args.duration, args.stage_duration, args.drain = 3.0, 1.0, 10.0
         if args.rates == parser.get_default("rates"):
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         unpaced_cap=3000,
         max_unfinished=args.max_unfinished,
         max_undelivered=args.max_undelivered,
+        settings=dict(setting.split("=", 1) for setting in args.set),
         profile_dir=HERE / "profiles" if args.profile else None,
     )
     started_at = datetime.now(UTC)

@@ -31,6 +31,7 @@ class Options:
     unpaced_cap: int  # requests pre-built for an unpaced point, per second of duration
     max_unfinished: int  # TASKGATE_MAX_UNFINISHED_TASKS of the deployment under test
     max_undelivered: int  # TASKGATE_MAX_UNDELIVERED_CALLBACKS of the deployment under test
+    settings: dict[str, str] = dataclasses.field(default_factory=dict)  # more TASKGATE_* under test
     profile_dir: Path | None = None
 
 
@@ -47,6 +48,8 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
         max_unfinished=options.max_unfinished,
         max_undelivered=options.max_undelivered,
     )
+    if mode != "bare":
+        env.update(options.settings)
     deployments.prepare_storage(mode, env, services)
     receiver_port, port = free_port(), free_port()
     clients = deployments.register_clients(mode, env, options.clients, receiver_port)

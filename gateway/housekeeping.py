@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from gateway.store import forget_webhook_ids
+from gateway.intake import forget_webhook_ids
 from messaging.db import utcnow
 
 log = logging.getLogger(__name__)

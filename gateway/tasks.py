@@ -19,7 +19,7 @@ from gateway.problems import Problem
 from gateway.representations import task_representation
 from gateway.schemas import CLIENT_ID, TASK_ID
 from gateway.state import current_state
-from gateway.store import find_task, list_tasks
+from gateway.task_reads import find_task, list_tasks
 
 bp = Blueprint("tasks", __name__)
 

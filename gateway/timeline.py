@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from gateway.deliveries import find_delivery
 from gateway.steps import steps_of
-from gateway.store import tasks_with_results
 from gateway.tables import deliveries as deliveries_table
 from gateway.tables import outbox, tasks
+from gateway.task_reads import tasks_with_results
 from messaging import vocabulary
 
 

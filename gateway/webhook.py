@@ -14,19 +14,13 @@ from marshmallow import ValidationError
 from gateway import signatures
 from gateway.clients import Client
 from gateway.identity import task_uuid as make_task_uuid
+from gateway.intake import Acceptance, TaskConflict, accept_task, content_digest, sender_and_replay
 from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
 from gateway.representations import task_representation
 from gateway.schemas import CLIENT_ID, unfit_json, validate_task
 from gateway.state import current_state
-from gateway.store import (
-    Acceptance,
-    TaskConflict,
-    accept_task,
-    content_digest,
-    find_task,
-    sender_and_replay,
-)
+from gateway.task_reads import find_task
 from messaging.db import read_only
 
 log = logging.getLogger(__name__)

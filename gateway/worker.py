@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway import steps, store, tables
+from gateway import results, steps, tables
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec
 
@@ -13,12 +13,12 @@ NAME = "gateway"
 QUEUE = topology.queue("gateway.results", [(topology.results, "#"), (topology.events, "visit.#")])
 METADATA = tables.metadata
 HANDLERS = {
-    vocabulary.TASK_RESULT: store.record_result,
-    vocabulary.TASK_STATUS: store.record_status,
+    vocabulary.TASK_RESULT: results.record_result,
+    vocabulary.TASK_STATUS: results.record_status,
     **dict.fromkeys(steps.STEP_TYPES, steps.record_step),
 }
 BATCH_HANDLERS = {
-    vocabulary.TASK_RESULT: store.record_results,
+    vocabulary.TASK_RESULT: results.record_results,
     **dict.fromkeys(steps.STEP_TYPES, steps.record_steps),
 }
 

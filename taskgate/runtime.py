@@ -14,7 +14,7 @@ from gateway import tables as gateway_tables
 from gateway.callbacks import CallbackDispatcher
 from gateway.config import Settings
 from gateway.housekeeping import run_housekeeping
-from gateway.store import record_result, record_results
+from gateway.results import record_result, record_results
 from messaging import broker, topology, vocabulary
 from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import accept_task
+from gateway.intake import accept_task
 from gateway.tables import outbox
 from messaging import broker, topology
 from tests.factories import cancel_task, schedule_task, survey_task, upsert_task

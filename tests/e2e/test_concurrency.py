@@ -17,7 +17,7 @@ from contexts.maintenance.tables import jobs
 from contexts.maintenance.tables import replica as maintenance_replica
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import accept_task
+from gateway.intake import accept_task
 from gateway.tables import results, tasks
 from messaging.db import make_engine
 from tests import backends

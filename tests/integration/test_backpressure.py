@@ -15,7 +15,8 @@ from gateway import create_app
 from gateway.backpressure import UNFINISHED_WINDOW, Backpressure
 from gateway.callbacks import CallbackDispatcher
 from gateway.identity import task_uuid
-from gateway.store import accept_task, record_result
+from gateway.intake import accept_task
+from gateway.results import record_result
 from gateway.tables import outbox, tasks
 from messaging import broker, vocabulary
 from messaging.db import make_engine, utcnow

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from gateway.callbacks import CallbackDispatcher, retry_after_seconds
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import accept_task, record_result
+from gateway.intake import accept_task
+from gateway.results import record_result
 from gateway.tables import deliveries, delivery_attempts
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow

@@ -22,7 +22,7 @@ from contexts.customers.tables import customers
 from contexts.survey.tables import replica
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import accept_task
+from gateway.intake import accept_task
 from gateway.tables import outbox, tasks
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import accept_task
+from gateway.intake import accept_task
 from gateway.tables import dead_letters as dead_letter_table
 from messaging import broker, topology, vocabulary
 from messaging.dead_letters import list_dead_letters

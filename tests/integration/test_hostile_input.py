@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from gateway import create_app
 from gateway.console import COOKIE
 from gateway.identity import task_uuid
-from gateway.store import accept_task, record_result
+from gateway.intake import accept_task
+from gateway.results import record_result
 from messaging import vocabulary
 from messaging.envelope import Envelope
 from taskgate.http_server import MAX_HEADER_BYTES, http_server

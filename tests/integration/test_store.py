@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session
 from gateway.clients import find_client
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import TaskConflict, accept_task, find_task, record_result, record_results
+from gateway.intake import TaskConflict, accept_task
+from gateway.results import record_result, record_results
 from gateway.tables import deliveries, outbox, tasks
+from gateway.task_reads import find_task
 from messaging import vocabulary
 from messaging.db import Among, make_engine
 from messaging.envelope import Envelope

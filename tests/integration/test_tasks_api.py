@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from gateway import create_app
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
-from gateway.store import accept_task
+from gateway.intake import accept_task
 from tests.conftest import make_settings
 from tests.factories import register_client, upsert_task
 

@@ -1,4 +1,5 @@
-"""The gateway's writes and reads: accepting tasks with their outbox event, recording results."""
+"""Taking tasks in: each accepted task with its place in its customer's order and its routed
+message, in the webhook's transaction; replays and reused webhook-ids answered, not processed."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
 from datetime import datetime
-from types import SimpleNamespace
 
 from sqlalchemy import (
     Boolean,
@@ -19,34 +18,24 @@ from sqlalchemy import (
     case,
     delete,
     exists,
-    or_,
     select,
     true,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gateway.clients import CLIENT_COLUMNS, Client
-from gateway.metrics import RESULTS_RECORDED
 from gateway.tables import (
     ACCEPTED,
     clients,
     customer_order,
-    deliveries,
     outbox,
-    results,
     tasks,
     webhook_ids,
 )
-from messaging import vocabulary
 from messaging.db import (
-    Among,
-    Transaction,
     dialect_name,
     insert_ignoring_duplicates,
-    insert_many,
-    insert_many_ignoring_duplicates,
     utcnow,
 )
 from messaging.envelope import Envelope
@@ -55,10 +44,6 @@ from messaging.outbox import add_to_outbox
 
 class TaskConflict(Exception):
     """The task-id was already used for a task with different content."""
-
-
-class UnknownTask(LookupError):
-    """A result arrived for a task the gateway never accepted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,224 +289,3 @@ def remember_webhook_id(
 
 def forget_webhook_ids(session: Session, older_than: datetime) -> int:
     return session.execute(delete(webhook_ids).where(webhook_ids.c.received_at < older_than)).rowcount
-
-
-# A dispatcher's offer to take fresh deliveries at once (CallbackDispatcher.offer).
-Offer = Callable[[Transaction, list], dict]
-
-
-def record_result(session: Transaction, envelope: Envelope, offer: Offer | None = None) -> list[Envelope]:
-    """Handler for result messages: store the result, move the task's status, queue the callback."""
-    return record_results(session, [envelope], offer)
-
-
-def record_results(
-    session: Transaction, envelopes: list[Envelope], offer: Offer | None = None
-) -> list[Envelope]:
-    """record_result for many result messages in a few statements, whatever their number. With
-    offer, the deliveries a dispatcher of this process takes at once are recorded leased to it."""
-    uuids = list({envelope.task_uuid for envelope in envelopes})
-    known = {task.task_uuid: task for task in session.execute(_TASKS_OF, {"uuids": uuids})}
-    for envelope in envelopes:
-        if envelope.task_uuid not in known:
-            raise UnknownTask(f"result for unknown task {envelope.task_uuid}")
-    rows = [
-        {
-            "result_id": uuid.UUID(result["result_id"]),
-            "task_uuid": envelope.task_uuid,
-            "context": result["context"],
-            "outcome": result["outcome"],
-            "status": result["status"],
-            "result": result.get("result") or {},
-            "occurred_at": datetime.fromisoformat(result["occurred_at"]),
-        }
-        for envelope in envelopes
-        for result in (envelope.payload,)
-    ]
-    stored = insert_many_ignoring_duplicates(session, results, rows)
-    now = utcnow()
-    decided: dict[uuid.UUID, str] = {}
-    queued = []
-    for row in rows:
-        if row["result_id"] not in stored:  # a result recorded before
-            continue
-        stored.discard(row["result_id"])  # twice in these messages: recorded once
-        task = known[row["task_uuid"]]
-        RESULTS_RECORDED.labels(row["context"], row["status"]).inc()
-        if vocabulary.PRIMARY_CONTEXT.get(task.type) == row["context"]:
-            decided.setdefault(task.task_uuid, row["status"])
-        queued.append(
-            {
-                "result_id": row["result_id"],
-                "client_id": task.client_id,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
-    if offer is not None:
-        leases = offer(session, _fresh(rows, {row["result_id"] for row in queued}, known), len(queued))
-        for row in queued:
-            row["next_attempt_at"] = leases.get(row["result_id"], now)
-    # The first result of the primary context decides; none may overturn a final status.
-    by_status: dict[str, list[uuid.UUID]] = {}
-    for task_uuid, status in decided.items():
-        by_status.setdefault(status, []).append(task_uuid)
-    for status, task_uuids in by_status.items():
-        session.execute(_DECIDE, {"uuids": task_uuids, "decided": status, "now": now})
-    insert_many(session, deliveries, queued)
-    return []
-
-
-def _fresh(rows: list[dict], queued: set, known: dict) -> list[SimpleNamespace]:
-    """The deliveries just queued that may go out at once, as a dispatcher attempts them: of each
-    task the earliest new result, if no earlier one of it is still pending."""
-    first: dict[uuid.UUID, dict] = {}
-    for row in rows:
-        earliest = first.get(row["task_uuid"])
-        if row["result_id"] in queued and (earliest is None or row["occurred_at"] < earliest["occurred_at"]):
-            first[row["task_uuid"]] = row
-    return [
-        SimpleNamespace(
-            **{name: row[name] for name in ("result_id", "context", "outcome", "status", "result")},
-            **{name: getattr(task, name) for name in _ATTEMPT_COLUMNS},
-            attempts=0,
-            replayed_after_attempts=0,
-        )
-        for task_uuid, row in first.items()
-        if not (task := known[task_uuid]).pending
-    ]
-
-
-# record_results' statements, built once: only the parameters change from batch to batch.
-_ATTEMPT_COLUMNS = ("task_uuid", "task_id", "received_at", *(column.name for column in CLIENT_COLUMNS))
-_PENDING = (
-    select(deliveries.c.result_id)
-    .join(results, results.c.result_id == deliveries.c.result_id)
-    .where(results.c.task_uuid == tasks.c.task_uuid, deliveries.c.status == "pending")
-    .exists()
-)
-_TASKS_OF = (
-    select(tasks.c.task_uuid, tasks.c.type, tasks.c.task_id, tasks.c.received_at, *CLIENT_COLUMNS)
-    .add_columns(_PENDING.label("pending"))
-    .join(clients, clients.c.client_id == tasks.c.client_id)
-    .where(Among(tasks.c.task_uuid, "uuids"))
-)
-UNDECIDED = (ACCEPTED, vocabulary.WAITING)
-_DECIDE = (
-    update(tasks)
-    .where(
-        Among(tasks.c.task_uuid, "uuids"),
-        tasks.c.status.in_(UNDECIDED),
-    )
-    .values(status=bindparam("decided"), updated_at=bindparam("now"), waiting_reason=None)
-)
-
-
-def record_status(session: Transaction, envelope: Envelope) -> list[Envelope]:
-    """Handler for status messages: a task its primary context parked is `waiting`."""
-    context, status = envelope.payload["context"], envelope.payload["status"]
-    if status != vocabulary.WAITING:
-        raise ValueError(f"unknown task status {status!r}")
-    task_type = session.scalar(select(tasks.c.type).where(tasks.c.task_uuid == envelope.task_uuid))
-    if task_type is None:
-        raise UnknownTask(f"status for unknown task {envelope.task_uuid}")
-    if vocabulary.PRIMARY_CONTEXT.get(task_type) == context:
-        # Only while undecided: a result that overtook this message has the last word.
-        session.execute(
-            update(tasks)
-            .where(tasks.c.task_uuid == envelope.task_uuid, tasks.c.status.in_(UNDECIDED))
-            .values(status=status, waiting_reason=envelope.payload.get("reason"), updated_at=utcnow())
-        )
-    return []
-
-
-def find_task(session: Session, client_id: str, task_id: str | None = None, *, task_uuid=None) -> dict | None:
-    """The task's representation per CONTRACT §4 (by task_id or task_uuid), or None."""
-    query = select(tasks).where(tasks.c.client_id == client_id)
-    query = (
-        query.where(tasks.c.task_uuid == task_uuid) if task_uuid else query.where(tasks.c.task_id == task_id)
-    )
-    row = session.execute(query).one_or_none()
-    return _with_results(session, [row])[0] if row else None
-
-
-def list_tasks(
-    session: Session, client_id: str, *, status: str | None, limit: int, after: tuple | None
-) -> tuple[list[dict], tuple | None]:
-    """A page of tasks, oldest first; returns (items, key of the last item if more follow)."""
-    query = select(tasks).where(tasks.c.client_id == client_id)
-    if status:
-        query = query.where(tasks.c.status == status)
-    if after:
-        received_at, task_uuid = after
-        query = query.where(
-            or_(
-                tasks.c.received_at > received_at,
-                and_(tasks.c.received_at == received_at, tasks.c.task_uuid > task_uuid),
-            )
-        )
-    rows = session.execute(query.order_by(tasks.c.received_at, tasks.c.task_uuid).limit(limit + 1)).all()
-    page = rows[:limit]
-    more = (page[-1].received_at, page[-1].task_uuid) if len(rows) > limit else None
-    return _with_results(session, page), more
-
-
-def _with_results(session: Session, rows) -> list[dict]:
-    uuids = [row.task_uuid for row in rows]
-    by_task: dict[uuid.UUID, list] = {u: [] for u in uuids}
-    result_rows = session.execute(
-        select(
-            results,
-            deliveries.c.status.label("delivery_status"),
-            deliveries.c.attempts,
-            deliveries.c.last_status_code,
-            deliveries.c.next_attempt_at,
-        )
-        .join(deliveries, deliveries.c.result_id == results.c.result_id, isouter=True)
-        .where(results.c.task_uuid.in_(uuids))
-        .order_by(results.c.occurred_at, results.c.result_id)
-    ).all()
-    for r in result_rows:
-        by_task[r.task_uuid].append(r)
-    return [
-        {
-            "task_id": row.task_id,
-            "task_uuid": row.task_uuid,
-            "content_sha256": row.content_sha256,
-            "type": row.type,
-            "customer_id": row.customer_id,
-            "status": row.status,
-            "waiting_reason": row.waiting_reason if row.status == vocabulary.WAITING else None,
-            "received_at": row.received_at,
-            "results": [
-                {
-                    "result_id": r.result_id,
-                    "context": r.context,
-                    "outcome": r.outcome,
-                    "status": r.status,
-                    "result": r.result,
-                    "occurred_at": r.occurred_at,
-                }
-                for r in by_task[row.task_uuid]
-            ],
-            "deliveries": [
-                {
-                    "result_id": r.result_id,
-                    "status": r.delivery_status,
-                    "attempts": r.attempts,
-                    "last_status_code": r.last_status_code,
-                    "next_attempt_at": r.next_attempt_at if r.delivery_status == "pending" else None,
-                }
-                for r in by_task[row.task_uuid]
-                if r.delivery_status is not None
-            ],
-        }
-        for row in rows
-    ]
-
-
-def tasks_with_results(session: Session, rows) -> list[dict]:
-    """Rows of the tasks table as find_task describes them (results and deliveries included)."""
-    return _with_results(session, rows)

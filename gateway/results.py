@@ -1,0 +1,169 @@
+"""Results coming back from the contexts: stored once each, the task's status moved, the callback
+queued (and offered to this process's dispatcher); a context's word that a task waits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from types import SimpleNamespace
+
+from sqlalchemy import (
+    bindparam,
+    select,
+    update,
+)
+
+from gateway.clients import CLIENT_COLUMNS
+from gateway.metrics import RESULTS_RECORDED
+from gateway.tables import (
+    ACCEPTED,
+    clients,
+    deliveries,
+    results,
+    tasks,
+)
+from messaging import vocabulary
+from messaging.db import (
+    Among,
+    Transaction,
+    insert_many,
+    insert_many_ignoring_duplicates,
+    utcnow,
+)
+from messaging.envelope import Envelope
+
+
+class UnknownTask(LookupError):
+    """A result arrived for a task the gateway never accepted."""
+
+
+# A dispatcher's offer to take fresh deliveries at once (CallbackDispatcher.offer).
+Offer = Callable[[Transaction, list], dict]
+
+
+def record_result(session: Transaction, envelope: Envelope, offer: Offer | None = None) -> list[Envelope]:
+    """Handler for result messages: store the result, move the task's status, queue the callback."""
+    return record_results(session, [envelope], offer)
+
+
+def record_results(
+    session: Transaction, envelopes: list[Envelope], offer: Offer | None = None
+) -> list[Envelope]:
+    """record_result for many result messages in a few statements, whatever their number. With
+    offer, the deliveries a dispatcher of this process takes at once are recorded leased to it."""
+    uuids = list({envelope.task_uuid for envelope in envelopes})
+    known = {task.task_uuid: task for task in session.execute(_TASKS_OF, {"uuids": uuids})}
+    for envelope in envelopes:
+        if envelope.task_uuid not in known:
+            raise UnknownTask(f"result for unknown task {envelope.task_uuid}")
+    rows = [
+        {
+            "result_id": uuid.UUID(result["result_id"]),
+            "task_uuid": envelope.task_uuid,
+            "context": result["context"],
+            "outcome": result["outcome"],
+            "status": result["status"],
+            "result": result.get("result") or {},
+            "occurred_at": datetime.fromisoformat(result["occurred_at"]),
+        }
+        for envelope in envelopes
+        for result in (envelope.payload,)
+    ]
+    stored = insert_many_ignoring_duplicates(session, results, rows)
+    now = utcnow()
+    decided: dict[uuid.UUID, str] = {}
+    queued = []
+    for row in rows:
+        if row["result_id"] not in stored:  # a result recorded before
+            continue
+        stored.discard(row["result_id"])  # twice in these messages: recorded once
+        task = known[row["task_uuid"]]
+        RESULTS_RECORDED.labels(row["context"], row["status"]).inc()
+        if vocabulary.PRIMARY_CONTEXT.get(task.type) == row["context"]:
+            decided.setdefault(task.task_uuid, row["status"])
+        queued.append(
+            {
+                "result_id": row["result_id"],
+                "client_id": task.client_id,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+    if offer is not None:
+        leases = offer(session, _fresh(rows, {row["result_id"] for row in queued}, known), len(queued))
+        for row in queued:
+            row["next_attempt_at"] = leases.get(row["result_id"], now)
+    # The first result of the primary context decides; none may overturn a final status.
+    by_status: dict[str, list[uuid.UUID]] = {}
+    for task_uuid, status in decided.items():
+        by_status.setdefault(status, []).append(task_uuid)
+    for status, task_uuids in by_status.items():
+        session.execute(_DECIDE, {"uuids": task_uuids, "decided": status, "now": now})
+    insert_many(session, deliveries, queued)
+    return []
+
+
+def _fresh(rows: list[dict], queued: set, known: dict) -> list[SimpleNamespace]:
+    """The deliveries just queued that may go out at once, as a dispatcher attempts them: of each
+    task the earliest new result, if no earlier one of it is still pending."""
+    first: dict[uuid.UUID, dict] = {}
+    for row in rows:
+        earliest = first.get(row["task_uuid"])
+        if row["result_id"] in queued and (earliest is None or row["occurred_at"] < earliest["occurred_at"]):
+            first[row["task_uuid"]] = row
+    return [
+        SimpleNamespace(
+            **{name: row[name] for name in ("result_id", "context", "outcome", "status", "result")},
+            **{name: getattr(task, name) for name in _ATTEMPT_COLUMNS},
+            attempts=0,
+            replayed_after_attempts=0,
+        )
+        for task_uuid, row in first.items()
+        if not (task := known[task_uuid]).pending
+    ]
+
+
+# record_results' statements, built once: only the parameters change from batch to batch.
+_ATTEMPT_COLUMNS = ("task_uuid", "task_id", "received_at", *(column.name for column in CLIENT_COLUMNS))
+_PENDING = (
+    select(deliveries.c.result_id)
+    .join(results, results.c.result_id == deliveries.c.result_id)
+    .where(results.c.task_uuid == tasks.c.task_uuid, deliveries.c.status == "pending")
+    .exists()
+)
+_TASKS_OF = (
+    select(tasks.c.task_uuid, tasks.c.type, tasks.c.task_id, tasks.c.received_at, *CLIENT_COLUMNS)
+    .add_columns(_PENDING.label("pending"))
+    .join(clients, clients.c.client_id == tasks.c.client_id)
+    .where(Among(tasks.c.task_uuid, "uuids"))
+)
+UNDECIDED = (ACCEPTED, vocabulary.WAITING)
+_DECIDE = (
+    update(tasks)
+    .where(
+        Among(tasks.c.task_uuid, "uuids"),
+        tasks.c.status.in_(UNDECIDED),
+    )
+    .values(status=bindparam("decided"), updated_at=bindparam("now"), waiting_reason=None)
+)
+
+
+def record_status(session: Transaction, envelope: Envelope) -> list[Envelope]:
+    """Handler for status messages: a task its primary context parked is `waiting`."""
+    context, status = envelope.payload["context"], envelope.payload["status"]
+    if status != vocabulary.WAITING:
+        raise ValueError(f"unknown task status {status!r}")
+    task_type = session.scalar(select(tasks.c.type).where(tasks.c.task_uuid == envelope.task_uuid))
+    if task_type is None:
+        raise UnknownTask(f"status for unknown task {envelope.task_uuid}")
+    if vocabulary.PRIMARY_CONTEXT.get(task_type) == context:
+        # Only while undecided: a result that overtook this message has the last word.
+        session.execute(
+            update(tasks)
+            .where(tasks.c.task_uuid == envelope.task_uuid, tasks.c.status.in_(UNDECIDED))
+            .values(status=status, waiting_reason=envelope.payload.get("reason"), updated_at=utcnow())
+        )
+    return []
