@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from gateway import signatures
 from gateway.schemas import CLIENT_ID
+from gateway.signatures import SignatureError
 from gateway.tables import clients
 from gateway.urls import UnsafeURL, check_callback_url
 from messaging.db import read_only, utcnow
@@ -112,6 +114,10 @@ def find_client(connection: Connection | Session, client_id: str) -> Client | No
     return Client(*row) if row else None
 
 
+# Checks a request against a client's valid secrets: its webhook-id, or SignatureError.
+Verify = Callable[[list[str]], str]
+
+
 class KnownClients:
     """The clients the webhook has met, as it last read them; only clients that exist are kept.
 
@@ -125,9 +131,21 @@ class KnownClients:
         self.engine = engine
         self._clients: dict[str, Client] = {}
 
-    def kept(self, client_id: str) -> Client | None:
-        """The client as last read, if it was."""
-        return self._clients.get(client_id)
+    def signed_by(self, client_id: str, verify: Verify, *, fresh: bool = False) -> tuple[Client, str]:
+        """The client whose valid secrets verify the request, and what verify returned for them
+        (its webhook-id): the client as last read, or as stored now if that does not verify (or
+        fresh is set). Raises SignatureError when neither does, also for a client that does not
+        exist (verified against no secrets, so that the answer does not tell the two apart)."""
+        kept = None if fresh else self._clients.get(client_id)
+        if kept is not None:
+            try:
+                return kept, verify(kept.secrets(utcnow()))
+            except SignatureError as error:
+                refused = error
+        stored = self.refresh(client_id)
+        if kept is not None and stored == kept:
+            raise refused
+        return stored, verify(stored.secrets(utcnow()) if stored else [])
 
     def refresh(self, client_id: str) -> Client | None:
         """The client as stored now (and kept from now on)."""

@@ -6,7 +6,6 @@ import json
 import logging
 import re
 import time
-from datetime import UTC, datetime
 
 from flask import Blueprint, g, request, url_for
 from marshmallow import ValidationError
@@ -33,7 +32,7 @@ def submit_task(client_id: str):
     if request.mimetype != "application/json":
         raise Problem(415, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
-    client, webhook_id = _authenticated(state, client_id, raw)
+    client, webhook_id, verify = _authenticated(state, client_id, raw)
     g.known_client = client_id
     body = _parsed(raw)
     try:
@@ -53,12 +52,12 @@ def submit_task(client_id: str):
         if stored is None:
             raise _unauthenticated(state, client_id)
         if stored != client:
-            _verified_sender(state, stored, raw, refresh=False)
+            _signed_by(state, client_id, verify, fresh=True)
         if replay_of is not None:
             return _replayed(state, client_id, replay_of, body)
         raise refusal
     try:
-        acceptance = _accept(state, client, raw, task_uuid, task, webhook_id)
+        acceptance = _accept(state, client, verify, task_uuid, task, webhook_id)
     except TaskConflict:
         log.info("task-id reused with other content", extra=fields)
         raise Problem(409, f"task {task['task_id']!r} was already submitted with different content") from None
@@ -78,7 +77,7 @@ def submit_task(client_id: str):
     return body, 202, {"Location": self_url}
 
 
-def _accept(state, client: Client, raw: bytes, task_uuid, task: dict, webhook_id: str) -> Acceptance:
+def _accept(state, client: Client, verify, task_uuid, task: dict, webhook_id: str) -> Acceptance:
     """accept_task for a request verified against client, in one transaction. If the client's
     secrets changed since it was read, the request is verified again against the stored client,
     and accepted if it still verifies."""
@@ -91,30 +90,39 @@ def _accept(state, client: Client, raw: bytes, task_uuid, task: dict, webhook_id
             state.publish(acceptance.messages)
         if acceptance.sender_current:
             return acceptance
-        fresh = state.clients.refresh(client.client_id)
-        if fresh is None:
-            raise _unauthenticated(state, client.client_id)
-        client, _ = _verified_sender(state, fresh, raw, refresh=False)
+        client, _ = _signed_by(state, client.client_id, verify, fresh=True)
     raise Problem(503, "the client's secrets keep changing; try again", headers=_retry_after(state))
 
 
-def _authenticated(state, client_id: str, raw: bytes) -> tuple[Client, str]:
-    """The client the request is signed by, and its webhook-id. Answers 401 alike whether the
-    client exists or not, and 429 while its source or client id has failed too often."""
+def _authenticated(state, client_id: str, raw: bytes):
+    """The client the request is signed by, its webhook-id, and the check of the request against a
+    client's secrets. Answers 401 alike whether the client exists or not, and 429 while its source
+    or client id has failed too often."""
     valid_id = client_id if re.fullmatch(CLIENT_ID, client_id) else None
     wait = state.auth_failures.wait_seconds(request.remote_addr, valid_id)
     if wait is not None:
         raise Problem(429, "too many failed authentications", headers={"Retry-After": str(wait)})
-    # Who is asking: the client as this process last read it (see KnownClients), read again if the
-    # signature does not verify against that.
-    kept = state.clients.kept(client_id)
-    client = kept or (state.clients.refresh(client_id) if valid_id else None)
-    if client is None:  # checked like a client's request, so that the answer does not tell them apart
+    tolerance = state.settings.signature_tolerance_seconds
+    headers = request.headers
+
+    def verify(secrets_: list[str]) -> str:
+        return signatures.verify(secrets_, headers, raw, now=time.time(), tolerance=tolerance)
+
+    if valid_id is None:
         try:
-            _verified_webhook_id([], raw, state.settings.signature_tolerance_seconds)
+            verify([])  # checked like a client's request, so that the answer does not tell them apart
         except signatures.SignatureError as error:
-            raise _unauthenticated(state, valid_id, str(error)) from None
-    return _verified_sender(state, client, raw, refresh=kept is not None)
+            raise _unauthenticated(state, None, str(error)) from None
+    client, webhook_id = _signed_by(state, client_id, verify)
+    return client, webhook_id, verify
+
+
+def _signed_by(state, client_id: str, verify, *, fresh: bool = False) -> tuple[Client, str]:
+    """KnownClients.signed_by, a 401 (counted) when the request is not."""
+    try:
+        return state.clients.signed_by(client_id, verify, fresh=fresh)
+    except signatures.SignatureError as error:
+        raise _unauthenticated(state, client_id, str(error)) from None
 
 
 def _unauthenticated(state, client_id: str | None, detail: str = "no valid signature") -> Problem:
@@ -139,24 +147,6 @@ def _refusal(state, client_id: str) -> Problem | None:
             429, "this client sends tasks faster than its rate limit", headers={"Retry-After": str(wait)}
         )
     return None
-
-
-def _verified_sender(state, client: Client, raw: bytes, *, refresh: bool = True) -> tuple[Client, str]:
-    """The client the request's signature verifies against, and its webhook-id. If it does not
-    verify against the client given and refresh is set (the client was read before this request),
-    the stored client is read again."""
-    try:
-        secrets_ = client.secrets(datetime.now(UTC))
-        return client, _verified_webhook_id(secrets_, raw, state.settings.signature_tolerance_seconds)
-    except signatures.SignatureError as error:
-        fresh = state.clients.refresh(client.client_id) if refresh else None
-        if fresh is None or fresh == client:
-            raise _unauthenticated(state, client.client_id, str(error)) from None
-    return _verified_sender(state, fresh, raw, refresh=False)
-
-
-def _verified_webhook_id(secrets_: list[str], raw: bytes, tolerance: int) -> str:
-    return signatures.verify(secrets_, request.headers, raw, now=time.time(), tolerance=tolerance)
 
 
 def _parsed(raw: bytes) -> object:

@@ -7,15 +7,22 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from typing import Protocol
 
 from kombu import Queue
 from sqlalchemy import Engine, Table
 
 from messaging.consumer import BatchHandler, Handler
 from messaging.outbox import Publish
-from messaging.replica import CustomerReplica
 
 DEFAULT_WAIT_TIMEOUT_SECONDS = 3600
+
+
+class ReadModel(Protocol):
+    """A context's copy of another's data, rebuilt from events (e.g. its customers)."""
+
+    def clear(self, session) -> int:
+        """Forget every row (before the source publishes its state again); how many."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +32,7 @@ class ContextSpec:
     handlers: Mapping[str, Handler]
     inbox: Table
     outbox: Table
-    replica: CustomerReplica | None = None
-    wait_timeout: timedelta = timedelta(seconds=DEFAULT_WAIT_TIMEOUT_SECONDS)
+    read_model: ReadModel | None = None
     # Optional: handlers of many messages of one type at once (same effects as one by one).
     batch_handlers: Mapping[str, BatchHandler] = dataclasses.field(default_factory=dict)
     # Optional: more loops of the context, each made with the engine and its relay's offer

@@ -20,8 +20,7 @@ from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
 from messaging.heartbeat import Heartbeat
-from messaging.outbox import KEEP_PUBLISHED, BackgroundRelay, OutboxRelay
-from messaging.replica import ParkingSweeper
+from messaging.relay import KEEP_PUBLISHED, BackgroundRelay, OutboxRelay
 from messaging.wakeup import Wakeup
 from taskgate import registry, tables
 
@@ -140,9 +139,6 @@ class Runtime:
         )
         self._spawn(f"{spec.name}-relay", relay.run)
         self._spawn(f"{spec.name}-consumer", worker.run_until)
-        if spec.replica is not None:
-            sweeper = ParkingSweeper(self.engine, spec.replica, spec.outbox, relay.offer, spec.wait_timeout)
-            self._spawn(f"{spec.name}-parking", sweeper.run)
         for number, make_loop in enumerate(spec.loops):
             self._spawn(f"{spec.name}-loop-{number}", make_loop(self.engine, relay.offer))
 

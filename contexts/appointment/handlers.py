@@ -20,6 +20,7 @@ from contexts.appointment.tables import (
     replica,
     resources,
 )
+from contexts.replica import Customer, CustomerBatchHandler, CustomerTaskHandler
 from contexts.reservations import ReservationSide
 from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
@@ -32,7 +33,6 @@ from messaging.db import (
     utcnow,
 )
 from messaging.envelope import Envelope
-from messaging.replica import Customer, CustomerBatchHandler, CustomerTaskHandler
 
 CONTEXT = "appointment"
 

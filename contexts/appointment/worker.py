@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from contexts import reservations
 from contexts.appointment import handlers, model, tables
+from contexts.replica.sweeper import parking_loop
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec, env_int, wait_timeout
 from messaging.wakeup import Wakeup
@@ -44,8 +45,10 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         handlers_of,
         inbox=tables.inbox,
         outbox=tables.outbox,
-        replica=tables.replica,
-        wait_timeout=wait_timeout(environ),
+        read_model=tables.replica,
         batch_handlers=batch_handlers,
-        loops=(lambda engine, publish: reservations.HoldSweeper(engine, visits, tables.outbox, publish).run,),
+        loops=(
+            parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),
+            lambda engine, publish: reservations.HoldSweeper(engine, visits, tables.outbox, publish).run,
+        ),
     )

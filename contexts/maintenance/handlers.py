@@ -20,10 +20,10 @@ from contexts.maintenance.tables import (
     positions,
     replica,
 )
+from contexts.replica import Customer
 from messaging import vocabulary
 from messaging.db import Transaction, insert_ignoring_duplicates, lock_row, serialize_on, utcnow
 from messaging.envelope import Envelope
-from messaging.replica import Customer
 
 CONTEXT = "maintenance"
 

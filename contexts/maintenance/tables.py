@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Index, MetaData, PrimaryKeyConstraint, String, Table, UniqueConstraint, Uuid
 
+from contexts.replica import CustomerReplica
 from contexts.reservations import make_holds_table
 from messaging.db import UtcDateTime
 from messaging.inbox import make_inbox_table
 from messaging.outbox import make_outbox_table
-from messaging.replica import CustomerReplica
 
 metadata = MetaData()
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from contexts import reservations
 from contexts.maintenance import handlers, tables
+from contexts.replica.sweeper import parking_loop
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec, wait_timeout
 from messaging.wakeup import Wakeup
@@ -33,8 +34,10 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         {**handlers.HANDLERS, **visits.handlers()},
         inbox=tables.inbox,
         outbox=tables.outbox,
-        replica=tables.replica,
-        wait_timeout=wait_timeout(environ),
+        read_model=tables.replica,
         batch_handlers=handlers.BATCH_HANDLERS,
-        loops=(lambda engine, publish: reservations.HoldSweeper(engine, visits, tables.outbox, publish).run,),
+        loops=(
+            parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),
+            lambda engine, publish: reservations.HoldSweeper(engine, visits, tables.outbox, publish).run,
+        ),
     )

@@ -7,11 +7,11 @@ from datetime import date
 from sqlalchemy import select
 from uuid6 import uuid7
 
+from contexts.replica import Customer
 from contexts.survey.tables import invitations, replica
 from messaging import vocabulary
 from messaging.db import Transaction, both_of, in_both, insert_many_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
-from messaging.replica import Customer
 
 CONTEXT = "survey"
 

@@ -7,13 +7,13 @@ import uuid
 from sqlalchemy import bindparam, select, update
 from uuid6 import uuid7
 
+from contexts.replica import Customer
 from contexts.visits import model
 from contexts.visits.tables import replica, visits
 from messaging import vocabulary
 from messaging.consumer import Handler
 from messaging.db import Transaction, insert_ignoring_duplicates, serialize_on, utcnow
 from messaging.envelope import Envelope
-from messaging.replica import Customer
 
 CONTEXT = "visits"
 

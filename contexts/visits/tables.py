@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Index, MetaData, String, Table, UniqueConstraint, Uuid
 
+from contexts.replica import CustomerReplica
 from messaging.db import JsonDocument, UtcDateTime
 from messaging.inbox import make_inbox_table
 from messaging.outbox import make_outbox_table
-from messaging.replica import CustomerReplica
 
 metadata = MetaData()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from contexts.replica.sweeper import parking_loop
 from contexts.visits import handlers, tables
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec, wait_timeout
@@ -27,7 +28,7 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         handlers.HANDLERS,
         inbox=tables.inbox,
         outbox=tables.outbox,
-        replica=tables.replica,
-        wait_timeout=wait_timeout(environ),
+        read_model=tables.replica,
         batch_handlers=handlers.BATCH_HANDLERS,
+        loops=(parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),),
     )

@@ -21,7 +21,7 @@ from gateway.tables import outbox, tasks
 from messaging import broker, vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
-from messaging.outbox import OutboxRelay
+from messaging.relay import OutboxRelay
 from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
 from tests.conftest import make_settings

@@ -224,7 +224,7 @@ def test_a_chunk_stops_at_a_failure_to_record_and_leaves_the_rest_leased(engine,
         def database_away(items):
             raise OSError("database away")
 
-        monkeypatch.setattr(dispatcher._recorder, "_write", database_away)
+        monkeypatch.setattr(dispatcher._recorder._group, "_write", database_away)
         dispatcher._attempt_and_release(chunk, leased_at=time.monotonic())
     assert len(receiver.requests) == 1  # the first attempt went out, then the chunk stopped
     assert all(delivery(engine, r).status == "pending" for r in made)

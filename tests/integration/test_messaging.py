@@ -19,7 +19,8 @@ from messaging.after_commit import after_commit
 from messaging.consumer import MessageWorker, PermanentError
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
-from messaging.outbox import OutboxRelay, _take_statement, add_to_outbox
+from messaging.outbox import add_to_outbox
+from messaging.relay import OutboxRelay, _take_statement
 from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
 from tests import backends

@@ -15,10 +15,10 @@ from contexts.appointment import handlers as desk
 from contexts.appointment.model import Limits
 from contexts.appointment.tables import appointments, visit_holds
 from contexts.appointment.tables import outbox as desk_outbox
+from contexts.replica import Customer
 from messaging import vocabulary
 from messaging.db import make_engine
 from messaging.envelope import Envelope
-from messaging.replica import Customer
 from messaging.wakeup import Wakeup
 from tests.factories import wait_for
 

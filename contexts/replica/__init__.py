@@ -16,13 +16,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from sqlalchemy import (
     Column,
-    Engine,
     Index,
     Integer,
     MetaData,
@@ -39,7 +37,6 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 from uuid6 import uuid7
 
 from messaging import vocabulary
@@ -55,7 +52,6 @@ from messaging.db import (
     utcnow,
 )
 from messaging.envelope import Envelope
-from messaging.outbox import Publish, add_to_outbox
 
 log = logging.getLogger(__name__)
 
@@ -401,47 +397,3 @@ def _upsert_newer(dialect: str, table: Table):
         set_={name: new[name] for name in ("name", "email", "version", "seq", "updated_at")},
         where=or_(table.c.seq < new.seq, and_(table.c.seq == new.seq, table.c.version < new.version)),
     ).returning(table.c.customer_id)
-
-
-class ParkingSweeper:
-    """Fails parked tasks whose customer did not arrive in time; sleeps until the next expiry."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        replica: CustomerReplica,
-        outbox: Table,
-        publish: Publish,
-        timeout: timedelta,
-        max_sleep: float = 60.0,
-    ):
-        self.engine = engine
-        self.replica = replica
-        self.outbox = outbox
-        self.publish = publish
-        self.timeout = timeout
-        self.max_sleep = max_sleep
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                pause = self.sweep()
-            except Exception:
-                log.exception("parking sweep failed; retrying", extra={"context": self.replica.context})
-                pause = 5.0
-            stop.wait(pause)
-
-    def sweep(self) -> float:
-        """Fail what has expired; returns seconds until the next sweep is due."""
-        with Session(self.engine) as session, session.begin():
-            failures = self.replica.fail_expired(session, self.timeout)
-            written = add_to_outbox(session, self.outbox, failures)
-            following = self.replica.seconds_to_next_expiry(session, self.timeout)
-        if failures:
-            self.publish(written)  # committed: the relay publishes them
-            return 0.0
-        return (
-            min(self.max_sleep, self.timeout.total_seconds())
-            if following is None
-            else min(self.max_sleep, following + 0.01)
-        )

@@ -1,0 +1,296 @@
+"""The callback dispatcher: leases due deliveries (or takes fresh ones handed over in memory),
+attempts them on a small pool with a cap per client, and records every attempt."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from gateway.callbacks.attempts import AttemptRecorder
+from gateway.callbacks.lease import (
+    CHUNK_SIZE,
+    DUE_WINDOW,
+    LEASE,
+    LEASE_MARGIN_SECONDS,
+    LEASE_SLACK_SECONDS,
+    due_query,
+)
+from gateway.callbacks.schedule import next_delay, retry_after_seconds
+from gateway.callbacks.sender import Attempt, CallbackSender, storable
+from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
+from messaging.after_commit import after_commit
+from messaging.db import is_postgresql, utcnow
+from messaging.group_commit import Ticket
+from messaging.wakeup import Wakeup
+
+log = logging.getLogger(__name__)
+
+
+class CallbackDispatcher:
+    def __init__(
+        self,
+        engine: Engine,
+        wakeup: Wakeup,
+        *,
+        timeout: float,
+        schedule: tuple[float, ...],
+        allow_private: bool = False,
+        concurrency: int = 8,
+        per_client: int = 2,
+        idle_interval: float = 1.0,
+        rng: random.Random | None = None,
+        linger: float = 0.0,
+    ):
+        self.engine = engine
+        self.wakeup = wakeup
+        self.timeout = timeout
+        self.schedule = schedule
+        self.allow_private = allow_private
+        self.concurrency = concurrency
+        self.per_client = per_client
+        self.idle_interval = idle_interval
+        self.linger = linger
+        self.rng = rng or random.Random()
+        # An attempt ends by its deadline, one timeout after it starts, give or take the slack, and
+        # starts within the margin: the lease outlasts every attempt of the chunk, so nobody else
+        # takes the delivery meanwhile.
+        self.lease = timedelta(seconds=LEASE_MARGIN_SECONDS + timeout + LEASE_SLACK_SECONDS)
+        # PostgreSQL: other dispatchers may hold (and so hide) some of the due rows for a moment.
+        self._competing = is_postgresql(engine)
+        self._due_window = due_query(for_update=self._competing, windowed=True)
+        self._due_all = due_query(for_update=self._competing, windowed=False)
+        self.sender = CallbackSender(timeout, allow_private)
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+        # Whether the last lease left something behind that the end of a chunk may free.
+        self._waiting = True
+        self._released = 0  # chunks ended so far
+        self._recorder = AttemptRecorder(engine)
+        self._running: tuple[ThreadPoolExecutor, threading.Event] | None = None  # while run() runs
+
+    def offer(self, connection, fresh: list, recorded: int) -> dict:
+        """Deliveries being recorded in connection's transaction (recorded of them in all, fresh
+        those that may go at once) that this dispatcher takes at once, as many as it has room
+        for: result_id -> the end of their lease, to be recorded with them. They are attempted
+        once that transaction has committed, never if it does not, and spare this process leasing
+        them back from the table; if it leaves some, the lease loop looks for them after the commit."""
+        with self._lock:
+            running = self._running
+            room = self.concurrency - self._in_flight.total()
+            in_flight = Counter(self._in_flight)
+        if running is None:
+            return {}  # the lease loop of a running dispatcher finds them
+        chunks: dict[str, list] = {}
+        for row in fresh:
+            chunk = chunks.get(row.client_id)
+            if chunk is not None and len(chunk) < CHUNK_SIZE:
+                chunk.append(row)
+            elif chunk is None and room > 0 and in_flight[row.client_id] < self.per_client:
+                chunks[row.client_id] = [row]
+                room -= 1
+        if chunks:
+            after_commit(connection, lambda: self._hand_over(list(chunks.values())))
+        until = utcnow() + self.lease
+        taken = {row.result_id: until for chunk in chunks.values() for row in chunk}
+        if len(taken) < recorded:
+            after_commit(connection, self.wakeup.notify)
+        return taken
+
+    def _hand_over(self, chunks: list[list]) -> None:
+        """Attempt chunks offered in a transaction that has committed. Were the dispatcher stopped
+        meanwhile, they go out after their lease, from whichever dispatcher leases them then."""
+        leased_at = time.monotonic()
+        with self._lock:
+            if self._running is None:
+                return
+            pool, stop = self._running
+            for chunk in chunks:
+                self._in_flight[chunk[0].client_id] += 1
+        for chunk in chunks:
+            try:
+                pool.submit(self._attempt_and_release, chunk, leased_at, stop)
+            except RuntimeError:  # the pool is shutting down: the lease runs out, someone retries
+                with self._lock:
+                    self._in_flight[chunk[0].client_id] -= 1
+
+    def run(self, stop: threading.Event) -> None:
+        """Lease and attempt due deliveries until stop; in-flight attempts (no more) finish before it
+        returns."""
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback") as pool:
+            with self._lock:
+                self._running = (pool, stop)
+            try:
+                self._lease_until(pool, stop)
+            finally:
+                with self._lock:
+                    self._running = None
+
+    def _lease_until(self, pool: ThreadPoolExecutor, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                leased_at = time.monotonic()
+                leased = self._lease_due()
+                for chunk in leased:
+                    pool.submit(self._attempt_and_release, chunk, leased_at, stop)
+            except Exception:
+                log.exception("callback dispatch failed; retrying")
+                stop.wait(1.0)
+                continue
+            # A new result of this process wakes us, and so does the end of a chunk when the
+            # last lease left something it may free (else the idle interval); under load (more
+            # than one delivery in the last lease) what follows within the linger goes with it.
+            if self.wakeup.wait(self.idle_interval) and sum(map(len, leased)) > 1:
+                stop.wait(self.linger)
+
+    def deliver_due(self, limit: int = 100) -> int:
+        """Attempt due deliveries one after another in this thread (tests, tools); returns how many."""
+        attempted = 0
+        while attempted < limit and (leased := self._lease_due(1, chunk_size=1)):
+            self._attempt_and_release(leased[0], time.monotonic())
+            attempted += 1
+        return attempted
+
+    def _attempt_and_release(
+        self, chunk: list, leased_at: float, stop: threading.Event | None = None
+    ) -> None:
+        """Attempt a leased chunk (one client's) in order, then free its place once every attempt
+        is recorded. An attempt only starts while the lease surely outlasts it, and not once stop
+        is set; what is left over (or follows a failure to record) goes back when its lease runs out.
+
+        A thread does not wait for each record before the next attempt: the records go with the
+        next group commit, and the thread waits for them all at the end of the chunk.
+        """
+        records: list[Ticket] = []
+        try:
+            for row in chunk:
+                if time.monotonic() - leased_at > LEASE_MARGIN_SECONDS:
+                    break
+                if stop is not None and stop.is_set():
+                    break
+                if any(record.failed for record in records):
+                    break
+                try:
+                    records.append(self._attempt(row))
+                except Exception:
+                    log.exception(
+                        "callback attempt crashed",
+                        extra={"task_id": row.task_id, "task_uuid": str(row.task_uuid)},
+                    )
+                    break
+        finally:
+            try:
+                self._recorder.wait(records)
+            except Exception:
+                log.exception("recording callback attempts failed; their deliveries go again later")
+            client_id = chunk[0].client_id
+            with self._lock:
+                self._in_flight[client_id] -= 1
+                if self._in_flight[client_id] <= 0:
+                    del self._in_flight[client_id]
+                self._released += 1
+                waiting = self._waiting
+            if waiting:  # the chunk's end may free room, or a later result of its tasks
+                self.wakeup.notify()
+
+    def _lease_due(self, room: int | None = None, chunk_size: int = CHUNK_SIZE) -> list[list]:
+        """Up to room chunks of the most overdue deliveries whose task has no earlier pending
+        result: each chunk one client's, up to chunk_size long, at most per_client chunks in flight
+        per client. Leased in one transaction for as long as one attempt can take plus the margin
+        in which _attempt_and_release starts attempts; each chunk counts as in flight until then.
+
+        It first looks at a window of the most overdue deliveries, which come flagged when an
+        earlier result holds them back; only a window full of deliveries, too few of them free to
+        go, sends it on to all the due ones. It notes whether a chunk's end can free something
+        (it left deliveries for lack of room, or saw some held back): only then does the chunk's
+        end wake the lease loop. room defaults to what is free of concurrency."""
+        with self._lock:
+            in_flight = Counter(self._in_flight)
+            if room is None:
+                room = self.concurrency - in_flight.total()
+            released = self._released
+            if room <= 0:
+                self._waiting = True
+                return []
+        busy = [client for client, count in in_flight.items() if count >= self.per_client]
+        now = utcnow()
+        chunks: list[list] = []
+        open_chunks: dict[str, list[list]] = {}
+        with self.engine.begin() as connection:
+            wanted = {"now": now, "busy": busy, "limit": room * chunk_size * self.per_client}
+            window = connection.execute(self._due_window, wanted).all()
+            due = [row for row in window if not row.held]
+            waiting = bool(busy) or len(due) < len(window)
+            # How many rows the window held before SKIP LOCKED left out those another dispatcher
+            # is leasing; none came back: nothing is due, or (PostgreSQL) all of it is being leased
+            # elsewhere right now, and what lies beyond is only found by looking at everything.
+            size = wanted["limit"] * DUE_WINDOW
+            in_window = window[0].in_window if window else (size if self._competing else 0)
+            if in_window >= size and len(due) < wanted["limit"]:
+                due = connection.execute(self._due_all, wanted).all()
+                waiting = True
+            for row in due[: wanted["limit"]]:
+                mine = open_chunks.setdefault(row.client_id, [])
+                if in_flight[row.client_id] < self.per_client and len(chunks) < room:
+                    in_flight[row.client_id] += 1
+                    mine.append([row])
+                    chunks.append(mine[-1])
+                elif mine and len(shortest := min(mine, key=len)) < chunk_size:
+                    shortest.append(row)
+                else:
+                    waiting = True  # no room for it now
+            waiting = waiting or len(due) > wanted["limit"]
+            if chunks:
+                leased = [row.result_id for chunk in chunks for row in chunk]
+                connection.execute(LEASE, {"leased": leased, "until": now + self.lease})
+        with self._lock:
+            for chunk in chunks:
+                self._in_flight[chunk[0].client_id] += 1
+            self._waiting = waiting
+            missed = waiting and self._released != released
+        if missed:  # a chunk ended meanwhile, before it could know it should wake us
+            self.wakeup.notify()
+        return chunks
+
+    def _attempt(self, row) -> Ticket:
+        return self._record(row, self.sender.attempt(row))
+
+    def _record(self, row, attempt: Attempt) -> Ticket:
+        """Hand the attempt to the group commit; the ticket says when it is recorded."""
+        attempts = row.attempts + 1
+        attempt.error = storable(attempt.error) if attempt.error else None
+        fields = {"task_id": row.task_id, "task_uuid": str(row.task_uuid), "result_id": str(row.result_id)}
+        detail = {"status_code": attempt.status_code, "error": attempt.error}
+        if attempt.delivered:
+            delivered_at = utcnow()
+            values = {"status": "delivered", "delivered_at": delivered_at, "next_attempt_at": None}
+            outcome = "delivered"
+            TASK_TO_CALLBACK_SECONDS.labels(row.context).observe(
+                max(0.0, (delivered_at - row.received_at).total_seconds())
+            )
+            log.info("callback delivered", extra={**fields, **detail})
+        else:
+            round_attempts = attempts - row.replayed_after_attempts
+            delay = (
+                None if attempt.status_code == 410 else next_delay(self.schedule, round_attempts, self.rng)
+            )
+            if delay is None:
+                values = {"status": "failed", "next_attempt_at": None}
+                outcome = "failed"
+                log.warning("callback failed for good", extra={**fields, **detail})
+            else:
+                delay = max(delay, retry_after_seconds(attempt.retry_after, utcnow()) or 0)
+                values = {"next_attempt_at": utcnow() + timedelta(seconds=delay)}
+                outcome = "retry"
+                log.info("callback attempt failed; retrying in %.1f s", delay, extra={**fields, **detail})
+        DELIVERY_ATTEMPTS.labels(outcome).inc()
+        # Once recorded, a later result of the same task may be free to go: the chunk's end wakes
+        # the lease loop if its last lease saw that result held back. (A result recorded by
+        # another process meanwhile is leased there, or here at the next idle interval.)
+        return self._recorder.submit(row, attempt, attempts, values)

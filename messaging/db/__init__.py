@@ -1,0 +1,48 @@
+"""Database helpers shared by every owner of tables, one module per job: engines, SQLite's
+writer lock, column types, inserts and key lookups, locks, and telling an outage from a failure."""
+
+from messaging.db.engines import (
+    PLAN_PER_CALL,
+    dialect_name,
+    is_postgresql,
+    make_engine,
+    planned_per_call,
+    read_only,
+)
+from messaging.db.errors import is_unavailable
+from messaging.db.inserts import (
+    Among,
+    both_of,
+    in_both,
+    insert_ignoring_duplicates,
+    insert_many,
+    insert_many_ignoring_duplicates,
+)
+from messaging.db.locks import lock_row, serialize_on, serialize_on_many
+from messaging.db.sqlite import READ_ONLY, SQLITE_BUSY_TIMEOUT
+from messaging.db.types import JsonDocument, Transaction, UtcDateTime, utcnow
+
+__all__ = [
+    "PLAN_PER_CALL",
+    "READ_ONLY",
+    "SQLITE_BUSY_TIMEOUT",
+    "Among",
+    "JsonDocument",
+    "Transaction",
+    "UtcDateTime",
+    "both_of",
+    "dialect_name",
+    "in_both",
+    "insert_ignoring_duplicates",
+    "insert_many",
+    "insert_many_ignoring_duplicates",
+    "is_postgresql",
+    "is_unavailable",
+    "lock_row",
+    "make_engine",
+    "planned_per_call",
+    "read_only",
+    "serialize_on",
+    "serialize_on_many",
+    "utcnow",
+]

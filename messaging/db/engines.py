@@ -1,0 +1,99 @@
+"""Engines: one per database URL, with what each backend needs; a read-only view of an engine."""
+
+from __future__ import annotations
+
+import weakref
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+)
+
+from messaging.db.sqlite import READ_ONLY, SQLITE_BUSY_TIMEOUT, serialize_sqlite_writers
+
+# Set on a compiled statement that looks rows up by a list of keys, or as an execution option by
+# planned_per_call (see make_engine).
+PLAN_PER_CALL = "taskgate_plan_per_call"
+
+
+def make_engine(url: str, **options) -> Engine:
+    """An engine for url; SQLite gets WAL, a busy timeout and one writer at a time."""
+    if url.startswith("sqlite"):
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False}
+        engine = create_engine(url, connect_args=connect_args, **options)
+        serialize_sqlite_writers(engine)
+        return engine
+    # No ping before every checkout: it costs a round trip per transaction. A connection the server
+    # dropped fails its first statement instead; SQLAlchemy then sees a disconnect and invalidates
+    # every pooled connection older than it, so an outage costs each process one failed
+    # transaction, which callers treat like any other unavailability (retry, or 503 on the webhook).
+    options.setdefault("pool_pre_ping", False)
+    if "poolclass" not in options:
+        options.setdefault("pool_size", 5)
+        options.setdefault("max_overflow", 10)
+    engine = create_engine(url, **options)
+    if engine.dialect.driver == "psycopg":
+        event.listen(engine, "do_execute", _unprepared_if_planned_per_call)
+    return engine
+
+
+def planned_per_call(statement):
+    """statement, to be sent unprepared on PostgreSQL: planned each time for its parameters and
+    the tables as they are then (see _unprepared_if_planned_per_call), for a statement whose best
+    plan changes as its tables grow and that runs seldom enough for planning to cost little."""
+    return statement.execution_options(**{PLAN_PER_CALL: True})
+
+
+def _unprepared_if_planned_per_call(cursor, statement, parameters, context) -> bool:
+    """Send a statement that looks rows up by a list of keys (see Among), or one marked with
+    planned_per_call, unprepared, so that PostgreSQL plans it for the parameters it is given and
+    the tables as they are now.
+
+    psycopg prepares a statement on the server once it has run a few times, and PostgreSQL then
+    soon settles on one generic plan for it, kept for as long as the connection lives. A generic
+    plan made while a table was small scans the whole table (the cheapest way to read a few
+    pages), and keeps scanning it as the table grows to millions of rows: only an ANALYZE of the
+    table (autovacuum's) makes PostgreSQL plan it again. Such statements run once per batch, so
+    planning them each time costs little. (A server-side cursor takes no such option; executemany
+    does not come here.)"""
+    if context is None or context._is_server_side:
+        return False
+    if not (getattr(context.compiled, PLAN_PER_CALL, False) or context.execution_options.get(PLAN_PER_CALL)):
+        return False
+    cursor.execute(statement, parameters, prepare=False)
+    return True
+
+
+# Engines derived from an engine by execution options (sharing its pool), made once per engine.
+_derived_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _derived(engine: Engine, **options) -> Engine:
+    derived = _derived_engines.setdefault(engine, {})
+    key = tuple(sorted(options.items()))
+    if key not in derived:
+        derived[key] = engine.execution_options(**options)
+    return derived[key]
+
+
+def read_only(engine: Engine) -> Engine:
+    """engine for transactions that only read. On SQLite they neither wait for the write lock nor
+    hold it (so they must not write: that would bypass the writers' queue); elsewhere it is the
+    same as engine."""
+    return _derived(engine, **{READ_ONLY: True})
+
+
+def dialect_name(connection_or_session) -> str:
+    """The dialect of a Connection, or of the engine a Session is bound to."""
+    if isinstance(connection_or_session, Connection):
+        return connection_or_session.dialect.name
+    return connection_or_session.get_bind().dialect.name
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+# PostgreSQL SQLSTATEs of an unreachable or unavailable server: connection exceptions (08...),

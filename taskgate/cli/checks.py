@@ -1,0 +1,61 @@
+"""Checking a quiet deployment: `check-order`, `check-visits`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from gateway.config import Settings
+from taskgate.cli.base import (
+    command_engine,
+    main,
+)
+
+
+@main.command("check-order")
+@click.option(
+    "--callbacks",
+    type=click.File("r"),
+    help="The callbacks the client received, one JSON body (or its `data`) per line.",
+)
+@click.pass_obj
+def check_order(settings: Settings, callbacks) -> None:
+    """Check, once nothing is in flight, that no customer's task was overtaken by a later one."""
+    from taskgate.order_check import check_order as check
+
+    received = None
+    if callbacks is not None:
+        received = [json.loads(line) for line in callbacks if line.strip()]
+        received = [body.get("data", body) for body in received]
+    with command_engine(settings).connect() as connection:
+        report = check(connection, received)
+    click.echo(report.summary())
+    for problem in report.problems[:50]:
+        click.echo(f"  {problem}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command("check-visits")
+@click.option(
+    "--callbacks",
+    type=click.File("r"),
+    help="The callbacks the client received, one JSON body (or its `data`) per line.",
+)
+@click.pass_obj
+def check_visits(settings: Settings, callbacks) -> None:
+    """Check, once nothing is in flight, that every visit booked both sides or neither."""
+    from taskgate.visit_check import check_visits as check
+
+    received = None
+    if callbacks is not None:
+        received = [json.loads(line) for line in callbacks if line.strip()]
+        received = [body.get("data", body) for body in received]
+    with command_engine(settings).connect() as connection:
+        report = check(connection, received)
+    click.echo(report.summary())
+    for problem in report.problems[:50]:
+        click.echo(f"  {problem}")
+    if not report.ok:
+        raise SystemExit(1)

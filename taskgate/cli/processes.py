@@ -1,0 +1,116 @@
+"""Running taskgate: `serve`, `worker`, `status`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import click
+
+from gateway import create_app
+from gateway.config import Settings
+from gateway.tables import outbox as gateway_outbox
+from taskgate.cli.base import (
+    StoppedWhileStarting,
+    command_engine,
+    log,
+    main,
+    stop_on_signals,
+    stoppable_start,
+    stopped_while_starting,
+    until_signalled,
+    wait_for_schema,
+)
+from taskgate.memory import limit_malloc_arenas
+from taskgate.registry import NAMES, overview_sources
+from taskgate.runtime import Runtime
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int) -> None:
+    """HTTP and every worker in one process."""
+    stoppable_start()
+    limit_malloc_arenas()
+    runtime = None
+    try:
+        engine = command_engine(settings)
+        wait_for_schema(settings, engine)
+        runtime = Runtime(settings, engine)
+        runtime.start(NAMES, role="serve")
+        app = create_app(
+            settings,
+            engine=engine,
+            publish=runtime.relay(gateway_outbox).offer,
+            overview_sources=overview_sources(),
+        )
+        from taskgate.http_server import http_server
+
+        server = http_server(app, settings, host, port)
+        http = threading.Thread(target=server.run, name="http", daemon=True)
+        http.start()
+        stop = stop_on_signals()
+    except StoppedWhileStarting:
+        stopped_while_starting(runtime)
+        return
+    log.info(
+        "taskgate serving on http://%s:%s (database %s, broker %s)",
+        host,
+        server.effective_port,
+        engine.url.render_as_string(hide_password=True),
+        settings.broker_url.split("@")[-1],
+    )
+    until_signalled(runtime, stop)
+    log.info("stopping")
+    server.close()
+    runtime.stop()
+    log.info("stopped")
+
+
+@main.command()
+@click.option(
+    "--context",
+    "contexts",
+    multiple=True,
+    required=True,
+    type=click.Choice(NAMES),
+    help="Repeatable: which contexts this process serves.",
+)
+@click.pass_obj
+def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
+    """Consumers (and outbox relays) of the given contexts, without HTTP."""
+    stoppable_start()
+    limit_malloc_arenas()
+    runtime = None
+    try:
+        engine = command_engine(settings)
+        wait_for_schema(settings, engine)
+        runtime = Runtime(settings, engine)
+        runtime.start(dict.fromkeys(contexts))
+        stop = stop_on_signals()
+    except StoppedWhileStarting:
+        stopped_while_starting(runtime)
+        return
+    log.info("worker running: %s", ", ".join(contexts))
+    until_signalled(runtime, stop)
+    runtime.stop()
+    log.info("worker stopped")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON document.")
+@click.pass_obj
+def status(settings: Settings, as_json: bool) -> None:
+    """Database, broker, worker processes (heartbeats) and backlogs; exits 1 unless all is well."""
+    from taskgate.status import read_status, render
+
+    current = read_status(settings, command_engine(settings))
+    if as_json:
+        click.echo(json.dumps(current.to_json()))
+    else:
+        for line in render(current):
+            click.echo(line)
+    sys.exit(0 if current.healthy else 1)
