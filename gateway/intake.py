@@ -21,7 +21,6 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gateway.clients import CLIENT_COLUMNS, Client
@@ -34,6 +33,7 @@ from gateway.tables import (
     webhook_ids,
 )
 from messaging.db import (
+    backend,
     dialect_name,
     insert_ignoring_duplicates,
     utcnow,
@@ -146,7 +146,7 @@ def _remember(
 
 @functools.cache
 def _remember_statement(dialect: str, with_sender: bool):
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = backend(dialect).insert
     columns = ("client_id", "webhook_id", "task_uuid", "received_at")
     row = select(*(bindparam(name, type_=webhook_ids.c[name].type) for name in columns))
     if with_sender:
@@ -221,7 +221,7 @@ def take_place(connection, client_id: str, customer_id: str, *, upsert: bool) ->
 
 @functools.cache
 def _take_place(dialect: str):
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = backend(dialect).insert
     upsert = bindparam("upsert", type_=Boolean)
     statement = insert(customer_order).values(
         client_id=bindparam("client_id"),

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from messaging import topology
 from messaging.broker import BatchConfirms
-from messaging.db import UtcDateTime, is_postgresql, utcnow
+from messaging.db import UtcDateTime, backend, utcnow
 from messaging.envelope import CONTENT_TYPE
 from messaging.outbox import PERSISTENT
 from messaging.wakeup import Wakeup
@@ -128,7 +128,7 @@ class OutboxRelay:
         self._declared_on = None  # the channel the exchanges in _declared were declared on
         self._declared: set[str] = set()
         self._take = _take_statement(
-            table, batch_size, keep=bool(keep_published), locking=is_postgresql(engine)
+            table, batch_size, keep=bool(keep_published), locking=backend(engine).shares_rows
         )
         self._forget = _forget_statement(table, keep=bool(keep_published))
         self._lock = threading.Lock()

@@ -36,7 +36,6 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from uuid6 import uuid7
 
 from messaging import vocabulary
@@ -45,6 +44,7 @@ from messaging.db import (
     JsonDocument,
     Transaction,
     UtcDateTime,
+    backend,
     both_of,
     dialect_name,
     in_both,
@@ -343,9 +343,7 @@ class CustomerReplica:
             .order_by(table.c.parked_at)
             .limit(limit)
         )
-        if dialect_name(session) == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = session.execute(query).all()
+        rows = session.execute(backend(session).skipping_locked(query)).all()
         if rows:
             # RETURNING: a row an event resumed meanwhile is not failed as well.
             taken = session.execute(
@@ -389,7 +387,7 @@ def _place(event: Envelope) -> tuple[int, int]:
 def _upsert_newer(dialect: str, table: Table):
     """INSERT ... ON CONFLICT DO UPDATE for a replica's customers: a row is overwritten only by a
     newer one (see _place)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = backend(dialect).insert
     statement = insert(table)
     new = statement.excluded
     return statement.on_conflict_do_update(

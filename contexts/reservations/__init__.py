@@ -43,7 +43,7 @@ from messaging import vocabulary
 from messaging.after_commit import after_commit
 from messaging.consumer import Handler
 from messaging.context import env_int
-from messaging.db import JsonDocument, Transaction, UtcDateTime, serialize_on, utcnow
+from messaging.db import JsonDocument, Transaction, UtcDateTime, backend, serialize_on, utcnow
 from messaging.envelope import Envelope
 from messaging.outbox import Publish, add_to_outbox
 from messaging.wakeup import Wakeup
@@ -153,13 +153,13 @@ class ReservationSide:
 
     def expire_due(self, session: Transaction, limit: int = 100) -> list[Envelope]:
         """Release the holds whose expiry has passed; their answers (expired)."""
-        due = session.execute(
+        query = (
             select(self.holds)
             .where(self.holds.c.state == vocabulary.HELD, self.holds.c.expires_at <= utcnow())
             .order_by(self.holds.c.expires_at)
             .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
+        )
+        due = session.execute(backend(session).skipping_locked(query)).all()
         answers = []
         for row in due:
             answers += self._expire(session, Envelope.from_body(row.request), row._asdict())

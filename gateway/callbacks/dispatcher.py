@@ -26,7 +26,7 @@ from gateway.callbacks.schedule import next_delay, retry_after_seconds
 from gateway.callbacks.sender import Attempt, CallbackSender, storable
 from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from messaging.after_commit import after_commit
-from messaging.db import is_postgresql, utcnow
+from messaging.db import backend, utcnow
 from messaging.group_commit import Ticket
 from messaging.wakeup import Wakeup
 
@@ -63,7 +63,7 @@ class CallbackDispatcher:
         # takes the delivery meanwhile.
         self.lease = timedelta(seconds=LEASE_MARGIN_SECONDS + timeout + LEASE_SLACK_SECONDS)
         # PostgreSQL: other dispatchers may hold (and so hide) some of the due rows for a moment.
-        self._competing = is_postgresql(engine)
+        self._competing = backend(engine).shares_rows
         self._due_window = due_query(for_update=self._competing, windowed=True)
         self._due_all = due_query(for_update=self._competing, windowed=False)
         self.sender = CallbackSender(timeout, allow_private)

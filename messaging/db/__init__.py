@@ -1,10 +1,11 @@
-"""Database helpers shared by every owner of tables, one module per job: engines, SQLite's
-writer lock, column types, inserts and key lookups, locks, and telling an outage from a failure."""
+"""Database helpers shared by every owner of tables, one module per job: engines, what differs
+between the backends, SQLite's writer lock, column types, inserts and key lookups, locks, and
+telling an outage from a failure."""
 
+from messaging.db.backends import Backend, backend
 from messaging.db.engines import (
     PLAN_PER_CALL,
     dialect_name,
-    is_postgresql,
     make_engine,
     planned_per_call,
     read_only,
@@ -27,16 +28,17 @@ __all__ = [
     "READ_ONLY",
     "SQLITE_BUSY_TIMEOUT",
     "Among",
+    "Backend",
     "JsonDocument",
     "Transaction",
     "UtcDateTime",
+    "backend",
     "both_of",
     "dialect_name",
     "in_both",
     "insert_ignoring_duplicates",
     "insert_many",
     "insert_many_ignoring_duplicates",
-    "is_postgresql",
     "is_unavailable",
     "lock_row",
     "make_engine",

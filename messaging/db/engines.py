@@ -92,8 +92,4 @@ def dialect_name(connection_or_session) -> str:
     return connection_or_session.get_bind().dialect.name
 
 
-def is_postgresql(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
 # PostgreSQL SQLSTATEs of an unreachable or unavailable server: connection exceptions (08...),

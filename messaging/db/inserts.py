@@ -15,10 +15,11 @@ from sqlalchemy import (
     bindparam,
     insert,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from messaging.db.backends import backend
 from messaging.db.engines import PLAN_PER_CALL, dialect_name
 
 
@@ -132,7 +133,7 @@ class _ArrayInsert:
 @functools.cache
 def _insert_ignoring_duplicates(dialect: str, table):
     """Built once per table: only the parameters change from call to call."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = backend(dialect).insert
     # RETURNING, not rowcount: some drivers report -1 for INSERT ... ON CONFLICT.
     key = next(iter(table.primary_key.columns))
     return insert(table).on_conflict_do_nothing().returning(key)

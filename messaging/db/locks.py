@@ -11,7 +11,7 @@ from sqlalchemy import (
     text,
 )
 
-from messaging.db.engines import dialect_name
+from messaging.db.backends import backend
 from messaging.db.inserts import insert_ignoring_duplicates
 
 
@@ -27,7 +27,7 @@ def serialize_on(session, *key: str) -> None:
 def serialize_on_many(session, keys: list[tuple[str, ...]]) -> None:
     """serialize_on for each of keys, in one statement. The locks are taken in a fixed order (of
     their numbers), so two transactions serializing on overlapping keys cannot deadlock."""
-    if not keys or dialect_name(session) != "postgresql":
+    if not keys or not backend(session).needs_locks:
         return
     numbers = sorted({_lock_number(key) for key in keys})
     if len(numbers) == 1:
@@ -50,7 +50,7 @@ def lock_row(session, table, **key: str) -> None:
     """Hold table's row for key (created if missing) until the transaction ends, so that every
     other transaction locking the same row waits its turn. SQLite's single writer already does that."""
     insert_ignoring_duplicates(session, table, key)
-    if dialect_name(session) == "postgresql":
+    if backend(session).needs_locks:
         session.execute(_lock_query(table, tuple(key)), key)
 
 
