@@ -1,22 +1,10 @@
-"""Backpressure: while taskgate is too far behind, new tasks are refused with 503 and Retry-After
-rather than piling up without bound; it recovers by itself as the backlog drains.
+"""Backpressure: while taskgate is too far behind, new tasks get 503 and Retry-After rather than
+piling up; it recovers by itself, below `resume_ratio` of the limit (so it does not flap).
 
-Three backlogs are watched: messages waiting in the outboxes (the relays or the broker are behind),
-tasks accepted but not yet decided by their context (wherever they wait: in a broker queue behind
-a busy or stopped context, or in an outbox), and callbacks waiting to be delivered (the dispatcher
-or the clients' endpoints are behind). Only tasks that arrived in the last UNFINISHED_WINDOW
-count, so a task that never finishes (its message was dead-lettered) does not count for ever; that
-bounds the backlog while tasks are decided within the window, and a pipeline stalled for longer
-still takes up to the limit per window.
-
-Each client also has its own share of undelivered callbacks: a client whose endpoint is failing
-gets 429 for its own new tasks once its share is full, while other clients go on (the global limits
-stay, for the storage's sake).
-
-Counts are bounded (never more than limit + 1 rows are counted) and taken at most once per `ttl`
-seconds per process, so a busy webhook pays next to nothing for them. Once over a limit, tasks are
-refused until the backlog is below `resume_ratio` of it, so the webhook does not flap at the
-threshold.
+Watched: unpublished outbox messages, tasks of the last UNFINISHED_WINDOW not yet decided (a
+dead-lettered task does not count for ever), undelivered callbacks, and each client's share of
+those (a client over its share gets 429, the others go on). Counts are bounded (limit + 1 rows)
+and taken at most once per `ttl` seconds per process.
 """
 
 from __future__ import annotations

@@ -136,16 +136,23 @@ class KnownClients:
         (its webhook-id): the client as last read, or as stored now if that does not verify (or
         fresh is set). Raises SignatureError when neither does, also for a client that does not
         exist (verified against no secrets, so that the answer does not tell the two apart)."""
-        kept = None if fresh else self._clients.get(client_id)
-        if kept is not None:
+        refused = None
+        for client in self._candidates(client_id, fresh):
             try:
-                return kept, verify(kept.secrets(utcnow()))
+                return client, verify(client.secrets(utcnow()) if client else [])
             except SignatureError as error:
                 refused = error
+        raise refused
+
+    def _candidates(self, client_id: str, fresh: bool):
+        """The client as last read (unless fresh), then as stored now if that differs (None: there
+        is no such client)."""
+        kept = None if fresh else self._clients.get(client_id)
+        if kept is not None:
+            yield kept
         stored = self.refresh(client_id)
-        if kept is not None and stored == kept:
-            raise refused
-        return stored, verify(stored.secrets(utcnow()) if stored else [])
+        if kept is None or stored != kept:
+            yield stored
 
     def refresh(self, client_id: str) -> Client | None:
         """The client as stored now (and kept from now on)."""

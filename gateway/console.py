@@ -9,14 +9,10 @@ scripts send `Authorization: Bearer <token>`. A cookie-authenticated POST must c
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
 import uuid
-from datetime import datetime
-from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 from sqlalchemy import select
@@ -25,6 +21,17 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import NotFound
 
 from gateway.clients import list_clients
+from gateway.console_format import age, clock, duration
+from gateway.console_session import (
+    COOKIE,
+    SESSION_SECONDS,
+    csrf_token,
+    equal,
+    form_from_console,
+    same_origin,
+    session_cookie,
+    session_valid,
+)
 from gateway.deliveries import STATUSES as DELIVERY_STATUSES
 from gateway.deliveries import list_deliveries, replay
 from gateway.overview import read_overview
@@ -46,8 +53,7 @@ bp = Blueprint(
     static_url_path="/static",
 )
 
-COOKIE = "taskgate_console"
-SESSION_SECONDS = 12 * 3600
+
 MAX_LIMIT = 500
 NOTICES = {
     "retried": "Retried: the delivery was put back in line and goes out again with the same webhook-id.",
@@ -66,46 +72,6 @@ SECURITY_HEADERS = {
 
 
 # --- access ---------------------------------------------------------------------------------------
-
-
-def _mac(token: str, purpose: str) -> str:
-    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
-
-
-def _equal(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
-
-
-def session_cookie(token: str, now: float) -> str:
-    """A session value: its expiry and an HMAC of it keyed by the operator token."""
-    expires = int(now) + SESSION_SECONDS
-    return f"{expires}.{_mac(token, f'console-session:{expires}')}"
-
-
-def _session_valid(token: str, value: str, now: float) -> bool:
-    expires, _, mac = value.partition(".")
-    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or int(expires) < now:
-        return False
-    return _equal(mac, _mac(token, f"console-session:{expires}"))
-
-
-def _csrf_token(token: str, session_value: str) -> str:
-    return _mac(token, f"console-csrf:{session_value}")
-
-
-def _same_origin() -> bool:
-    """Whether a POST comes from a page of this host (when the browser says where it comes from)."""
-    source = request.headers.get("Origin") or request.headers.get("Referer")
-    if source is None:
-        return True
-    try:
-        return urlsplit(source).netloc == request.host
-    except ValueError:
-        return False
-
-
-def _form_from_console(csrf_token: str) -> bool:
-    return _same_origin() and _equal(request.form.get("csrf_token", ""), csrf_token)
 
 
 def _throttled():
@@ -141,7 +107,7 @@ def _guard():
         scheme, _, given = authorization.partition(" ")
         if refused := _throttled():
             return refused
-        if scheme.lower() != "bearer" or not _equal(given.strip(), token):
+        if scheme.lower() != "bearer" or not equal(given.strip(), token):
             current_state().auth_failures.failed(request.remote_addr)
             return _page(
                 "console/error.html", 401, title="Not signed in", message="The bearer token is wrong."
@@ -150,13 +116,13 @@ def _guard():
         return None  # a script: no ambient credentials, so nothing to forge
 
     session_value = request.cookies.get(COOKIE, "")
-    if not _session_valid(token, session_value, time.time()):
+    if not session_valid(token, session_value, time.time()):
         if request.method == "GET":
             return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
         return _page("console/error.html", 401, title="Not signed in", message="Sign in again, then retry.")
     g.signed_in = True
-    g.csrf_token = _csrf_token(token, session_value)
-    if request.method == "POST" and not _form_from_console(g.csrf_token):
+    g.csrf_token = csrf_token(token, session_value)
+    if request.method == "POST" and not form_from_console(g.csrf_token):
         log.warning("console request refused: cross-site or without its CSRF token")
         return _page(
             "console/error.html", 403, title="Refused", message="This form did not come from the console."
@@ -175,16 +141,16 @@ def login():
     token = g.console_token
     next_url = _safe_next(request.values.get("next"))
     if request.method == "GET":
-        if _session_valid(token, request.cookies.get(COOKIE, ""), time.time()):
+        if session_valid(token, request.cookies.get(COOKIE, ""), time.time()):
             return redirect(next_url)
         return render_template("console/login.html", next=next_url)
-    if not _same_origin():
+    if not same_origin():
         return _page(
             "console/error.html", 403, title="Refused", message="Sign in from the console's own page."
         )
     if refused := _throttled():
         return refused
-    if not _equal(request.form.get("token", ""), token):
+    if not equal(request.form.get("token", ""), token):
         current_state().auth_failures.failed(request.remote_addr)
         log.warning("console sign-in refused: wrong operator token")
         return _page("console/login.html", 401, next=next_url, error="That is not the operator token.")
@@ -344,32 +310,9 @@ def _helpers():
     return {
         "csrf_token": g.get("csrf_token"),
         "now": utcnow(),
-        "clock": _clock,
-        "age": _age,
-        "duration": _duration,
+        "clock": clock,
+        "age": age,
+        "duration": duration,
         "signed_in": g.get("signed_in", False),
         "as_json": lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str),
     }
-
-
-def _clock(moment: datetime | None, precise: bool = False) -> str:
-    if moment is None:
-        return "—"
-    text = moment.strftime("%Y-%m-%d %H:%M:%S.%f" if precise else "%Y-%m-%d %H:%M:%S")
-    return (text[:-3] if precise else text) + " UTC"
-
-
-def _age(moment: datetime | None, now: datetime | None = None) -> str:
-    """How long ago (or, for a future moment, how soon): 4 s ago, 3 min from now."""
-    if moment is None:
-        return "—"
-    seconds = ((now or utcnow()) - moment).total_seconds()
-    return f"{_duration(abs(seconds))} {'ago' if seconds >= 0 else 'from now'}"
-
-
-def _duration(seconds: float) -> str:
-    """4 s, 3 min, 2 h, 5 d."""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit}"
-    return f"{int(seconds)} s"

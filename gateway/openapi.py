@@ -87,6 +87,7 @@ def build_spec() -> dict:
         schemas.Task,
         schemas.TaskPage,
         schemas.DeliveryDetail,
+        schemas.Timeline,
         schemas.Problem,
     ):
         spec.components.schema(schema.__name__, schema=schema)
@@ -99,6 +100,20 @@ def build_spec() -> dict:
                 "security": [{"bearer": []}],
                 "parameters": [CLIENT_ID, TASK_ID],
                 "responses": {"200": _json("The task", "Task"), **_problems(401, 404, 429, 503)},
+            }
+        },
+    )
+    spec.path(
+        path="/v1/clients/{client_id}/tasks/{task_id}/timeline",
+        operations={
+            "get": {
+                "summary": "What happened to one task, in time order (steps, results, callback attempts)",
+                "security": [{"bearer": []}],
+                "parameters": [CLIENT_ID, TASK_ID],
+                "responses": {
+                    "200": _json("The task's timeline", "Timeline"),
+                    **_problems(401, 404, 429, 503),
+                },
             }
         },
     )

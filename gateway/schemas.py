@@ -222,6 +222,23 @@ class Task(Schema):
     links = fields.Nested(Links)
 
 
+class TimelineEvent(Schema):
+    at = fields.AwareDateTime(allow_none=True)  # None when the time is not kept
+    exact = fields.Boolean()  # False: `at` is the latest it can have happened
+    kind = fields.String()  # received, routed, parked, step, result, attempt, delivered, failed, ...
+    title = fields.String()
+    detail = fields.String()
+    status = fields.String(allow_none=True)
+    data = fields.Dict(allow_none=True)
+
+
+class Timeline(Schema):
+    task_id = fields.String()
+    task_uuid = fields.UUID()
+    status = fields.String()
+    events = fields.List(fields.Nested(TimelineEvent))
+
+
 class PageLinks(Schema):
     self = fields.String()
     next = fields.String()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 import uuid
@@ -20,6 +21,7 @@ from gateway.representations import task_representation
 from gateway.schemas import CLIENT_ID, TASK_ID
 from gateway.state import current_state
 from gateway.task_reads import find_task, list_tasks
+from gateway.timeline import task_timeline
 
 bp = Blueprint("tasks", __name__)
 
@@ -57,6 +59,26 @@ def get_task(client_id: str, task_id: str):
     if task is None:
         raise Problem(404, f"no task {task_id!r}")
     return task_representation(task, request.path)
+
+
+@bp.get("/v1/clients/<client_id>/tasks/<task_id>/timeline")
+def get_timeline(client_id: str, task_id: str):
+    """What happened to the task, in time order: received, routed, parked, each step between the
+    contexts (a visit's holds), each result and each callback attempt (as the console shows it)."""
+    with Session(current_state().reader) as session:
+        _authorize(session, client_id)
+        task = find_task(session, client_id, task_id) if re.fullmatch(TASK_ID, task_id) else None
+        timeline = task_timeline(session, task["task_uuid"]) if task else None
+    if timeline is None:
+        raise Problem(404, f"no task {task_id!r}")
+    return schemas.Timeline().dump(
+        {
+            "task_id": task["task_id"],
+            "task_uuid": task["task_uuid"],
+            "status": task["status"],
+            "events": [dataclasses.asdict(event) for event in timeline.events],
+        }
+    )
 
 
 @bp.get("/v1/clients/<client_id>/tasks")

@@ -1,15 +1,9 @@
-"""A reconnecting consumer that handles messages in database transactions.
+"""A reconnecting consumer that handles messages in database transactions: inbox row, handler,
+outbox rows, commit, then ack; a redelivery finds its inbox row and changes nothing; what cannot
+be handled is dead-lettered with its reason.
 
-For every message: record it in the inbox, run its handler, stage the handler's messages in the
-outbox, commit, and only then ack. A redelivered message finds its inbox row and is acked without
-a second effect. A message that cannot be handled is dead-lettered with the reason, never dropped.
-
-Messages that have already arrived together (up to batch_size; the prefetch lets the broker send
-ahead) are handled in one transaction and acked after its commit: one commit for many messages.
-If anything in a batch fails, the batch is rolled back and its messages are handled one by one,
-each in its own transaction, with the retries and dead-lettering of a single message. In a batch,
-the inbox rows are written in one statement, and consecutive messages of a type that has a batch
-handler are handed to it together (it must have the effects of its one-by-one handler).
+Messages that arrived together (up to batch_size) share one transaction (runs of a type with a
+batch handler go to it at once); if the batch fails, its messages are handled one by one.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def _take_statement(table: Table, batch_size: int, *, keep: bool, locking: bool)
     if locking:
         # PostgreSQL: the batch's ids as an array, taken once. As `IN (subquery)` it planned the
         # subquery into a join that ran it again for every row taken whenever its statistics
-        # said the outbox was nearly empty (they do while a backlog builds): 40 µs per row.
+        # said the outbox was nearly empty (they do while a backlog builds).
         chosen = table.c.id == any_(func.array(oldest.with_for_update(skip_locked=True).scalar_subquery()))
     else:
         chosen = table.c.id.in_(oldest.scalar_subquery())
@@ -85,21 +85,12 @@ def _forget_statement(table: Table, *, keep: bool):
 
 
 class OutboxRelay:
-    """Publishes an outbox's messages in order, with publisher confirms per batch, then deletes
-    their rows.
+    """Publishes an outbox's messages with one confirm wait per batch, then deletes their rows:
+    those offered by this process from memory, and those nobody offered (older than sweep_after;
+    None: never) from the table. Give it a connection made with confirm_each=False.
 
-    Rows come two ways: offer() hands over what this process has just committed (published at
-    once, from memory, their rows deleted in batches every FORGET_AFTER_SECONDS), and a sweep of
-    the table takes rows older than sweep_after that nobody offered (a writer that died after its
-    commit, or one that publishes nothing itself), every idle_interval; sweep_after=None sweeps
-    never (a relay of the webhook's process leaves that to the workers').
-
-    Give it a connection made with `broker.connect(url, confirm_each=False)`: it confirms whole
-    batches itself rather than waiting for the broker after every message.
-
-    With keep_published (for a broker that loses what it holds when the process dies, like the
-    in-process one) rows are marked published and kept that long instead, and published again
-    when the relay starts: consumers' inboxes make the replays harmless.
+    keep_published (a broker that forgets on a crash, like the in-process one): rows are marked
+    published, kept that long and published again at start; the inboxes absorb the repeats.
     """
 
     def __init__(
@@ -255,7 +246,7 @@ class OutboxRelay:
     def _declare(self, channel, exchange: str) -> None:
         """Declare exchange on channel unless done already: once per connection, as a publish to an
         exchange that is not there closes the channel. (Producer.publish's declare= does the same
-        per message, which cost 90 µs of CPU each, two thirds of publishing one.)"""
+        for every message, at most of a publish's cost.)"""
         if channel is not self._declared_on:
             self._declared_on, self._declared = channel, set()
         if exchange not in self._declared:

@@ -37,5 +37,6 @@ def configure(level: str = "INFO", stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("amqp", "kombu", "urllib3", "waitress.queue"):
+    # Libraries that narrate their routine work (alembic each migration step) speak up from WARNING on.
+    for noisy in ("alembic", "amqp", "kombu", "urllib3", "waitress.queue"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

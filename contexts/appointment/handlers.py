@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
@@ -12,8 +11,6 @@ from contexts.appointment import model
 from contexts.appointment.tables import (
     ACTIVE,
     CANCELED,
-    HELD,
-    RELEASED,
     TAKEN,
     appointments,
     decided_schedules,
@@ -54,7 +51,7 @@ def _active_slots(column):
 
 _RESOURCE_SLOTS = _active_slots(appointments.c.resource_id)
 _CUSTOMER_SLOTS = _active_slots(appointments.c.customer_id)
-_BOOK = appointments.insert()
+BOOK = appointments.insert()
 
 
 def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBatchHandler]:
@@ -85,9 +82,9 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
         existing = _appointment_of(session, task.client_id, task.task_id)
         if existing is not None:  # the same task again (e.g. resumed twice): same answer
             return [_scheduled(task, existing.appointment_id)]
-        requested = _requested(task)
+        requested = requested_slot(task)
         resource_id = task.payload["resource_id"]
-        reason = _rejection(session, task.client_id, customer.customer_id, resource_id, requested, limits)
+        reason = refusal(session, task.client_id, customer.customer_id, resource_id, requested, limits)
         if reason is not None:
             return [
                 vocabulary.result(
@@ -100,7 +97,7 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
             ]
         appointment_id = uuid7()
         session.execute(
-            _BOOK,
+            BOOK,
             {
                 "appointment_id": appointment_id,
                 "client_id": task.client_id,
@@ -130,13 +127,13 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
     return schedule_appointment, schedule_appointments
 
 
-def _requested(message: Envelope) -> model.Slot:
+def requested_slot(message: Envelope) -> model.Slot:
     return model.Slot.of(
         datetime.fromisoformat(message.payload["starts_at"]), message.payload["duration_minutes"]
     )
 
 
-def _rejection(
+def refusal(
     session: Transaction, client_id: str, customer_id: str, resource_id: str, requested: model.Slot, limits
 ) -> str | None:
     """Why requested cannot be booked for the customer on the resource (whose row the caller has
@@ -159,54 +156,6 @@ def _rejection(
         until=requested.ends_at,
     )
     return model.rejection(requested, resource_slots, customer_slots, limits)
-
-
-class VisitSlots:
-    """The desk's side of a visit (contexts.reservations.Booking): a held appointment."""
-
-    def __init__(self, limits: model.Limits):
-        self.limits = limits
-
-    def hold(self, session: Transaction, request: Envelope):
-        payload, requested = request.payload, _requested(request)
-        lock_row(session, resources, client_id=request.client_id, resource_id=payload["resource_id"])
-        reason = _rejection(
-            session, request.client_id, payload["customer_id"], payload["resource_id"], requested, self.limits
-        )
-        if reason is not None:
-            return None, reason
-        appointment_id = uuid7()
-        session.execute(
-            _BOOK,
-            {
-                "appointment_id": appointment_id,
-                "client_id": request.client_id,
-                "task_id": request.task_id,
-                "customer_id": payload["customer_id"],
-                "resource_id": payload["resource_id"],
-                "starts_at": requested.starts_at,
-                "ends_at": requested.ends_at,
-                "status": HELD,
-                "created_at": utcnow(),
-                "visit_id": uuid.UUID(payload["visit_id"]),
-            },
-        )
-        return appointment_id, None
-
-    def confirm(self, session: Transaction, appointment_id) -> None:
-        _set_status(session, appointment_id, HELD, ACTIVE)
-
-    def give_up(self, session: Transaction, appointment_id) -> None:
-        _set_status(session, appointment_id, TAKEN, RELEASED)
-
-
-def _set_status(session: Transaction, appointment_id, before, after: str) -> None:
-    statuses = (before,) if isinstance(before, str) else before
-    session.execute(
-        update(appointments)
-        .where(appointments.c.appointment_id == appointment_id, appointments.c.status.in_(statuses))
-        .values(status=after)
-    )
 
 
 def _lock_resources(session: Transaction, tasks: list[Envelope]) -> None:

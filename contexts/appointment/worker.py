@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from contexts import reservations
-from contexts.appointment import handlers, model, tables
+from contexts.appointment import handlers, model, tables, visits
 from contexts.replica.sweeper import parking_loop
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec, env_int, wait_timeout
@@ -31,14 +31,14 @@ def limits(environ: Mapping[str, str] | None) -> model.Limits:
 
 
 def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
-    visits = reservations.ReservationSide(
+    desk = reservations.ReservationSide(
         NAME,
         tables.visit_holds,
-        handlers.VisitSlots(limits(environ)),
+        visits.VisitSlots(limits(environ)),
         reservations.ttl(environ),
         Wakeup(),
     )
-    handlers_of, batch_handlers = handlers.build_handlers(limits(environ), visits)
+    handlers_of, batch_handlers = handlers.build_handlers(limits(environ), desk)
     return ContextSpec(
         NAME,
         QUEUE,
@@ -49,6 +49,6 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         batch_handlers=batch_handlers,
         loops=(
             parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),
-            lambda engine, publish: reservations.HoldSweeper(engine, visits, tables.outbox, publish).run,
+            lambda engine, publish: reservations.HoldSweeper(engine, desk, tables.outbox, publish).run,
         ),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -12,8 +11,6 @@ from contexts.maintenance import model
 from contexts.maintenance.tables import (
     ACTIVE,
     CANCELED,
-    HELD,
-    RELEASED,
     TAKEN,
     canceled_appointments,
     jobs,
@@ -43,7 +40,7 @@ def schedule_maintenance(session: Transaction, task: Envelope, customer: Custome
         datetime.fromisoformat(task.payload["starts_at"]), task.payload["duration_minutes"]
     )
     position = task.payload["position"]
-    reason = _rejection(session, task.client_id, position, requested)
+    reason = refusal(session, task.client_id, position, requested)
     if reason is not None:
         return [_rejected(task, reason)]
     job_id = uuid7()
@@ -65,7 +62,7 @@ def schedule_maintenance(session: Transaction, task: Envelope, customer: Custome
     return [_scheduled(task, job_id)]
 
 
-def _rejection(session: Transaction, client_id: str, position: str, requested: model.Booking) -> str | None:
+def refusal(session: Transaction, client_id: str, position: str, requested: model.Booking) -> str | None:
     """Why requested cannot be booked on position, counting active jobs and visits' holds alike
     (one booking of the position at a time: its row is locked until the transaction ends)."""
     lock_row(session, positions, client_id=client_id, position=position)
@@ -79,46 +76,6 @@ def _rejection(session: Transaction, client_id: str, position: str, requested: m
         )
     )
     return model.rejection(requested, [model.Booking(row.starts_at, row.ends_at) for row in rows])
-
-
-class VisitPositions:
-    """The workshop's side of a visit (contexts.reservations.Booking): a held job."""
-
-    def hold(self, session: Transaction, request: Envelope):
-        payload = request.payload
-        requested = model.Booking.of(
-            datetime.fromisoformat(payload["starts_at"]), payload["duration_minutes"]
-        )
-        reason = _rejection(session, request.client_id, payload["position"], requested)
-        if reason is not None:
-            return None, reason
-        job_id = uuid7()
-        session.execute(
-            jobs.insert().values(
-                job_id=job_id,
-                client_id=request.client_id,
-                task_id=request.task_id,
-                customer_id=payload["customer_id"],
-                vin=payload["vin"].upper(),
-                position=payload["position"],
-                starts_at=requested.starts_at,
-                ends_at=requested.ends_at,
-                status=HELD,
-                created_at=utcnow(),
-                visit_id=uuid.UUID(payload["visit_id"]),
-            )
-        )
-        return job_id, None
-
-    def confirm(self, session: Transaction, job_id) -> None:
-        session.execute(
-            update(jobs).where(jobs.c.job_id == job_id, jobs.c.status == HELD).values(status=ACTIVE)
-        )
-
-    def give_up(self, session: Transaction, job_id) -> None:
-        session.execute(
-            update(jobs).where(jobs.c.job_id == job_id, jobs.c.status.in_(TAKEN)).values(status=RELEASED)
-        )
 
 
 def _appointment_canceled(session: Transaction, client_id: str, appointment_task_id: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from contexts import reservations
-from contexts.maintenance import handlers, tables
+from contexts.maintenance import handlers, tables, visits
 from contexts.replica.sweeper import parking_loop
 from messaging import topology, vocabulary
 from messaging.context import ContextSpec, wait_timeout
@@ -25,19 +25,19 @@ METADATA = tables.metadata
 
 
 def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
-    visits = reservations.ReservationSide(
-        NAME, tables.visit_holds, handlers.VisitPositions(), reservations.ttl(environ), Wakeup()
+    workshop = reservations.ReservationSide(
+        NAME, tables.visit_holds, visits.VisitPositions(), reservations.ttl(environ), Wakeup()
     )
     return ContextSpec(
         NAME,
         QUEUE,
-        {**handlers.HANDLERS, **visits.handlers()},
+        {**handlers.HANDLERS, **workshop.handlers()},
         inbox=tables.inbox,
         outbox=tables.outbox,
         read_model=tables.replica,
         batch_handlers=handlers.BATCH_HANDLERS,
         loops=(
             parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),
-            lambda engine, publish: reservations.HoldSweeper(engine, visits, tables.outbox, publish).run,
+            lambda engine, publish: reservations.HoldSweeper(engine, workshop, tables.outbox, publish).run,
         ),
     )

@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 
 from sqlalchemy import (
     Column,
@@ -31,13 +30,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    func,
     or_,
     select,
     tuple_,
 )
 from uuid6 import uuid7
 
+from contexts.replica.parking import CustomerKey, Parking
 from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
@@ -66,12 +65,11 @@ class Customer:
     seq: int = 0  # the place of the customer.upsert this copy reflects (0: from before places)
 
 
-CustomerKey = tuple[str, str]  # (client_id, customer_id)
 CustomerTaskHandler = Callable[[Transaction, Envelope, Customer], list[Envelope]]
 CustomerBatchHandler = Callable[[Transaction, list[tuple[Envelope, Customer]]], list[Envelope]]
 
 
-class CustomerReplica:
+class CustomerReplica(Parking):
     """The replicated customers of one context (`<context>_customers`) and its parked tasks."""
 
     def __init__(self, metadata: MetaData, context: str):
@@ -200,60 +198,6 @@ class CustomerReplica:
         handle.__doc__ = handler.__doc__
         return handle
 
-    def _park(
-        self,
-        session: Transaction,
-        task: Envelope,
-        reason: str,
-        *,
-        needs: int = 0,
-        waiting_for: str | None = None,
-    ) -> Envelope:
-        """Keep task until what it waits for happens; returns the status message saying it waits."""
-        session.execute(
-            self.parked.insert().values(
-                message_id=task.message_id,
-                client_id=task.client_id,
-                customer_id=task.payload["customer_id"],
-                envelope=task.to_body(),
-                parked_at=utcnow(),
-                waiting_for=waiting_for,
-                needs=needs,
-                reason=reason,
-            )
-        )
-        log.info("parked: %s", reason, extra={**task.log_fields, "waiting_for": waiting_for, "needs": needs})
-        return vocabulary.task_status(task, context=self.context, status=vocabulary.WAITING, reason=reason)
-
-    # -- other waits ---------------------------------------------------------------------------
-
-    def park_until(self, session: Transaction, task: Envelope, waiting_for: str, reason: str) -> Envelope:
-        """Park task until resume names (its client, waiting_for) (the caller serializes the two); if that
-        does not happen within the wait timeout, it ends as on_expiry(reason) says."""
-        if reason not in self._expiry_answers:
-            raise ValueError(f"no answer on expiry for {reason!r}: call on_expiry first")
-        return self._park(session, task, reason, waiting_for=waiting_for)
-
-    def on_expiry(self, reason: str, answer: Callable[[Envelope], Envelope]) -> None:
-        """How a task parked with park_until for reason ends if it waits too long (set up when the
-        handlers are built, so that every process's sweeper knows it)."""
-        self._expiry_answers[reason] = answer
-
-    def resume(self, session: Transaction, causes: dict[tuple[str, str], Envelope]) -> list[Envelope]:
-        """The tasks parked until what causes names ((client_id, waiting_for) -> the message it
-        happened by), oldest first, each sent again as caused by its message; one statement."""
-        if not causes:
-            return []
-        rows = session.execute(self._resume_statement, {**both_of(causes), "pairs": sorted(causes)}).all()
-        rows.sort(key=lambda row: row.parked_at)
-        resumed = []
-        for row in rows:
-            task = Envelope.from_body(row.envelope)
-            log.info("resuming parked task", extra=task.log_fields)
-            cause = causes[row.client_id, row.waiting_for]
-            resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=cause.message_id))
-        return resumed
-
     # -- customer events -----------------------------------------------------------------------
 
     def event_handlers(self) -> dict[str, Handler]:
@@ -316,66 +260,9 @@ class CustomerReplica:
         # many rows (SQLAlchemy's "insertmanyvalues", which RETURNING enables).
         session.execute(_upsert_newer(dialect_name(session), self.customers), rows).all()
 
-    def _unpark(
-        self, session: Transaction, keys: Iterable[CustomerKey]
-    ) -> list[tuple[CustomerKey, Envelope]]:
-        """Take the parked tasks of these customers, oldest first, each with its customer's key:
-        only those this transaction removed, so a task the sweeper is failing at the same moment is
-        not resumed too."""
-        keys = set(keys)
-        rows = session.execute(self._unpark_statement, {**both_of(keys), "pairs": sorted(keys)}).all()
-        rows.sort(key=lambda row: row.parked_at)
-        return [((row.client_id, row.customer_id), Envelope.from_body(row.envelope)) for row in rows]
-
     def clear(self, session: Transaction) -> int:
         """Forget every replicated customer (before rebuilding from the customers' current state)."""
         return session.execute(delete(self.customers)).rowcount
-
-    # -- expiry --------------------------------------------------------------------------------
-
-    def fail_expired(self, session: Transaction, timeout: timedelta, limit: int = 100) -> list[Envelope]:
-        """Take tasks parked longer than timeout; returns their results: for a customer's copy, the
-        failure `unknown_customer` or `customer_outdated`, else what on_expiry says."""
-        table = self.parked
-        query = (
-            select(table.c.message_id, table.c.envelope, table.c.reason)
-            .where(table.c.parked_at <= utcnow() - timeout)
-            .order_by(table.c.parked_at)
-            .limit(limit)
-        )
-        rows = session.execute(backend(session).skipping_locked(query)).all()
-        if rows:
-            # RETURNING: a row an event resumed meanwhile is not failed as well.
-            taken = session.execute(
-                delete(table)
-                .where(table.c.message_id.in_([row.message_id for row in rows]))
-                .returning(table.c.message_id)
-            ).scalars()
-            taken = set(taken)
-            rows = [row for row in rows if row.message_id in taken]
-        tasks = [(Envelope.from_body(row.envelope), row.reason) for row in rows]
-        known = self.find_many(session, {(task.client_id, task.payload["customer_id"]) for task, _ in tasks})
-        answers = []
-        for task, reason in tasks:
-            if reason in self._expiry_answers:
-                log.warning("waited too long (%s)", reason, extra=task.log_fields)
-                answers.append(self._expiry_answers[reason](task))
-                continue
-            outdated = (task.client_id, task.payload["customer_id"]) in known
-            reason = vocabulary.CUSTOMER_OUTDATED if outdated else vocabulary.UNKNOWN_CUSTOMER
-            log.warning(
-                "the customer's copy did not catch up in time (%s); failing the task",
-                reason,
-                extra=task.log_fields,
-            )
-            answers.append(vocabulary.failure(task, context=self.context, reason=reason))
-        return answers
-
-    def seconds_to_next_expiry(self, session: Transaction, timeout: timedelta) -> float | None:
-        oldest = session.scalar(select(func.min(self.parked.c.parked_at)))
-        if oldest is None:
-            return None
-        return max(0.0, (oldest + timeout - utcnow()).total_seconds())
 
 
 def _place(event: Envelope) -> tuple[int, int]:

@@ -1,19 +1,11 @@
-"""One side of a visit's reservation, as the appointment and maintenance contexts play it.
+"""One side of a visit's reservation (appointment's desk, maintenance's workshop).
 
-The visits context asks both sides to hold, then to confirm or to release (messaging.vocabulary's
-VISIT_* messages). A side keeps one row per visit in its own holds table, whose state says what it
-has done for that visit, and answers every step with VISIT_ANSWER:
-
-- hold: book the slot with status held (it counts against every rule like a booking), answer
-  held; or refused with the rule's reason. A hold expires ttl after it was made.
-- confirm: a held slot becomes a booking (confirmed); an expired or released one stays so (the
-  side is the authority on its holds: a late confirm is answered expired).
-- release: whatever is held or booked for the visit is given up (released); a release that
-  arrives before its hold leaves a row, so that the hold, when it comes, holds nothing.
-- the HoldSweeper releases holds past their expiry by itself (expired), sleeping until the next one.
-
-Every step is idempotent: a step repeated finds the row in its state and answers the same again.
-The context supplies what differs, a Booking: how to hold its slot, confirm it and give it up.
+A side keeps a row per visit (its state: held, refused, confirmed, expired, released) and answers
+each step from visits with VISIT_ANSWER: hold books the slot as held (counted like a booking) or
+refuses with the rule's reason; confirm makes a held slot a booking, unless it expired (the side
+is the authority on its holds); release gives up whatever is held, and leaves a row if it came
+first, so a late hold holds nothing. Holds past their TTL are released by the HoldSweeper. Every
+step is idempotent. The context supplies a Booking: how to hold, confirm and give up its slot.
 """
 
 from __future__ import annotations

@@ -50,9 +50,8 @@ def due_query(for_update: bool, *, windowed: bool):
         window = due.subquery()
     # Held: an earlier result of the same task is still pending. Only the task's results are in
     # the subquery's FROM, each one's delivery status a scalar lookup by key, so PostgreSQL cannot
-    # plan it as a scan of every pending delivery: with a join it did, whenever its statistics
-    # still said few were pending (a backlog grows faster than autovacuum analyses), at some
-    # 3 ms per row leased, which made the lease the bottleneck of an overloaded pipeline.
+    # plan it as a scan of every pending delivery (with a join it did, whenever its statistics
+    # still said few were pending, and the lease became the bottleneck under a backlog).
     earlier_result, earlier_delivery = aliased(results), aliased(deliveries)
     earlier_status = (
         select(earlier_delivery.c.status)

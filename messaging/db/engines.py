@@ -47,17 +47,10 @@ def planned_per_call(statement):
 
 
 def _unprepared_if_planned_per_call(cursor, statement, parameters, context) -> bool:
-    """Send a statement that looks rows up by a list of keys (see Among), or one marked with
-    planned_per_call, unprepared, so that PostgreSQL plans it for the parameters it is given and
-    the tables as they are now.
-
-    psycopg prepares a statement on the server once it has run a few times, and PostgreSQL then
-    soon settles on one generic plan for it, kept for as long as the connection lives. A generic
-    plan made while a table was small scans the whole table (the cheapest way to read a few
-    pages), and keeps scanning it as the table grows to millions of rows: only an ANALYZE of the
-    table (autovacuum's) makes PostgreSQL plan it again. Such statements run once per batch, so
-    planning them each time costs little. (A server-side cursor takes no such option; executemany
-    does not come here.)"""
+    """Send a lookup by a list of keys (see Among), or a statement marked planned_per_call,
+    unprepared: planned for its parameters and the tables as they are now. A prepared statement's
+    generic plan, made while a table was small, keeps scanning the whole table as it grows; these
+    run once per batch, so planning them each time costs little."""
     if context is None or context._is_server_side:
         return False
     if not (getattr(context.compiled, PLAN_PER_CALL, False) or context.execution_options.get(PLAN_PER_CALL)):

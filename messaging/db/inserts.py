@@ -80,9 +80,8 @@ class _ArrayInsert:
 
     A multi-row VALUES list has one SQL text per number of rows, which psycopg parses with a
     regular expression at every call once it has more than 50 parameters (it caches no more),
-    which PostgreSQL parses and plans afresh, and which SQLAlchemy renders row by row. Measured
-    on inbox rows (3 columns, alternated), client CPU per batch: the same at 2-10 rows, 43 %
-    less at 20, 60 % less at 50. The values pass the columns' own bind processing (JSON, UTC
+    which PostgreSQL parses and plans afresh, and which SQLAlchemy renders row by row (the
+    client's CPU per batch: docs/performance.md). The values pass the columns' own bind processing (JSON, UTC
     datetimes); strings are cast to VARCHAR without a length, so one too long for its column
     fails the insert as it would in VALUES, instead of being cut short by the cast."""
 

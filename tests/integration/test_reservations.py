@@ -15,6 +15,7 @@ from contexts.appointment import handlers as desk
 from contexts.appointment.model import Limits
 from contexts.appointment.tables import appointments, visit_holds
 from contexts.appointment.tables import outbox as desk_outbox
+from contexts.appointment.visits import VisitSlots
 from contexts.replica import Customer
 from messaging import vocabulary
 from messaging.db import make_engine
@@ -33,7 +34,7 @@ def engine(database_url):
 
 
 def side(ttl=timedelta(minutes=2)) -> reservations.ReservationSide:
-    return reservations.ReservationSide("appointment", visit_holds, desk.VisitSlots(Limits()), ttl, Wakeup())
+    return reservations.ReservationSide("appointment", visit_holds, VisitSlots(Limits()), ttl, Wakeup())
 
 
 def step(kind: str, visit_id: uuid.UUID, task_id="V-1", customer_id="C-42", **payload) -> Envelope:

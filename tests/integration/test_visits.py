@@ -198,3 +198,34 @@ def test_the_console_timeline_shows_each_step_of_a_visit(gateway, customer):
     assert titles.index("visits: release") < titles.index("maintenance: released")
     assert "appointment: held" in titles or titles.count("appointment: released") == 1
     assert titles.index("visits: visit.rejected") > titles.index("visits: release")
+
+
+def test_the_api_timeline_shows_each_step_of_a_visit(gateway, customer):
+    customer.submit(visit_task("V-1", MONDAY))
+    customer.wait_for_status("V-1", "succeeded")
+
+    def timeline():
+        headers = {"Authorization": f"Bearer {customer.credentials['api_token']}"}
+        answer = customer.http.get("/v1/clients/acme/tasks/V-1/timeline", headers=headers)
+        assert answer.status_code == 200, answer.get_json()
+        document = answer.get_json()
+        titles = [event["title"] for event in document["events"]]
+        done = {"appointment: confirmed", "maintenance: confirmed", "routed"} <= set(titles)
+        return document if done else None
+
+    document = wait_for(timeline, message="every step recorded")
+    assert (document["task_id"], document["status"]) == ("V-1", "succeeded")
+    titles = [event["title"] for event in document["events"]]
+    assert titles[:2] == ["received from acme", "routed"]
+    for earlier, later in (
+        ("visits: hold", "appointment: held"),
+        ("visits: hold", "maintenance: held"),
+        ("appointment: held", "visits: confirm"),
+        ("maintenance: held", "visits: confirm"),
+        ("visits: confirm", "visits: visit.booked"),
+    ):
+        assert titles.index(earlier) < titles.index(later), titles
+    steps = [event for event in document["events"] if event["kind"] == "step"]
+    assert all(event["data"]["visit_id"] == steps[0]["data"]["visit_id"] for event in steps)
+    other = customer.http.get("/v1/clients/acme/tasks/V-404/timeline", headers={"Authorization": "Bearer x"})
+    assert other.status_code == 401
