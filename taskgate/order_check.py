@@ -14,7 +14,6 @@ It reads every context's tables, as an operator's tool may (the contexts themsel
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -26,32 +25,15 @@ from contexts.customers.tables import customers
 from contexts.maintenance.tables import replica as maintenance_replica
 from contexts.survey.tables import replica as survey_replica
 from gateway.tables import results, tasks
+from taskgate.check_report import CheckReport
 
 COPIES = (survey_replica, appointment_replica, maintenance_replica)
 
 
-@dataclasses.dataclass
-class OrderReport:
-    checked: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
-    problems: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def summary(self) -> str:
-        counts = ", ".join(f"{name} {count}" for name, count in self.checked.items())
-        verdict = "OK" if self.ok else f"{len(self.problems)} problems"
-        return f"order check: {counts}: {verdict}"
-
-    def problem(self, text: str) -> None:
-        self.problems.append(text)
-
-
-def check_order(connection: Connection, callbacks: Iterable[dict] | None = None) -> OrderReport:
+def check_order(connection: Connection, callbacks: Iterable[dict] | None = None) -> CheckReport:
     """Check the database (and, if given, the `data` of each callback received) once nothing
     is in flight any more."""
-    report = OrderReport()
+    report = CheckReport("order check")
     by_customer: dict[tuple[str, str], list] = defaultdict(list)
     for task in connection.execute(select(tasks).order_by(tasks.c.customer_seq)):
         by_customer[task.client_id, task.customer_id].append(task)
@@ -77,7 +59,7 @@ def _upserts(tasks_of_customer: list) -> list:
     return [task for task in tasks_of_customer if task.type == "customer.upsert"]
 
 
-def _check_customers(connection: Connection, by_customer: dict, report: OrderReport) -> None:
+def _check_customers(connection: Connection, by_customer: dict, report: CheckReport) -> None:
     stored = {(row.client_id, row.customer_id): row for row in connection.execute(select(customers))}
     copies = [
         {(row.client_id, row.customer_id): row for row in connection.execute(select(copy.customers))}
@@ -101,7 +83,7 @@ def _check_customers(connection: Connection, by_customer: dict, report: OrderRep
                 report.problem(f"{copy.context}'s copy of {key}: {held.email!r}, last sent {last['email']!r}")
 
 
-def _check_surveys(by_customer: dict, decided: dict, report: OrderReport) -> None:
+def _check_surveys(by_customer: dict, decided: dict, report: CheckReport) -> None:
     for key, tasks_of_customer in by_customer.items():
         upserts = _upserts(tasks_of_customer)
         for task in tasks_of_customer:
@@ -123,7 +105,7 @@ def _check_surveys(by_customer: dict, decided: dict, report: OrderReport) -> Non
                 )
 
 
-def _check_cancels(connection: Connection, by_customer: dict, decided: dict, report: OrderReport) -> None:
+def _check_cancels(connection: Connection, by_customer: dict, decided: dict, report: CheckReport) -> None:
     booked = {
         (row.client_id, row.task_id): row.status
         for row in connection.execute(
@@ -157,7 +139,7 @@ def _check_cancels(connection: Connection, by_customer: dict, decided: dict, rep
                 report.checked["appointments canceled"] += 1
 
 
-def _check_callbacks(connection: Connection, callbacks: list[dict], report: OrderReport) -> None:
+def _check_callbacks(connection: Connection, callbacks: list[dict], report: CheckReport) -> None:
     stored = {
         str(row.result_id): row
         for row in connection.execute(select(results.c.result_id, results.c.outcome, results.c.result))

@@ -14,7 +14,6 @@ It reads every context's tables, as an operator's tool may (the contexts themsel
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable
@@ -30,34 +29,17 @@ from contexts.maintenance.tables import jobs
 from contexts.maintenance.tables import visit_holds as bay_holds
 from contexts.visits.tables import visits
 from gateway.tables import results, tasks
+from taskgate.check_report import CheckReport
 
 VISIT_TASKS = ("visit.book", "visit.cancel")
 
 
-@dataclasses.dataclass
-class VisitReport:
-    checked: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
-    problems: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def summary(self) -> str:
-        counts = ", ".join(f"{name} {count}" for name, count in self.checked.items())
-        verdict = "OK" if self.ok else f"{len(self.problems)} problems"
-        return f"visit check: {counts}: {verdict}"
-
-    def problem(self, text: str) -> None:
-        self.problems.append(text)
-
-
 def check_visits(
     connection: Connection, callbacks: Iterable[dict] | None = None, slack: timedelta = timedelta(seconds=5)
-) -> VisitReport:
+) -> CheckReport:
     """Check the database (and, if given, the `data` of each callback received) once nothing is in
     flight; slack: how long after its expiry a hold may have been released (one sweep)."""
-    report = VisitReport()
+    report = CheckReport("visit check")
     visit_tasks = {
         (row.client_id, row.task_id): row
         for row in connection.execute(select(tasks).where(tasks.c.type.in_(VISIT_TASKS)))
@@ -73,7 +55,7 @@ def check_visits(
     return report
 
 
-def _outcomes(connection: Connection, visit_tasks: dict, report: VisitReport) -> dict:
+def _outcomes(connection: Connection, visit_tasks: dict, report: CheckReport) -> dict:
     """(client_id, task_id) -> the outcome of the task's one result (problems for any other count)."""
     by_uuid = defaultdict(list)
     uuids = [task.task_uuid for task in visit_tasks.values()]
@@ -95,7 +77,7 @@ def _outcomes(connection: Connection, visit_tasks: dict, report: VisitReport) ->
     return outcomes
 
 
-def _check_visits(connection: Connection, visit_tasks, visit_rows, outcomes, report: VisitReport) -> None:
+def _check_visits(connection: Connection, visit_tasks, visit_rows, outcomes, report: CheckReport) -> None:
     desk = _by_visit(connection, appointments, DESK_TAKEN)
     bay = _by_visit(connection, jobs, BAY_TAKEN)
     for key, row in visit_rows.items():
@@ -137,7 +119,7 @@ def _by_visit(connection: Connection, table, taken_statuses) -> dict:
     return found
 
 
-def _check_cancels(visit_tasks, visit_rows, outcomes, report: VisitReport) -> None:
+def _check_cancels(visit_tasks, visit_rows, outcomes, report: CheckReport) -> None:
     for key, task in visit_tasks.items():
         if task.type != "visit.cancel" or key not in outcomes:
             continue
@@ -155,7 +137,7 @@ def _check_cancels(visit_tasks, visit_rows, outcomes, report: VisitReport) -> No
             report.problem(f"visit.cancel {key}: its visit was rejected but it answered {outcome} {result}")
 
 
-def _check_holds(connection: Connection, slack: timedelta, report: VisitReport) -> None:
+def _check_holds(connection: Connection, slack: timedelta, report: CheckReport) -> None:
     for holds in (desk_holds, bay_holds):
         for row in connection.execute(select(holds)):
             report.checked["holds"] += 1
@@ -168,7 +150,7 @@ def _check_holds(connection: Connection, slack: timedelta, report: VisitReport) 
                 )
 
 
-def _check_no_double_booking(connection: Connection, report: VisitReport) -> None:
+def _check_no_double_booking(connection: Connection, report: CheckReport) -> None:
     checks = (
         (appointments, DESK_TAKEN, "resource_id"),
         (appointments, DESK_TAKEN, "customer_id"),
@@ -190,7 +172,7 @@ def _check_no_double_booking(connection: Connection, report: VisitReport) -> Non
                     report.problem(f"{table.name}: {column} {key} is taken twice at {starts.isoformat()}")
 
 
-def _check_callbacks(connection: Connection, visit_tasks, callbacks: list[dict], report: VisitReport) -> None:
+def _check_callbacks(connection: Connection, visit_tasks, callbacks: list[dict], report: CheckReport) -> None:
     received = defaultdict(int)
     for data in callbacks:
         received[data["result_id"]] += 1

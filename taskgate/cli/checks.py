@@ -22,19 +22,9 @@ from taskgate.cli.base import (
 @click.pass_obj
 def check_order(settings: Settings, callbacks) -> None:
     """Check, once nothing is in flight, that no customer's task was overtaken by a later one."""
-    from taskgate.order_check import check_order as check
+    from taskgate.order_check import check_order
 
-    received = None
-    if callbacks is not None:
-        received = [json.loads(line) for line in callbacks if line.strip()]
-        received = [body.get("data", body) for body in received]
-    with command_engine(settings).connect() as connection:
-        report = check(connection, received)
-    click.echo(report.summary())
-    for problem in report.problems[:50]:
-        click.echo(f"  {problem}")
-    if not report.ok:
-        raise SystemExit(1)
+    _run(settings, callbacks, check_order)
 
 
 @main.command("check-visits")
@@ -46,8 +36,14 @@ def check_order(settings: Settings, callbacks) -> None:
 @click.pass_obj
 def check_visits(settings: Settings, callbacks) -> None:
     """Check, once nothing is in flight, that every visit booked both sides or neither."""
-    from taskgate.visit_check import check_visits as check
+    from taskgate.visit_check import check_visits
 
+    _run(settings, callbacks, check_visits)
+
+
+def _run(settings: Settings, callbacks, check) -> None:
+    """Run check over the database (and the callbacks file, if given), say what it found, and
+    exit 1 if it found problems."""
     received = None
     if callbacks is not None:
         received = [json.loads(line) for line in callbacks if line.strip()]
