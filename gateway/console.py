@@ -22,6 +22,7 @@ from werkzeug.exceptions import NotFound
 
 from gateway.clients import list_clients
 from gateway.console_format import age, clock, duration
+from gateway.console_query import overview_filter
 from gateway.console_session import (
     COOKIE,
     SESSION_SECONDS,
@@ -39,7 +40,7 @@ from gateway.problems import Problem, problem_response
 from gateway.state import current_state
 from gateway.tables import results, tasks
 from gateway.tasks import TASK_STATUSES
-from gateway.timeline import TaskFilter, parked_tasks, recent_tasks, task_timeline
+from gateway.timeline import parked_tasks, recent_tasks, task_timeline
 from messaging.db import is_unavailable, utcnow
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ bp = Blueprint(
 )
 
 
-MAX_LIMIT = 500
 NOTICES = {
     "retried": "Retried: the delivery was put back in line and goes out again with the same webhook-id.",
     "not-retried": "That delivery is already pending; it was left as it is.",
@@ -181,7 +181,7 @@ def logout():
 
 @bp.get("/")
 def overview():
-    task_filter = _task_filter(request.args)
+    task_filter = overview_filter(request.args)
     state = current_state()
     with state.reader.connect() as connection:
         summary = read_overview(connection, state.overview_sources)
@@ -283,26 +283,6 @@ def _uuid_or_404(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         abort(404)
-
-
-def _task_filter(args) -> TaskFilter:
-    """The overview's filter from the query string; what is not understood is left out, never an error."""
-    status = args.get("status")
-    try:
-        limit = int(args.get("limit", 50))
-    except ValueError:
-        limit = 50
-    return TaskFilter(
-        client_id=_text(args.get("client"), 63),
-        status=status if status in TASK_STATUSES else None,
-        search=_text(args.get("q"), 128),
-        limit=min(max(limit, 1), MAX_LIMIT),
-    )
-
-
-def _text(value: str | None, length: int) -> str | None:
-    # PostgreSQL refuses NUL in text; no id contains one anyway.
-    return (value or "").replace("\x00", "").strip()[:length] or None
 
 
 @bp.context_processor

@@ -24,6 +24,3 @@ class Wakeup:
     def close(self) -> None:
         """Wake the waiter for good (it is shutting down)."""
         self._event.set()
-
-    def release(self) -> None:
-        """Called by the waiting thread when it stops waiting for good."""

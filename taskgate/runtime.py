@@ -16,11 +16,12 @@ from gateway.config import Settings
 from gateway.housekeeping import run_housekeeping
 from gateway.results import record_result, record_results
 from messaging import broker, topology, vocabulary
+from messaging.background_relay import BackgroundRelay
 from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
 from messaging.heartbeat import Heartbeat
-from messaging.relay import KEEP_PUBLISHED, BackgroundRelay, OutboxRelay
+from messaging.relay import KEEP_PUBLISHED, OutboxRelay
 from messaging.wakeup import Wakeup
 from taskgate import registry, tables
 

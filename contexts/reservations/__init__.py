@@ -223,7 +223,6 @@ class HoldSweeper:
             if stop.is_set():
                 break
             self.side.wakeup.wait(pause)
-        self.side.wakeup.release()
 
     def sweep(self) -> float:
         """Expire what is due; returns seconds until the next expiry."""
