@@ -174,14 +174,23 @@ class CustomerReplica(Parking):
         """needs_customer for many tasks at once: the tasks whose customer is known go to handler
         together (in their order, with their customers), the others are parked.
 
-        The customers are serialized with their events (as needs_customer does) in one statement,
-        and looked up in one more, however many tasks there are.
+        The customers are looked up in one statement, however many tasks there are. Only a task
+        about to park needs to take turns with its customer's events (else an event committed
+        between its look and its park would not find it parked): those customers are serialized
+        with their events in one more statement and looked up again.
         """
 
+        def ready_for(task: Envelope, known: dict) -> bool:
+            customer = known.get((task.client_id, task.payload["customer_id"]))
+            return customer is not None and customer.seq >= vocabulary.customer_order(task)[1]
+
         def handle(session: Transaction, tasks: list[Envelope]) -> list[Envelope]:
-            keys = {(task.client_id, task.payload["customer_id"]) for task in tasks}
-            serialize_on_many(session, [(self.context, "customer", *key) for key in keys])
-            known = self.find_many(session, keys)
+            known = self.find_many(session, {(task.client_id, task.payload["customer_id"]) for task in tasks})
+            if unready := {
+                (task.client_id, task.payload["customer_id"]) for task in tasks if not ready_for(task, known)
+            }:
+                serialize_on_many(session, [(self.context, "customer", *key) for key in unready])
+                known.update(self.find_many(session, unready))
             ready, caused = [], []
             for task in tasks:
                 customer = known.get((task.client_id, task.payload["customer_id"]))

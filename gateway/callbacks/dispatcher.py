@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import Engine
 
@@ -17,9 +18,9 @@ from gateway.callbacks.attempts import AttemptRecorder
 from gateway.callbacks.lease import (
     CHUNK_SIZE,
     DUE_WINDOW,
-    LEASE,
     LEASE_MARGIN_SECONDS,
     LEASE_SLACK_SECONDS,
+    TAKE,
     due_query,
 )
 from gateway.callbacks.schedule import next_delay, retry_after_seconds
@@ -62,10 +63,9 @@ class CallbackDispatcher:
         # starts within the margin: the lease outlasts every attempt of the chunk, so nobody else
         # takes the delivery meanwhile.
         self.lease = timedelta(seconds=LEASE_MARGIN_SECONDS + timeout + LEASE_SLACK_SECONDS)
+        self._due_window = due_query(for_update=False, windowed=True)
         # PostgreSQL: other dispatchers may hold (and so hide) some of the due rows for a moment.
-        self._competing = backend(engine).shares_rows
-        self._due_window = due_query(for_update=self._competing, windowed=True)
-        self._due_all = due_query(for_update=self._competing, windowed=False)
+        self._due_all = due_query(for_update=backend(engine).shares_rows, windowed=False)
         self.sender = CallbackSender(timeout, allow_private)
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
@@ -205,11 +205,13 @@ class CallbackDispatcher:
         per client. Leased in one transaction for as long as one attempt can take plus the margin
         in which _attempt_and_release starts attempts; each chunk counts as in flight until then.
 
-        It first looks at a window of the most overdue deliveries, which come flagged when an
-        earlier result holds them back; only a window full of deliveries, too few of them free to
-        go, sends it on to all the due ones. It notes whether a chunk's end can free something
-        (it left deliveries for lack of room, or saw some held back): only then does the chunk's
-        end wake the lease loop. room defaults to what is free of concurrency."""
+        It reads a window of the most overdue deliveries (unlocked: when nothing is due, that one
+        statement is the lease), flagged when an earlier result holds them back, and takes those
+        it chunks by a conditional update that skips what another dispatcher is taking. Only a
+        full window whose deliveries were too few to take (held back, or taken elsewhere) sends it
+        on to all the due ones, locked as they are read. It notes whether a chunk's end can free
+        something (it left deliveries for lack of room, or saw some held back): only then does the
+        chunk's end wake the lease loop. room defaults to what is free of concurrency."""
         with self._lock:
             in_flight = Counter(self._in_flight)
             if room is None:
@@ -220,35 +222,23 @@ class CallbackDispatcher:
                 return []
         busy = [client for client, count in in_flight.items() if count >= self.per_client]
         now = utcnow()
-        chunks: list[list] = []
-        open_chunks: dict[str, list[list]] = {}
+        limit = room * chunk_size * self.per_client
+        wanted = {"now": now, "busy": busy, "limit": limit, "until": now + self.lease}
         with self.engine.begin() as connection:
-            wanted = {"now": now, "busy": busy, "limit": room * chunk_size * self.per_client}
             window = connection.execute(self._due_window, wanted).all()
             due = [row for row in window if not row.held]
             waiting = bool(busy) or len(due) < len(window)
-            # How many rows the window held before SKIP LOCKED left out those another dispatcher
-            # is leasing; none came back: nothing is due, or (PostgreSQL) all of it is being leased
-            # elsewhere right now, and what lies beyond is only found by looking at everything.
-            size = wanted["limit"] * DUE_WINDOW
-            in_window = window[0].in_window if window else (size if self._competing else 0)
-            if in_window >= size and len(due) < wanted["limit"]:
-                due = connection.execute(self._due_all, wanted).all()
+            chunks = self._take(connection, due[:limit], in_flight, room, chunk_size, wanted)
+            taken = sum(map(len, chunks))
+            waiting = waiting or len(due) > limit or taken < len(due)
+            if window and window[0].in_window >= limit * DUE_WINDOW and taken < limit:
+                # A full window, too few of them taken: what lies beyond is only found by
+                # looking at everything due, leaving out what this lease holds already.
+                mine = {row.result_id for chunk in chunks for row in chunk}
+                rest = [row for row in connection.execute(self._due_all, wanted) if row.result_id not in mine]
+                rest = rest[: limit - taken]
+                chunks += self._take(connection, rest, in_flight, room - len(chunks), chunk_size, wanted)
                 waiting = True
-            for row in due[: wanted["limit"]]:
-                mine = open_chunks.setdefault(row.client_id, [])
-                if in_flight[row.client_id] < self.per_client and len(chunks) < room:
-                    in_flight[row.client_id] += 1
-                    mine.append([row])
-                    chunks.append(mine[-1])
-                elif mine and len(shortest := min(mine, key=len)) < chunk_size:
-                    shortest.append(row)
-                else:
-                    waiting = True  # no room for it now
-            waiting = waiting or len(due) > wanted["limit"]
-            if chunks:
-                leased = [row.result_id for chunk in chunks for row in chunk]
-                connection.execute(LEASE, {"leased": leased, "until": now + self.lease})
         with self._lock:
             for chunk in chunks:
                 self._in_flight[chunk[0].client_id] += 1
@@ -257,6 +247,38 @@ class CallbackDispatcher:
         if missed:  # a chunk ended meanwhile, before it could know it should wake us
             self.wakeup.notify()
         return chunks
+
+    def _take(
+        self, connection, due: list, in_flight: Counter, room: int, chunk_size: int, wanted: dict
+    ) -> list[list]:
+        """Chunk the due deliveries (counting each new chunk in in_flight) and take them: the
+        chunks of those taken, each row as it was taken."""
+        chunks: list[list] = []
+        open_chunks: dict[str, list[list]] = {}
+        for row in due:
+            mine = open_chunks.setdefault(row.client_id, [])
+            if in_flight[row.client_id] < self.per_client and len(chunks) < room:
+                in_flight[row.client_id] += 1
+                mine.append([row])
+                chunks.append(mine[-1])
+            elif mine and len(shortest := min(mine, key=len)) < chunk_size:
+                shortest.append(row)
+        if not chunks:
+            return []
+        leased = [row.result_id for chunk in chunks for row in chunk]
+        fresh = {row.result_id: row for row in connection.execute(TAKE, {**wanted, "leased": leased})}
+        taken = []
+        for chunk in chunks:
+            rows = [
+                SimpleNamespace(**{**row._asdict(), **fresh[row.result_id]._asdict()})
+                for row in chunk
+                if row.result_id in fresh
+            ]
+            if rows:
+                taken.append(rows)
+            else:  # all of it taken elsewhere: its place is free again
+                in_flight[chunk[0].client_id] -= 1
+        return taken
 
     def _attempt(self, row) -> Ticket:
         return self._record(row, self.sender.attempt(row))

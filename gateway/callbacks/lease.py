@@ -98,17 +98,29 @@ def due_query(for_update: bool, *, windowed: bool):
         .order_by(deliveries.c.next_attempt_at)
     )
     if windowed:
-        # The window bounds it. Its held-back rows are locked with the rest for the lease's
-        # moment, which hides them from other dispatchers meanwhile: in_window tells those that
-        # their window was full all the same.
+        # The window bounds it; in_window tells whether it was full.
         query = query.add_columns(earlier_pending.label("held"), window.c.in_window)
     else:
         query = query.where(~earlier_pending).limit(bindparam("limit"))
     return query.with_for_update(of=deliveries, skip_locked=True) if for_update else query
 
 
-LEASE = (
+# Take the deliveries given as `leased` until `until`, those still due and not being leased by
+# another dispatcher right now (SKIP LOCKED): a delivery read as due a moment ago may have been
+# leased or attempted elsewhere since. Returns what may have changed since it was read.
+TAKE = (
     update(deliveries)
-    .where(Among(deliveries.c.result_id, "leased"))
+    .where(
+        deliveries.c.result_id.in_(
+            select(deliveries.c.result_id)
+            .where(
+                Among(deliveries.c.result_id, "leased"),
+                deliveries.c.status == "pending",
+                deliveries.c.next_attempt_at <= bindparam("now"),
+            )
+            .with_for_update(skip_locked=True)
+        )
+    )
     .values(next_attempt_at=bindparam("until"))
+    .returning(deliveries.c.result_id, deliveries.c.attempts, deliveries.c.replayed_after_attempts)
 )
