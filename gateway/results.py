@@ -25,10 +25,10 @@ from gateway.tables import (
 )
 from messaging import vocabulary
 from messaging.db import (
-    Among,
     Transaction,
     insert_many,
     insert_many_ignoring_duplicates,
+    planned_per_call,
     utcnow,
 )
 from messaging.envelope import Envelope
@@ -134,17 +134,17 @@ _PENDING = (
     .where(results.c.task_uuid == tasks.c.task_uuid, deliveries.c.status == "pending")
     .exists()
 )
-_TASKS_OF = (
+_TASKS_OF = planned_per_call(
     select(tasks.c.task_uuid, tasks.c.type, tasks.c.task_id, tasks.c.received_at, *CLIENT_COLUMNS)
     .add_columns(_PENDING.label("pending"))
     .join(clients, clients.c.client_id == tasks.c.client_id)
-    .where(Among(tasks.c.task_uuid, "uuids"))
+    .where(tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)))
 )
 UNDECIDED = (ACCEPTED, vocabulary.WAITING)
-_DECIDE = (
+_DECIDE = planned_per_call(
     update(tasks)
     .where(
-        Among(tasks.c.task_uuid, "uuids"),
+        tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)),
         tasks.c.status.in_(UNDECIDED),
     )
     .values(status=bindparam("decided"), updated_at=bindparam("now"), waiting_reason=None)

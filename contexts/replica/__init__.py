@@ -47,6 +47,7 @@ from messaging.db import (
     both_of,
     dialect_name,
     in_both,
+    planned_per_call,
     serialize_on_many,
     utcnow,
 )
@@ -107,9 +108,14 @@ class CustomerReplica(Parking):
         self._expiry_answers: dict[str, Callable[[Envelope], Envelope]] = {}
         # Built once: only the parameters change from call to call.
         customers, parked = self.customers, self.parked
-        self._find = select(
-            *(customers.c[name] for name in ("client_id", "customer_id", "name", "email", "version", "seq"))
-        ).where(*in_both(customers.c.client_id, customers.c.customer_id))
+        self._find = planned_per_call(
+            select(
+                *(
+                    customers.c[name]
+                    for name in ("client_id", "customer_id", "name", "email", "version", "seq")
+                )
+            ).where(*in_both(customers.c.client_id, customers.c.customer_id))
+        )
         copy_at = (
             select(customers.c.seq)
             .where(
@@ -117,7 +123,7 @@ class CustomerReplica(Parking):
             )
             .scalar_subquery()
         )
-        self._unpark_statement = (
+        self._unpark_statement = planned_per_call(
             delete(parked)
             # in_both lets the index find the rows; the pair condition keeps exactly the keys.
             .where(
@@ -128,7 +134,7 @@ class CustomerReplica(Parking):
             )
             .returning(parked.c.client_id, parked.c.customer_id, parked.c.envelope, parked.c.parked_at)
         )
-        self._resume_statement = (
+        self._resume_statement = planned_per_call(
             delete(parked)
             .where(
                 *in_both(parked.c.client_id, parked.c.waiting_for),

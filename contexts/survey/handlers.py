@@ -10,7 +10,14 @@ from uuid6 import uuid7
 from contexts.replica import Customer
 from contexts.survey.tables import invitations, replica
 from messaging import vocabulary
-from messaging.db import Transaction, both_of, in_both, insert_many_ignoring_duplicates, utcnow
+from messaging.db import (
+    Transaction,
+    both_of,
+    in_both,
+    insert_many_ignoring_duplicates,
+    planned_per_call,
+    utcnow,
+)
 from messaging.envelope import Envelope
 
 CONTEXT = "survey"
@@ -71,9 +78,11 @@ def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]])
 
 
 # Built once: only the parameters change from batch to batch.
-_INVITATIONS_MADE = select(
-    invitations.c.client_id, invitations.c.task_id, invitations.c.invitation_id, invitations.c.email
-).where(*in_both(invitations.c.client_id, invitations.c.task_id))
+_INVITATIONS_MADE = planned_per_call(
+    select(
+        invitations.c.client_id, invitations.c.task_id, invitations.c.invitation_id, invitations.c.email
+    ).where(*in_both(invitations.c.client_id, invitations.c.task_id))
+)
 
 
 TASK_HANDLERS = {"survey.assign": replica.needs_customer(assign_survey)}

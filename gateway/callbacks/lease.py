@@ -6,7 +6,7 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from gateway.tables import clients, deliveries, results, tasks
-from messaging.db import Among
+from messaging.db import planned_per_call
 
 # Attempts of a leased chunk start within this many seconds of the lease.
 LEASE_MARGIN_SECONDS = 30
@@ -37,7 +37,7 @@ def due_query(for_update: bool, *, windowed: bool):
         .where(
             deliveries.c.status == "pending",
             deliveries.c.next_attempt_at <= bindparam("now"),
-            Among(deliveries.c.client_id, "busy", negate=True),
+            deliveries.c.client_id.not_in(bindparam("busy", expanding=True)),
         )
         .order_by(deliveries.c.next_attempt_at)
     )
@@ -108,13 +108,13 @@ def due_query(for_update: bool, *, windowed: bool):
 # Take the deliveries given as `leased` until `until`, those still due and not being leased by
 # another dispatcher right now (SKIP LOCKED): a delivery read as due a moment ago may have been
 # leased or attempted elsewhere since. Returns what may have changed since it was read.
-TAKE = (
+TAKE = planned_per_call(
     update(deliveries)
     .where(
         deliveries.c.result_id.in_(
             select(deliveries.c.result_id)
             .where(
-                Among(deliveries.c.result_id, "leased"),
+                deliveries.c.result_id.in_(bindparam("leased", expanding=True)),
                 deliveries.c.status == "pending",
                 deliveries.c.next_attempt_at <= bindparam("now"),
             )

@@ -4,7 +4,6 @@ telling an outage from a failure."""
 
 from messaging.db.backends import Backend, backend
 from messaging.db.engines import (
-    PLAN_PER_CALL,
     dialect_name,
     make_engine,
     planned_per_call,
@@ -12,7 +11,6 @@ from messaging.db.engines import (
 )
 from messaging.db.errors import is_unavailable
 from messaging.db.inserts import (
-    Among,
     both_of,
     in_both,
     insert_ignoring_duplicates,
@@ -24,10 +22,8 @@ from messaging.db.sqlite import READ_ONLY, SQLITE_BUSY_TIMEOUT
 from messaging.db.types import JsonDocument, Transaction, UtcDateTime, utcnow
 
 __all__ = [
-    "PLAN_PER_CALL",
     "READ_ONLY",
     "SQLITE_BUSY_TIMEOUT",
-    "Among",
     "Backend",
     "JsonDocument",
     "Transaction",

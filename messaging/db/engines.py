@@ -13,8 +13,7 @@ from sqlalchemy import (
 
 from messaging.db.sqlite import READ_ONLY, SQLITE_BUSY_TIMEOUT, serialize_sqlite_writers
 
-# Set on a compiled statement that looks rows up by a list of keys, or as an execution option by
-# planned_per_call (see make_engine).
+# The execution option planned_per_call sets (see make_engine).
 PLAN_PER_CALL = "taskgate_plan_per_call"
 
 
@@ -47,13 +46,12 @@ def planned_per_call(statement):
 
 
 def _unprepared_if_planned_per_call(cursor, statement, parameters, context) -> bool:
-    """Send a lookup by a list of keys (see Among), or a statement marked planned_per_call,
-    unprepared: planned for its parameters and the tables as they are now. A prepared statement's
-    generic plan, made while a table was small, keeps scanning the whole table as it grows; these
-    run once per batch, so planning them each time costs little."""
+    """Send a statement marked planned_per_call unprepared: planned for its parameters and the
+    tables as they are now (a prepared statement's generic plan, made while a table was small,
+    keeps scanning the whole table as it grows)."""
     if context is None or context._is_server_side:
         return False
-    if not (getattr(context.compiled, PLAN_PER_CALL, False) or context.execution_options.get(PLAN_PER_CALL)):
+    if not context.execution_options.get(PLAN_PER_CALL):
         return False
     cursor.execute(statement, parameters, prepare=False)
     return True
