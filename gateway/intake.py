@@ -40,6 +40,7 @@ from messaging.db import (
 )
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox
+from messaging.tracing import tracer
 
 
 class TaskConflict(Exception):
@@ -178,7 +179,12 @@ def _routed(connection, client_id: str, task_uuid: uuid.UUID, task: dict, place:
             connection, client_id, task["payload"][target_key], target_type
         )
     return Envelope(
-        type=task["type"], task_id=task["task_id"], task_uuid=task_uuid, client_id=client_id, payload=payload
+        type=task["type"],
+        task_id=task["task_id"],
+        task_uuid=task_uuid,
+        client_id=client_id,
+        payload=payload,
+        trace=tracer().current(),  # the webhook request's span, when tracing is on
     )
 
 

@@ -32,6 +32,7 @@ from messaging.db import (
     utcnow,
 )
 from messaging.envelope import Envelope
+from messaging.tracing import tracer
 
 
 class UnknownTask(LookupError):
@@ -74,6 +75,11 @@ def record_results(
     now = utcnow()
     decided: dict[uuid.UUID, str] = {}
     queued = []
+    traces = (
+        {envelope.payload["result_id"]: tracer().context_of(envelope) for envelope in envelopes}
+        if tracer().enabled
+        else {}
+    )
     for row in rows:
         if row["result_id"] not in stored:  # a result recorded before
             continue
@@ -90,10 +96,12 @@ def record_results(
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
+                **({"trace": traces[str(row["result_id"])]} if tracer().enabled else {}),
             }
         )
     if offer is not None:
-        leases = offer(session, _fresh(rows, {row["result_id"] for row in queued}, known), len(queued))
+        fresh = _fresh(rows, {row["result_id"] for row in queued}, known, traces)
+        leases = offer(session, fresh, len(queued))
         for row in queued:
             row["next_attempt_at"] = leases.get(row["result_id"], now)
     # The first result of the primary context decides; none may overturn a final status.
@@ -106,7 +114,7 @@ def record_results(
     return []
 
 
-def _fresh(rows: list[dict], queued: set, known: dict) -> list[SimpleNamespace]:
+def _fresh(rows: list[dict], queued: set, known: dict, traces: dict) -> list[SimpleNamespace]:
     """The deliveries just queued that may go out at once, as a dispatcher attempts them: of each
     task the earliest new result, if no earlier one of it is still pending."""
     first: dict[uuid.UUID, dict] = {}
@@ -118,6 +126,7 @@ def _fresh(rows: list[dict], queued: set, known: dict) -> list[SimpleNamespace]:
         SimpleNamespace(
             **{name: row[name] for name in ("result_id", "context", "outcome", "status", "result")},
             **{name: getattr(task, name) for name in _ATTEMPT_COLUMNS},
+            trace=traces.get(str(row["result_id"])),
             attempts=0,
             replayed_after_attempts=0,
         )

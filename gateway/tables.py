@@ -103,6 +103,8 @@ deliveries = Table(
     Column("next_attempt_at", UtcDateTime),
     Column("delivered_at", UtcDateTime),
     Column("created_at", UtcDateTime, nullable=False),
+    # The W3C trace context the attempts continue (of the result's handling), when tracing is on.
+    Column("trace", JsonDocument),
     Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
     # Each client's share of undelivered callbacks is counted from this (backpressure).
     Index(

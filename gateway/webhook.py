@@ -21,6 +21,7 @@ from gateway.schemas import CLIENT_ID, unfit_json, validate_task
 from gateway.state import current_state
 from gateway.task_reads import find_task
 from messaging.db import read_only
+from messaging.tracing import tracer
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
@@ -43,6 +44,8 @@ def submit_task(client_id: str):
     g.task_type = task["type"]
     task_uuid = make_task_uuid(state.settings.namespace, client_id, task["task_id"])
     fields = {"task_id": task["task_id"], "task_uuid": str(task_uuid), "client_id": client_id}
+    if tracer().enabled:  # on the request's span
+        tracer().describe({f"taskgate.{name}": value for name, value in fields.items()})
     self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
     refusal = _refusal(state, client_id)
     if refusal:

@@ -23,6 +23,7 @@ from messaging.db import Transaction, is_unavailable
 from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
 from messaging.inbox import first_deliveries, first_delivery
 from messaging.outbox import PERSISTENT, Publish, add_to_outbox
+from messaging.tracing import continued, tracer
 
 log = logging.getLogger(__name__)
 
@@ -189,28 +190,32 @@ class MessageWorker(ConsumerMixin):
             message.ack()
 
     def _handle_together(self, batch) -> None:
-        with self.engine.begin() as connection:
-            after_commit.begin(connection)
-            firsts = first_deliveries(connection, self.inbox, [(e.message_id, e.type) for e, _, _ in batch])
-            handled = []
-            for (envelope, handler, _), first in zip(batch, firsts, strict=True):
-                if first:
-                    handled.append((envelope, handler))
-                else:
-                    log.info("duplicate message ignored", extra=envelope.log_fields)
-            caused = []
-            # In order; a run of messages of one type with a batch handler goes to it at once.
-            for kind, run in itertools.groupby(handled, key=lambda item: item[0].type):
-                if kind in self.batch_handlers:
-                    caused += self.batch_handlers[kind](connection, [envelope for envelope, _ in run])
-                else:
-                    for envelope, handler in run:
-                        caused += handler(connection, envelope)
-            written = add_to_outbox(connection, self.outbox, caused)
-            committed = after_commit.registered(connection)
-        self._after(committed, written)
-        for envelope, _ in handled:
-            log.info("handled %s", envelope.type, extra=envelope.log_fields)
+        envelopes = [envelope for envelope, _, _ in batch]
+        with tracer().processing(envelopes, self.queue.name):
+            with self.engine.begin() as connection:
+                after_commit.begin(connection)
+                messages = [(envelope.message_id, envelope.type) for envelope in envelopes]
+                handled = []
+                for (envelope, handler, _), first in zip(
+                    batch, first_deliveries(connection, self.inbox, messages), strict=True
+                ):
+                    if first:
+                        handled.append((envelope, handler))
+                    else:
+                        log.info("duplicate message ignored", extra=envelope.log_fields)
+                caused = []
+                # In order; a run of messages of one type with a batch handler goes to it at once.
+                for kind, run in itertools.groupby(handled, key=lambda item: item[0].type):
+                    if kind in self.batch_handlers:
+                        caused += self.batch_handlers[kind](connection, [envelope for envelope, _ in run])
+                    else:
+                        for envelope, handler in run:
+                            caused += handler(connection, envelope)
+                written = add_to_outbox(connection, self.outbox, continued(caused, envelopes))
+                committed = after_commit.registered(connection)
+            self._after(committed, written)
+            for envelope, _ in handled:
+                log.info("handled %s", envelope.type, extra=envelope.log_fields)
 
     def _process(self, envelope: Envelope, handler: Handler, message) -> None:
         try:
@@ -250,16 +255,17 @@ class MessageWorker(ConsumerMixin):
 
     def _handle_once(self, handler: Handler, envelope: Envelope) -> bool:
         """Handle envelope in one transaction; False if it had been handled before."""
-        with self.engine.begin() as connection:
-            after_commit.begin(connection)
-            if not first_delivery(connection, self.inbox, envelope.message_id, envelope.type):
-                log.info("duplicate message ignored", extra=envelope.log_fields)
-                return False
-            caused = handler(connection, envelope)
-            written = add_to_outbox(connection, self.outbox, caused)
-            committed = after_commit.registered(connection)
-        self._after(committed, written)
-        log.info("handled %s", envelope.type, extra=envelope.log_fields)
+        with tracer().processing([envelope], self.queue.name):
+            with self.engine.begin() as connection:
+                after_commit.begin(connection)
+                if not first_delivery(connection, self.inbox, envelope.message_id, envelope.type):
+                    log.info("duplicate message ignored", extra=envelope.log_fields)
+                    return False
+                caused = handler(connection, envelope)
+                written = add_to_outbox(connection, self.outbox, continued(caused, [envelope]))
+                committed = after_commit.registered(connection)
+            self._after(committed, written)
+            log.info("handled %s", envelope.type, extra=envelope.log_fields)
         return True
 
     def _after(self, committed: list[Callable[[], None]], written: list[dict]) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 from uuid6 import uuid7
 
 CONTENT_TYPE = "application/json"
+# The W3C trace context's entries (in a body's `trace` and a broker message's headers).
+TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 class InvalidEnvelope(ValueError):
@@ -26,6 +28,8 @@ class Envelope:
     message_id: uuid.UUID = dataclasses.field(default_factory=uuid7)
     causation_id: uuid.UUID | None = None
     occurred_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    # W3C trace context (traceparent, tracestate) to continue from; empty when tracing is off.
+    trace: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def caused(self, type: str, payload: dict[str, Any]) -> Envelope:
         """A new message about the same task, caused by this one."""
@@ -36,6 +40,7 @@ class Envelope:
             client_id=self.client_id,
             payload=payload,
             causation_id=self.message_id,
+            trace=self.trace,
         )
 
     @property
@@ -47,6 +52,7 @@ class Envelope:
         }
         if self.causation_id is not None:
             headers["x-causation-id"] = str(self.causation_id)
+        headers.update(self.trace)
         return headers
 
     @property
@@ -62,7 +68,7 @@ class Envelope:
         return fields
 
     def to_body(self) -> dict[str, Any]:
-        return {
+        body = {
             "message_id": str(self.message_id),
             "type": self.type,
             "task_id": self.task_id,
@@ -72,6 +78,9 @@ class Envelope:
             "occurred_at": self.occurred_at.isoformat(),
             "payload": self.payload,
         }
+        if self.trace:
+            body["trace"] = self.trace
+        return body
 
     @classmethod
     def from_body(cls, body: Any) -> Envelope:
@@ -94,6 +103,7 @@ class Envelope:
                 message_id=uuid.UUID(_text(body, "message_id")),
                 causation_id=uuid.UUID(causation) if causation else None,
                 occurred_at=datetime.fromisoformat(_text(body, "occurred_at")),
+                trace=_trace(body.get("trace")),
             )
         except KeyError as missing:
             raise InvalidEnvelope(f"missing field {missing}") from None
@@ -101,6 +111,13 @@ class Envelope:
             if isinstance(error, InvalidEnvelope):
                 raise
             raise InvalidEnvelope(f"malformed field: {error}") from None
+
+
+def _trace(value: Any) -> dict[str, str]:
+    """The W3C entries of a body's trace context; anything else in it is left out."""
+    if not isinstance(value, dict):
+        return {}
+    return {key: value[key] for key in TRACE_HEADERS if isinstance(value.get(key), str)}
 
 
 def _text(body: dict[str, Any], key: str) -> str:

@@ -32,6 +32,7 @@ from messaging.broker import BatchConfirms
 from messaging.db import UtcDateTime, backend, utcnow
 from messaging.envelope import CONTENT_TYPE
 from messaging.outbox import PERSISTENT
+from messaging.tracing import tracer
 from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -233,11 +234,12 @@ class OutboxRelay:
     def _publish_confirmed(self, rows: list[dict]) -> None:
         channel = self._confirms.channel()
         producer = Producer(channel)
-        for row in rows:
-            self._declare(channel, row["exchange"])
-            self._publish(producer, row)
-            self._confirms.published()
-        self._confirms.wait()
+        with tracer().publishing(rows):
+            for row in rows:
+                self._declare(channel, row["exchange"])
+                self._publish(producer, row)
+                self._confirms.published()
+            self._confirms.wait()
 
     def _declare(self, channel, exchange: str) -> None:
         """Declare exchange on channel unless done already: once per connection, as a publish to an

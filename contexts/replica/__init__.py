@@ -34,9 +34,8 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from uuid6 import uuid7
 
-from contexts.replica.parking import CustomerKey, Parking
+from contexts.replica.parking import CustomerKey, Parking, resumed_task
 from messaging import vocabulary
 from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
@@ -240,8 +239,7 @@ class CustomerReplica(Parking):
         self.apply_many(session, events)
         resumed = []
         for key, task in self._unpark(session, last):
-            log.info("resuming parked task", extra=task.log_fields)
-            resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=last[key].message_id))
+            resumed.append(resumed_task(task, last[key]))
         return resumed
 
     def apply(self, session: Transaction, event: Envelope) -> None:

@@ -24,6 +24,7 @@ from messaging.db import (
     utcnow,
 )
 from messaging.envelope import Envelope
+from messaging.tracing import tracer
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Parking:
             )
         )
         log.info("parked: %s", reason, extra={**task.log_fields, "waiting_for": waiting_for, "needs": needs})
+        tracer().note(task, "taskgate.parked", {"taskgate.waiting_reason": reason})
         return vocabulary.task_status(task, context=self.context, status=vocabulary.WAITING, reason=reason)
 
     # -- other waits ---------------------------------------------------------------------------
@@ -82,10 +84,9 @@ class Parking:
         rows.sort(key=lambda row: row.parked_at)
         resumed = []
         for row in rows:
-            task = Envelope.from_body(row.envelope)
-            log.info("resuming parked task", extra=task.log_fields)
-            cause = causes[row.client_id, row.waiting_for]
-            resumed.append(dataclasses.replace(task, message_id=uuid7(), causation_id=cause.message_id))
+            resumed.append(
+                resumed_task(Envelope.from_body(row.envelope), causes[row.client_id, row.waiting_for])
+            )
         return resumed
 
     def _unpark(
@@ -144,3 +145,15 @@ class Parking:
         if oldest is None:
             return None
         return max(0.0, (oldest + timeout - utcnow()).total_seconds())
+
+
+def resumed_task(task: Envelope, cause: Envelope) -> Envelope:
+    """A parked task sent again, as a new message caused by cause (in its own trace, which cause's
+    process span notes)."""
+    log.info("resuming parked task", extra=task.log_fields)
+    tracer().note(
+        cause,
+        "taskgate.resumed",
+        {"taskgate.task_id": task.task_id, "taskgate.task_uuid": str(task.task_uuid)},
+    )
+    return dataclasses.replace(task, message_id=uuid7(), causation_id=cause.message_id)

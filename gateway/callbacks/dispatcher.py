@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from types import SimpleNamespace
 
 from sqlalchemy import Engine
 
@@ -20,15 +19,16 @@ from gateway.callbacks.lease import (
     DUE_WINDOW,
     LEASE_MARGIN_SECONDS,
     LEASE_SLACK_SECONDS,
-    TAKE,
     due_query,
+    take,
 )
 from gateway.callbacks.schedule import next_delay, retry_after_seconds
-from gateway.callbacks.sender import Attempt, CallbackSender, storable
+from gateway.callbacks.sender import Attempt, CallbackSender, span_attributes, storable
 from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from messaging.after_commit import after_commit
 from messaging.db import backend, utcnow
 from messaging.group_commit import Ticket
+from messaging.tracing import tracer
 from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ class CallbackDispatcher:
             window = connection.execute(self._due_window, wanted).all()
             due = [row for row in window if not row.held]
             waiting = bool(busy) or len(due) < len(window)
-            chunks = self._take(connection, due[:limit], in_flight, room, chunk_size, wanted)
+            chunks = take(connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted)
             taken = sum(map(len, chunks))
             waiting = waiting or len(due) > limit or taken < len(due)
             if window and window[0].in_window >= limit * DUE_WINDOW and taken < limit:
@@ -237,7 +237,9 @@ class CallbackDispatcher:
                 mine = {row.result_id for chunk in chunks for row in chunk}
                 rest = [row for row in connection.execute(self._due_all, wanted) if row.result_id not in mine]
                 rest = rest[: limit - taken]
-                chunks += self._take(connection, rest, in_flight, room - len(chunks), chunk_size, wanted)
+                chunks += take(
+                    connection, rest, in_flight, self.per_client, room - len(chunks), chunk_size, wanted
+                )
                 waiting = True
         with self._lock:
             for chunk in chunks:
@@ -248,40 +250,12 @@ class CallbackDispatcher:
             self.wakeup.notify()
         return chunks
 
-    def _take(
-        self, connection, due: list, in_flight: Counter, room: int, chunk_size: int, wanted: dict
-    ) -> list[list]:
-        """Chunk the due deliveries (counting each new chunk in in_flight) and take them: the
-        chunks of those taken, each row as it was taken."""
-        chunks: list[list] = []
-        open_chunks: dict[str, list[list]] = {}
-        for row in due:
-            mine = open_chunks.setdefault(row.client_id, [])
-            if in_flight[row.client_id] < self.per_client and len(chunks) < room:
-                in_flight[row.client_id] += 1
-                mine.append([row])
-                chunks.append(mine[-1])
-            elif mine and len(shortest := min(mine, key=len)) < chunk_size:
-                shortest.append(row)
-        if not chunks:
-            return []
-        leased = [row.result_id for chunk in chunks for row in chunk]
-        fresh = {row.result_id: row for row in connection.execute(TAKE, {**wanted, "leased": leased})}
-        taken = []
-        for chunk in chunks:
-            rows = [
-                SimpleNamespace(**{**row._asdict(), **fresh[row.result_id]._asdict()})
-                for row in chunk
-                if row.result_id in fresh
-            ]
-            if rows:
-                taken.append(rows)
-            else:  # all of it taken elsewhere: its place is free again
-                in_flight[chunk[0].client_id] -= 1
-        return taken
-
     def _attempt(self, row) -> Ticket:
-        return self._record(row, self.sender.attempt(row))
+        attributes = span_attributes(row) if tracer().enabled else {}
+        with tracer().attempting(row.trace, attributes) as call:  # its log lines carry the trace
+            attempt = self.sender.attempt(row, call["headers"])
+            call["status_code"], call["error"] = attempt.status_code, attempt.error
+            return self._record(row, attempt)
 
     def _record(self, row, attempt: Attempt) -> Ticket:
         """Hand the attempt to the group commit; the ticket says when it is recorded."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from types import SimpleNamespace
+
 from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
@@ -74,6 +77,7 @@ def due_query(for_update: bool, *, windowed: bool):
             deliveries.c.result_id,
             deliveries.c.attempts,
             deliveries.c.replayed_after_attempts,
+            deliveries.c.trace,
             results.c.context,
             results.c.outcome,
             results.c.status,
@@ -124,3 +128,37 @@ TAKE = planned_per_call(
     .values(next_attempt_at=bindparam("until"))
     .returning(deliveries.c.result_id, deliveries.c.attempts, deliveries.c.replayed_after_attempts)
 )
+
+
+def take(
+    connection, due: list, in_flight: Counter, per_client: int, room: int, chunk_size: int, wanted: dict
+) -> list[list]:
+    """Chunk the due deliveries, each chunk one client's, at most per_client chunks in flight per
+    client and room in all (each new chunk counted in in_flight), and take them (TAKE with wanted's
+    time and lease end): the chunks of those taken, each row as it was taken."""
+    chunks: list[list] = []
+    open_chunks: dict[str, list[list]] = {}
+    for row in due:
+        mine = open_chunks.setdefault(row.client_id, [])
+        if in_flight[row.client_id] < per_client and len(chunks) < room:
+            in_flight[row.client_id] += 1
+            mine.append([row])
+            chunks.append(mine[-1])
+        elif mine and len(shortest := min(mine, key=len)) < chunk_size:
+            shortest.append(row)
+    if not chunks:
+        return []
+    leased = [row.result_id for chunk in chunks for row in chunk]
+    fresh = {row.result_id: row for row in connection.execute(TAKE, {**wanted, "leased": leased})}
+    taken = []
+    for chunk in chunks:
+        rows = [
+            SimpleNamespace(**{**row._asdict(), **fresh[row.result_id]._asdict()})
+            for row in chunk
+            if row.result_id in fresh
+        ]
+        if rows:
+            taken.append(rows)
+        else:  # all of it taken elsewhere: its place is free again
+            in_flight[chunk[0].client_id] -= 1
+    return taken

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -102,8 +102,9 @@ class CallbackSender:
                 prepared, stream=True, timeout=self.timeout, verify=session.verify, cert=None, proxies={}
             )
 
-    def attempt(self, row) -> Attempt:
-        """One attempt of the delivery row: whatever happens, an Attempt says what."""
+    def attempt(self, row, trace_headers: dict[str, str] | None = None) -> Attempt:
+        """One attempt of the delivery row: whatever happens, an Attempt says what. trace_headers
+        (traceparent…) go with the request."""
         now = utcnow()
         client = Client(
             row.client_id,
@@ -118,7 +119,13 @@ class CallbackSender:
         )
         headers["Content-Type"] = "application/json"
         headers["User-Agent"] = "taskgate"
+        headers.update(trace_headers or {})
         attempt = Attempt(attempted_at=now)
+        self._send(row, body, headers, attempt)
+        return attempt
+
+    def _send(self, row, body: bytes, headers: dict[str, str], attempt: Attempt) -> None:
+        """Post body to the row's callback URL; attempt says what came of it and how long it took."""
         started = time.monotonic()
         deadline = started + self.timeout
         try:
@@ -144,7 +151,21 @@ class CallbackSender:
             )
             attempt.error = f"{type(error).__name__}: {error}"[:1000]
         attempt.duration_ms = int((time.monotonic() - started) * 1000)
-        return attempt
+
+
+def span_attributes(row) -> dict:
+    """What a trace shows of a callback attempt (the URL without its query, which may hold a token)."""
+    url = urlsplit(row.callback_url)
+    return {
+        "http.request.method": "POST",
+        "url.full": urlunsplit((url.scheme, url.netloc, url.path, "", "")),
+        "server.address": url.hostname or "",
+        "taskgate.task_id": row.task_id,
+        "taskgate.task_uuid": str(row.task_uuid),
+        "taskgate.client_id": row.client_id,
+        "taskgate.result_id": str(row.result_id),
+        "taskgate.attempt": row.attempts + 1,
+    }
 
 
 def read_environment_once(session: requests.Session, environ=None) -> None:

@@ -11,6 +11,7 @@ import click
 from gateway import create_app
 from gateway.config import Settings
 from gateway.tables import outbox as gateway_outbox
+from taskgate import tracing
 from taskgate.cli.base import (
     StoppedWhileStarting,
     command_engine,
@@ -37,7 +38,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     limit_malloc_arenas()
     runtime = None
     try:
+        tracing.setup("serve")
         engine = command_engine(settings)
+        tracing.instrument_engine(engine)
         wait_for_schema(settings, engine)
         runtime = Runtime(settings, engine)
         runtime.start(NAMES, role="serve")
@@ -47,6 +50,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
             publish=runtime.relay(gateway_outbox).offer,
             overview_sources=overview_sources(),
         )
+        tracing.instrument_app(app)
         from taskgate.http_server import http_server
 
         server = http_server(app, settings, host, port)
@@ -86,7 +90,9 @@ def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     limit_malloc_arenas()
     runtime = None
     try:
+        tracing.setup("worker-" + "+".join(contexts))
         engine = command_engine(settings)
+        tracing.instrument_engine(engine)
         wait_for_schema(settings, engine)
         runtime = Runtime(settings, engine)
         runtime.start(dict.fromkeys(contexts))

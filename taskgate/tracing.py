@@ -1,0 +1,307 @@
+"""OpenTelemetry tracing, when the `otel` extra is installed and the OTEL_* environment asks for it.
+
+setup() is called once per process by its composition root (wsgi.py, `taskgate serve`, `taskgate
+worker`). Off, it returns at once and nothing of OpenTelemetry is imported. On, it installs the
+tracer messaging asks (messaging.tracing), instruments Flask, SQLAlchemy and requests, and adds
+trace_id/span_id to the log lines. docs/observability.md says what a trace holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+
+from messaging import tracing
+from messaging.envelope import TRACE_HEADERS, Envelope
+
+log = logging.getLogger(__name__)
+
+# Any of these set (and OTEL_SDK_DISABLED not true) turns tracing on.
+TURNED_ON_BY = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER")
+
+
+def wanted(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the environment asks for tracing."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return False
+    return any(environ.get(name) for name in TURNED_ON_BY)
+
+
+def setup(role: str, *, provider=None) -> bool:
+    """Trace this process (role: webhook, worker-<context>, serve…) if the environment asks for it,
+    or into provider (tests); whether it does."""
+    if provider is None and not wanted():
+        return False
+    if tracing.tracer().enabled:
+        return True
+    try:
+        provider = provider or _provider_from_environment(role)
+    except ImportError:
+        log.warning("OTEL_* asks for tracing, but the otel extra is missing: pip install 'taskgate[otel]'")
+        return False
+    provider.sampler = _inside_traces(provider.sampler)  # before any tracer is made: each copies it
+    tracing.install(_OpenTelemetryTracer(provider))
+    _instrument_libraries(provider)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TraceIds())
+    return True
+
+
+def shutdown() -> None:
+    """Stop tracing this process (tests): what was traced is exported, nothing more is."""
+    traced = tracing.tracer()
+    if not traced.enabled:
+        return
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    tracing.install(tracing.Tracer())
+    RequestsInstrumentor().uninstrument()
+    SQLAlchemyInstrumentor().uninstrument()
+    for handler in logging.getLogger().handlers:
+        for kept in [kept for kept in handler.filters if isinstance(kept, TraceIds)]:
+            handler.removeFilter(kept)
+    traced.provider.shutdown()
+
+
+def instrument_app(app) -> None:
+    """Trace app's requests (the webhook's server span); nothing when tracing is off."""
+    if tracing.tracer().enabled:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        # Probes and scrapes are no one's task: they make no traces.
+        quiet = "healthz,readyz,metrics"
+        FlaskInstrumentor.instrument_app(app, tracer_provider=tracing.tracer().provider, excluded_urls=quiet)
+
+
+def instrument_engine(engine) -> None:
+    """Trace engine's statements inside traces; nothing when tracing is off."""
+    if tracing.tracer().enabled:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        # Its declared range ends before SQLAlchemy 2.1, whose engine events it uses are unchanged.
+        SQLAlchemyInstrumentor().instrument(
+            engine=engine, tracer_provider=tracing.tracer().provider, skip_dep_check=True
+        )
+
+
+def _provider_from_environment(role: str):
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES take precedence over these.
+    resource = Resource.create({"service.name": "taskgate", "taskgate.role": role})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _instrument_libraries(provider) -> None:
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    RequestsInstrumentor().instrument(tracer_provider=provider)
+
+
+def _inside_traces(configured):
+    """configured (OTEL_TRACES_SAMPLER), except that an outgoing call (a CLIENT span: a statement,
+    an HTTP request) starts no trace of its own: the dispatcher's lease and the relay's sweep would
+    otherwise make a trace each, many times a second."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class InsideTraces(Sampler):
+        def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, *more):
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if kind == trace.SpanKind.CLIENT and not parent.is_valid:
+                return SamplingResult(Decision.DROP)
+            return configured.should_sample(parent_context, trace_id, name, kind, attributes, *more)
+
+        def get_description(self) -> str:
+            return f"InsideTraces({configured.get_description()})"
+
+    return InsideTraces()
+
+
+class _OpenTelemetryTracer(tracing.Tracer):
+    """messaging's tracer, with OpenTelemetry: spans by the messaging and HTTP conventions."""
+
+    enabled = True
+
+    def __init__(self, provider):
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+        self.provider = provider
+        self._tracer = provider.get_tracer("taskgate", importlib.metadata.version("taskgate"))
+        self._propagate, self._trace = propagate, trace
+        self._Link, self._SpanKind, self._Status, self._StatusCode = Link, SpanKind, Status, StatusCode
+        self._local = threading.local()  # the process spans of the messages this thread handles
+
+    def current(self) -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        self._propagate.inject(carrier)
+        return carrier
+
+    def _spans(self) -> dict:
+        return getattr(self._local, "spans", {})
+
+    @contextlib.contextmanager
+    def processing(self, envelopes: list[Envelope], source: str) -> Iterator[None]:
+        """A CONSUMER span per message, child of its context; a batch gets a span of its own,
+        linked to each message's, which is current while it is handled (so statements nest)."""
+        name = f"process {source}"
+        batch = None
+        if len(envelopes) > 1:
+            batch = self._tracer.start_span(
+                name,
+                kind=self._SpanKind.CONSUMER,
+                links=[self._Link(self._context_in(e.trace)) for e in envelopes if e.trace],
+                attributes={**_messaging(source), "messaging.batch.message_count": len(envelopes)},
+            )
+        spans = {
+            str(envelope.message_id): self._tracer.start_span(
+                name,
+                context=self._propagate.extract(envelope.trace),
+                kind=self._SpanKind.CONSUMER,
+                attributes={**_messaging(source), **_message(envelope)},
+                links=[self._Link(batch.get_span_context())] if batch else None,
+            )
+            for envelope in envelopes
+        }
+        current = batch or next(iter(spans.values()))
+        outer, self._local.spans = self._spans(), spans
+        try:
+            with self._trace.use_span(current, end_on_exit=False):
+                yield
+        except BaseException as error:
+            for span in [*spans.values(), *([batch] if batch else [])]:
+                span.record_exception(error)
+                span.set_status(self._Status(self._StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            raise
+        finally:
+            self._local.spans = outer
+            for span in spans.values():
+                span.end()
+            if batch:
+                batch.end()
+
+    def _context_in(self, trace: dict[str, str]):
+        return self._trace.get_current_span(self._propagate.extract(trace)).get_span_context()
+
+    def ids(self, message_id: str | None) -> tuple[str, str] | None:
+        """The trace and span ids (hex) of message_id's process span, else of the current span."""
+        span = self._spans().get(message_id) or self._trace.get_current_span()
+        context = span.get_span_context()
+        return (
+            (format(context.trace_id, "032x"), format(context.span_id, "016x")) if context.is_valid else None
+        )
+
+    def context_of(self, envelope: Envelope) -> dict[str, str]:
+        span = self._spans().get(str(envelope.message_id))
+        if span is None:
+            return envelope.trace
+        carrier: dict[str, str] = {}
+        self._propagate.inject(carrier, context=self._trace.set_span_in_context(span))
+        return carrier
+
+    def note(self, envelope: Envelope, name: str, attributes: dict[str, str]) -> None:
+        span = self._spans().get(str(envelope.message_id)) or self._trace.get_current_span()
+        span.add_event(name, attributes)
+
+    def describe(self, attributes: dict, envelope: Envelope | None = None) -> None:
+        span = self._spans().get(str(envelope.message_id)) if envelope else None
+        (span or self._trace.get_current_span()).set_attributes(attributes)
+
+    @contextlib.contextmanager
+    def publishing(self, rows: list[dict]) -> Iterator[None]:
+        """A PRODUCER span per row, child of the context the row was written with; the row then
+        carries the publish span's context (headers and body) for its consumer to continue."""
+        spans = []
+        for position, row in enumerate(rows):
+            body = row["body"]
+            span = self._tracer.start_span(
+                f"publish {row['exchange']}",
+                context=self._propagate.extract(row["headers"]),
+                kind=self._SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "rabbitmq",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": row["exchange"],
+                    "messaging.rabbitmq.destination.routing_key": row["routing_key"],
+                    "messaging.message.id": str(row["message_id"]),
+                    "taskgate.task_id": body["task_id"],
+                    "taskgate.task_uuid": body["task_uuid"],
+                    "taskgate.client_id": body["client_id"],
+                },
+            )
+            carrier: dict[str, str] = {}
+            self._propagate.inject(carrier, context=self._trace.set_span_in_context(span))
+            headers = {key: value for key, value in row["headers"].items() if key not in TRACE_HEADERS}
+            rows[position] = {**row, "headers": {**headers, **carrier}, "body": {**body, "trace": carrier}}
+            spans.append(span)
+        try:
+            yield
+        except BaseException as error:
+            for span in spans:
+                span.set_status(self._Status(self._StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            raise
+        finally:
+            for span in spans:
+                span.end()
+
+    @contextlib.contextmanager
+    def attempting(self, trace: dict[str, str] | None, attributes: dict) -> Iterator[dict]:
+        """The attempt as an HTTP CLIENT span (POST), child of the result's handling."""
+        with self._tracer.start_as_current_span(
+            "POST",
+            context=self._propagate.extract(trace or {}),
+            kind=self._SpanKind.CLIENT,
+            attributes=attributes,
+        ) as span:
+            call = {"headers": self.current()}
+            yield call
+            if call.get("status_code") is not None:
+                span.set_attribute("http.response.status_code", call["status_code"])
+            if call.get("error") or (call.get("status_code") or 0) >= 400:
+                span.set_status(self._Status(self._StatusCode.ERROR, call.get("error") or ""))
+                span.set_attribute("error.type", str(call.get("status_code") or "error"))
+
+
+def _messaging(source: str) -> dict:
+    return {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": source,
+    }
+
+
+def _message(envelope: Envelope) -> dict:
+    return {
+        "messaging.message.id": str(envelope.message_id),
+        "taskgate.message_type": envelope.type,
+        "taskgate.task_id": envelope.task_id,
+        "taskgate.task_uuid": str(envelope.task_uuid),
+        "taskgate.client_id": envelope.client_id,
+    }
+
+
+class TraceIds(logging.Filter):
+    """trace_id and span_id on each log line: of the message the line is about (its message_id
+    extra), else of the current span."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        traced = tracing.tracer()
+        ids = traced.ids(getattr(record, "message_id", None)) if traced.enabled else None
+        if ids is not None:
+            record.trace_id, record.span_id = ids
+        return True
