@@ -76,7 +76,7 @@ def record_results(
     decided: dict[uuid.UUID, str] = {}
     queued = []
     traces = (
-        {envelope.payload["result_id"]: tracer().context_of(envelope) for envelope in envelopes}
+        {uuid.UUID(envelope.payload["result_id"]): tracer().context_of(envelope) for envelope in envelopes}
         if tracer().enabled
         else {}
     )
@@ -96,7 +96,7 @@ def record_results(
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
-                **({"trace": traces[str(row["result_id"])]} if tracer().enabled else {}),
+                **({"trace": traces[row["result_id"]]} if tracer().enabled else {}),
             }
         )
     if offer is not None:
@@ -126,7 +126,7 @@ def _fresh(rows: list[dict], queued: set, known: dict, traces: dict) -> list[Sim
         SimpleNamespace(
             **{name: row[name] for name in ("result_id", "context", "outcome", "status", "result")},
             **{name: getattr(task, name) for name in _ATTEMPT_COLUMNS},
-            trace=traces.get(str(row["result_id"])),
+            trace=traces.get(row["result_id"]),
             attempts=0,
             replayed_after_attempts=0,
         )

@@ -73,8 +73,8 @@ def install(installed: Tracer) -> None:
 
 
 def continued(caused: list[Envelope], handled: list[Envelope]) -> list[Envelope]:
-    """The caused messages, each made by Envelope.caused carrying the trace context of its
-    cause's handling (a parked task resumed keeps its own trace)."""
+    """The caused messages, each about its cause's task carrying the trace context of its cause's
+    handling (a parked task, resumed by another task's message, keeps its own trace)."""
     if not tracer().enabled:
         return caused
     causes = {envelope.message_id: envelope for envelope in handled}
@@ -87,7 +87,7 @@ def continued(caused: list[Envelope], handled: list[Envelope]) -> list[Envelope]
             tracer().describe(outcome, cause)
     return [
         dataclasses.replace(envelope, trace=tracer().context_of(cause))
-        if (cause := causes.get(envelope.causation_id)) and envelope.trace == cause.trace
+        if (cause := causes.get(envelope.causation_id)) and envelope.task_uuid == cause.task_uuid
         else envelope
         for envelope in caused
     ]

@@ -168,16 +168,16 @@ class _OpenTelemetryTracer(tracing.Tracer):
                 links=[self._Link(self._context_in(e.trace)) for e in envelopes if e.trace],
                 attributes={**_messaging(source), "messaging.batch.message_count": len(envelopes)},
             )
-        spans = {
-            str(envelope.message_id): self._tracer.start_span(
-                name,
-                context=self._propagate.extract(envelope.trace),
-                kind=self._SpanKind.CONSUMER,
-                attributes={**_messaging(source), **_message(envelope)},
-                links=[self._Link(batch.get_span_context())] if batch else None,
-            )
-            for envelope in envelopes
-        }
+        spans = {}
+        for envelope in envelopes:  # a message twice in a batch (redelivered) is handled once
+            if str(envelope.message_id) not in spans:
+                spans[str(envelope.message_id)] = self._tracer.start_span(
+                    name,
+                    context=self._propagate.extract(envelope.trace),
+                    kind=self._SpanKind.CONSUMER,
+                    attributes={**_messaging(source), **_message(envelope)},
+                    links=[self._Link(batch.get_span_context())] if batch else None,
+                )
         current = batch or next(iter(spans.values()))
         outer, self._local.spans = self._spans(), spans
         try:

@@ -228,18 +228,22 @@ class CallbackDispatcher:
             window = connection.execute(self._due_window, wanted).all()
             due = [row for row in window if not row.held]
             waiting = bool(busy) or len(due) < len(window)
-            chunks = take(connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted)
+            chunks, missed = take(
+                connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted
+            )
             taken = sum(map(len, chunks))
             waiting = waiting or len(due) > limit or taken < len(due)
-            if window and window[0].in_window >= limit * DUE_WINDOW and taken < limit:
-                # A full window, too few of them taken: what lies beyond is only found by
-                # looking at everything due, leaving out what this lease holds already.
+            if window and window[0].in_window >= limit * DUE_WINDOW and (len(due) < limit or missed):
+                # A full window, too few in it free to go (held back, or taken elsewhere): what
+                # lies beyond is only found by looking at everything due, leaving out what this
+                # lease holds already.
                 mine = {row.result_id for chunk in chunks for row in chunk}
                 rest = [row for row in connection.execute(self._due_all, wanted) if row.result_id not in mine]
                 rest = rest[: limit - taken]
-                chunks += take(
+                more, _ = take(
                     connection, rest, in_flight, self.per_client, room - len(chunks), chunk_size, wanted
                 )
+                chunks += more
                 waiting = True
         with self._lock:
             for chunk in chunks:

@@ -154,18 +154,24 @@ class CallbackSender:
 
 
 def span_attributes(row) -> dict:
-    """What a trace shows of a callback attempt (the URL without its query, which may hold a token)."""
-    url = urlsplit(row.callback_url)
-    return {
+    """What a trace shows of a callback attempt: the URL without credentials or query (either may
+    hold a secret), and none of it if it does not parse (the attempt records why it failed)."""
+    attributes = {
         "http.request.method": "POST",
-        "url.full": urlunsplit((url.scheme, url.netloc, url.path, "", "")),
-        "server.address": url.hostname or "",
         "taskgate.task_id": row.task_id,
         "taskgate.task_uuid": str(row.task_uuid),
         "taskgate.client_id": row.client_id,
         "taskgate.result_id": str(row.result_id),
         "taskgate.attempt": row.attempts + 1,
     }
+    try:
+        url = urlsplit(row.callback_url)
+        netloc = url.hostname + (f":{url.port}" if url.port else "")
+        attributes["url.full"] = urlunsplit((url.scheme, netloc, url.path, "", ""))
+        attributes["server.address"] = url.hostname
+    except (TypeError, ValueError):
+        pass
+    return attributes
 
 
 def read_environment_once(session: requests.Session, environ=None) -> None:

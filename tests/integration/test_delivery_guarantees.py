@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from gateway import deliveries as delivery_store
 from gateway.callbacks import CallbackDispatcher
+from gateway.callbacks.lease import CHUNK_SIZE
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
@@ -272,6 +273,19 @@ def test_a_lease_with_few_deliveries_due_looks_once(engine):
     seen = statements_of(engine)
     [[row]] = dispatcher._lease_due()
     assert row.result_id == made[0]
+    assert sum(statement.lstrip().upper().startswith("SELECT") for statement in seen) == 1
+
+
+def test_a_lease_under_a_backlog_looks_once(engine):
+    """A full window with enough deliveries free to go: no second look at all due deliveries,
+    however few of them one lease can take (one chunk of 8 here, of a window of 32)."""
+    register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+    for number in range(40):
+        results_for(engine, "acme", f"A-{number}")
+    dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,))
+    seen = statements_of(engine)
+    [chunk] = dispatcher._lease_due(room=1)
+    assert len(chunk) == CHUNK_SIZE
     assert sum(statement.lstrip().upper().startswith("SELECT") for statement in seen) == 1
 
 

@@ -173,3 +173,23 @@ def test_the_environment_turns_tracing_on():
     )
     assert not tracing.wanted({"OTEL_TRACES_EXPORTER": "none"})
     assert not messaging_tracing.tracer().enabled
+
+
+def test_an_attempt_span_shows_the_callback_url_without_credentials_or_query():
+    from types import SimpleNamespace
+
+    from gateway.callbacks.sender import span_attributes
+
+    row = SimpleNamespace(
+        task_id="T-1",
+        task_uuid="u",
+        client_id="acme",
+        result_id="r",
+        attempts=2,
+        callback_url="https://user:secret@hooks.example:8443/cb?token=abc",
+    )
+    attributes = span_attributes(row)
+    assert attributes["url.full"] == "https://hooks.example:8443/cb"
+    assert attributes["server.address"] == "hooks.example" and attributes["taskgate.attempt"] == 3
+    malformed = span_attributes(SimpleNamespace(**{**vars(row), "callback_url": "http://[::1/cb"}))
+    assert "url.full" not in malformed and malformed["taskgate.task_id"] == "T-1"
