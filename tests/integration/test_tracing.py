@@ -91,11 +91,19 @@ def test_a_cancel_is_one_trace_across_contexts_and_a_retried_callback(
             timeout=20,
             message="both callbacks of the cancel delivered",
         )
+
+        def attempted():  # an attempt's span ends once its record is handed over, maybe a moment later
+            spans = from_sdk(exporter.get_finished_spans())
+            return (
+                len(callback_attempts([span for span in spans if span.trace_id == CLIENT_TRACE])) == 3
+                and spans
+            )
+
+        spans = wait_for(attempted, timeout=20, message="the three attempts' spans")
     finally:
         root.removeHandler(logs)
         root.setLevel(level)
 
-    spans = from_sdk(exporter.get_finished_spans())
     trace = client_trace(spans, "X-1")
     [request] = [span for span in trace if span.kind == "SERVER"]
     assert request.parent_id == CLIENT_SPAN and request.attributes["taskgate.task_id"] == "X-1"
@@ -131,7 +139,11 @@ def test_a_parked_task_keeps_its_trace_and_notes_its_park_and_resume(
     client.submit(upsert_task())
     client.wait_for_status("A-9", "succeeded")
 
-    spans = from_sdk(exporter.get_finished_spans())
+    def attempted():  # the attempt's span ends once its record is handed over, maybe a moment later
+        spans = from_sdk(exporter.get_finished_spans())
+        return callback_attempts([span for span in spans if span.trace_id == CLIENT_TRACE]) and spans
+
+    spans = wait_for(attempted, timeout=20, message="the callback attempt's span")
     trace = client_trace(spans, "A-9")
     events = {event for span in trace for event in span.events}
     assert "taskgate.parked" in events
