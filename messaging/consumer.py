@@ -14,15 +14,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from kombu import Connection, Producer, Queue
+from kombu import Connection, Queue
 from kombu.mixins import ConsumerMixin
 from sqlalchemy import Engine, Table
 
-from messaging import after_commit, topology
+from messaging import after_commit
 from messaging.db import Transaction, is_unavailable
-from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
+from messaging.dead_letters import send_to_dead_letters
+from messaging.envelope import Envelope, InvalidEnvelope
 from messaging.inbox import first_deliveries, first_delivery
-from messaging.outbox import PERSISTENT, Publish, add_to_outbox
+from messaging.outbox import Publish, add_to_outbox
 from messaging.tracing import continued, tracer
 
 log = logging.getLogger(__name__)
@@ -277,28 +278,6 @@ class MessageWorker(ConsumerMixin):
             self.publish(written)
 
     def dead_letter(self, message, reason: str, envelope: Envelope | None = None) -> None:
-        """Republish message to the dead-letter exchange with reason in its headers, then ack it."""
-        headers = dict(message.headers or {})
-        headers.update(
-            {
-                "x-taskgate-reason": reason[:1000],
-                "x-taskgate-queue": self.queue.name,
-                "x-taskgate-original-exchange": message.delivery_info.get("exchange", ""),
-                "x-taskgate-original-routing-key": message.delivery_info.get("routing_key", ""),
-            }
-        )
-        properties = message.properties or {}
-        Producer(message.channel).publish(
-            message.body,
-            exchange=topology.dead_letter,
-            routing_key=self.queue.name,
-            declare=[topology.dead_letter, topology.dead_letters],
-            content_type=message.content_type or CONTENT_TYPE,
-            content_encoding=message.content_encoding or "utf-8",
-            delivery_mode=PERSISTENT,
-            message_id=properties.get("message_id"),
-            correlation_id=properties.get("correlation_id"),
-            headers=headers,
-        )
-        message.ack()
+        """Republish message to the dead-letter exchange with reason, then ack it."""
+        send_to_dead_letters(message, self.queue.name, reason)
         log.error("dead-lettered: %s", reason, extra=envelope.log_fields if envelope else {})

@@ -1,6 +1,7 @@
-"""Keeping dead letters where an operator can see and replay them: in the database.
+"""Dead letters: sent with their reason, kept where an operator can see and replay them.
 
-Whatever reaches `taskgate.dead-letters` (dead-lettered by a worker with its reason, by the broker
+A worker sends what it cannot handle to the dead-letter exchange (send_to_dead_letters). Whatever
+reaches `taskgate.dead-letters` (dead-lettered by a worker with its reason, by the broker
 after too many deliveries, or unroutable) is stored by a keeper and acked. Replaying one puts the
 original message back on its exchange through an outbox, so it is published like any other.
 """
@@ -15,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from kombu import Connection
+from kombu import Connection, Producer
 from kombu.mixins import ConsumerMixin
 from sqlalchemy import Column, Engine, MetaData, String, Table, Text, Uuid, select, update
 from sqlalchemy.orm import Session
@@ -23,8 +24,8 @@ from uuid6 import uuid7
 
 from messaging import topology
 from messaging.db import JsonDocument, UtcDateTime, is_unavailable, utcnow
-from messaging.envelope import Envelope, InvalidEnvelope
-from messaging.outbox import add_raw_to_outbox
+from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
+from messaging.outbox import PERSISTENT, add_raw_to_outbox
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,34 @@ class Origin:
     reason: str
     exchange: str | None
     routing_key: str | None
+
+
+def send_to_dead_letters(message, queue: str, reason: str) -> None:
+    """Republish a message a worker of queue cannot handle to the dead-letter exchange, with
+    reason and where it came from in the headers origin_of reads, then ack it."""
+    headers = dict(message.headers or {})
+    headers.update(
+        {
+            "x-taskgate-reason": reason[:1000],
+            "x-taskgate-queue": queue,
+            "x-taskgate-original-exchange": message.delivery_info.get("exchange", ""),
+            "x-taskgate-original-routing-key": message.delivery_info.get("routing_key", ""),
+        }
+    )
+    properties = message.properties or {}
+    Producer(message.channel).publish(
+        message.body,
+        exchange=topology.dead_letter,
+        routing_key=queue,
+        declare=[topology.dead_letter, topology.dead_letters],
+        content_type=message.content_type or CONTENT_TYPE,
+        content_encoding=message.content_encoding or "utf-8",
+        delivery_mode=PERSISTENT,
+        message_id=properties.get("message_id"),
+        correlation_id=properties.get("correlation_id"),
+        headers=headers,
+    )
+    message.ack()
 
 
 def origin_of(headers: dict[str, Any], delivery_info: dict[str, Any]) -> Origin:
