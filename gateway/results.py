@@ -3,6 +3,7 @@ queued (and offered to this process's dispatcher); a context's word that a task 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -33,6 +34,8 @@ from messaging.db import (
 )
 from messaging.envelope import Envelope
 from messaging.tracing import tracer
+
+log = logging.getLogger(__name__)
 
 
 class UnknownTask(LookupError):
@@ -80,8 +83,9 @@ def record_results(
         if tracer().enabled
         else {}
     )
-    for row in rows:
-        if row["result_id"] not in stored:  # a result recorded before
+    for envelope, row in zip(envelopes, rows, strict=True):
+        if row["result_id"] not in stored:  # recorded before: the message is a repeat
+            log.info("duplicate result ignored", extra=envelope.log_fields)
             continue
         stored.discard(row["result_id"])  # twice in these messages: recorded once
         task = known[row["task_uuid"]]

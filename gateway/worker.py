@@ -23,7 +23,17 @@ BATCH_HANDLERS = {
 }
 
 
+# A result's id is its message's id, and the results table keeps each once: it is their inbox.
+OWN_INBOX = frozenset({vocabulary.TASK_RESULT})
+
+
 def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
     return ContextSpec(
-        NAME, QUEUE, HANDLERS, inbox=tables.inbox, outbox=tables.outbox, batch_handlers=BATCH_HANDLERS
+        NAME,
+        QUEUE,
+        HANDLERS,
+        inbox=tables.inbox,
+        outbox=tables.outbox,
+        batch_handlers=BATCH_HANDLERS,
+        own_inbox=OWN_INBOX,
     )

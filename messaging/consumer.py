@@ -4,6 +4,9 @@ be handled is dead-lettered with its reason.
 
 Messages that arrived together (up to batch_size) share one transaction (runs of a type with a
 batch handler go to it at once); if the batch fails, its messages are handled one by one.
+
+A message type whose handler keeps its own record of the message ids it handled (a table keyed by
+them, written in the same transaction) is its own inbox: its messages get no inbox row.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class MessageWorker(ConsumerMixin):
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
         batch_handlers: Mapping[str, BatchHandler] | None = None,
         linger: float = 0.0,
+        own_inbox: frozenset[str] = frozenset(),
     ):
         self.connection = broker
         self.queue = queue
@@ -70,6 +74,7 @@ class MessageWorker(ConsumerMixin):
         self.batch_size = batch_size
         self.retry_delays = retry_delays
         self.linger = linger
+        self.own_inbox = own_inbox
         self._last_batch_size = 0
         self._batch: list[tuple[Envelope, Handler, object]] = []
         # Messages to dead-letter, with their reason: done in flush(), not in the broker's callback,
@@ -195,10 +200,9 @@ class MessageWorker(ConsumerMixin):
         with tracer().processing(envelopes, self.queue.name):
             with self.engine.begin() as connection:
                 after_commit.begin(connection)
-                messages = [(envelope.message_id, envelope.type) for envelope in envelopes]
                 handled = []
                 for (envelope, handler, _), first in zip(
-                    batch, first_deliveries(connection, self.inbox, messages), strict=True
+                    batch, self._first_deliveries(connection, envelopes), strict=True
                 ):
                     if first:
                         handled.append((envelope, handler))
@@ -217,6 +221,19 @@ class MessageWorker(ConsumerMixin):
             self._after(committed, written)
             for envelope, _ in handled:
                 log.info("handled %s", envelope.type, extra=envelope.log_fields)
+
+    def _first_deliveries(self, connection: Transaction, envelopes: list[Envelope]) -> list[bool]:
+        """Of each message, whether the inbox sees it for the first time (always so for a type that
+        is its own inbox: its handler tells repeats itself)."""
+        recorded = [envelope for envelope in envelopes if envelope.type not in self.own_inbox]
+        firsts = iter(
+            first_deliveries(
+                connection, self.inbox, [(envelope.message_id, envelope.type) for envelope in recorded]
+            )
+            if recorded
+            else ()
+        )
+        return [envelope.type in self.own_inbox or next(firsts) for envelope in envelopes]
 
     def _process(self, envelope: Envelope, handler: Handler, message) -> None:
         try:
@@ -259,7 +276,9 @@ class MessageWorker(ConsumerMixin):
         with tracer().processing([envelope], self.queue.name):
             with self.engine.begin() as connection:
                 after_commit.begin(connection)
-                if not first_delivery(connection, self.inbox, envelope.message_id, envelope.type):
+                if envelope.type not in self.own_inbox and not first_delivery(
+                    connection, self.inbox, envelope.message_id, envelope.type
+                ):
                     log.info("duplicate message ignored", extra=envelope.log_fields)
                     return False
                 caused = handler(connection, envelope)

@@ -38,6 +38,9 @@ class ContextSpec:
     # Optional: more loops of the context, each made with the engine and its relay's offer
     # (to publish what it writes to the outbox), run until the event is set.
     loops: tuple[Callable[[Engine, Publish], Callable[[threading.Event], None]], ...] = ()
+    # Optional: message types whose handler is their own inbox (it records their message ids in a
+    # table of its own, in the same transaction, and tells a repeat by them): no inbox row for them.
+    own_inbox: frozenset[str] = frozenset()
 
 
 def env_int(environ: Mapping[str, str] | None, name: str, default: int, minimum: int = 0) -> int:

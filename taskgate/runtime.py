@@ -137,6 +137,7 @@ class Runtime:
             publish=relay.offer,
             batch_handlers=spec.batch_handlers,
             linger=self.settings.batch_linger_ms / 1000,
+            own_inbox=spec.own_inbox,
         )
         self._spawn(f"{spec.name}-relay", relay.run)
         self._spawn(f"{spec.name}-consumer", worker.run_until)

@@ -6,12 +6,16 @@ stubbed with `responses`.
 
 import contextlib
 import json
+import uuid
 
 from kombu import Queue, binding
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from gateway import signatures
-from messaging import broker, topology
+from gateway import tables as gateway_tables
+from messaging import broker, topology, vocabulary
+from messaging.envelope import Envelope
+from messaging.outbox import outbox_row
 from tests.factories import signed, upsert_task, wait_for
 from tests.integration.conftest import CALLBACK_URL
 
@@ -113,6 +117,51 @@ def test_a_replayed_task_yields_no_second_result(gateway, credentials, callbacks
     assert len(read(gateway, credentials)["results"]) == 1
     assert [json.loads(c.request.body)["data"]["task_id"] for c in callbacks.calls] == ["T-1001", "T-1002"]
     assert json.loads(callbacks.calls[1].request.body)["data"]["result"]["version"] == 2
+
+
+def test_a_result_message_delivered_twice_is_recorded_and_called_back_once(
+    stack, gateway, credentials, callbacks
+):
+    """A result's id is its message's id and the results table keeps each once: it is the gateway's
+    inbox for results, which get no row in gateway_inbox."""
+    callbacks.post(CALLBACK_URL, status=204)
+    submit(gateway, credentials, upsert_task())
+    task = wait_for(lambda: delivered(gateway, credentials))
+    cause = Envelope(
+        type="customer.upsert",
+        task_id="T-1001",
+        task_uuid=uuid.UUID(task["task_uuid"]),
+        client_id="acme",
+        payload={},
+    )
+    again = vocabulary.result(
+        cause, context="customers", outcome="customer.registered", status="succeeded", result={"again": 1}
+    )
+    row = outbox_row(again)
+    with broker.connect(stack[1]) as connection:
+        producer = connection.Producer()
+        for _ in range(2):  # as a redelivery brings it
+            producer.publish(
+                row["body"],
+                exchange=topology.EXCHANGES[row["exchange"]],
+                routing_key=row["routing_key"],
+                headers=row["headers"],
+            )
+
+    def two_delivered():
+        deliveries = read(gateway, credentials)["deliveries"]
+        return len(deliveries) == 2 and all(d["status"] == "delivered" for d in deliveries)
+
+    wait_for(two_delivered, message="the repeated result's callback")
+    # A later task goes through the same queues; once it is delivered, a repeat would have been too.
+    submit(gateway, credentials, upsert_task("T-1002", email="ada@lovelace.org"), webhook_id="msg_2")
+    wait_for(lambda: delivered(gateway, credentials, "T-1002"))
+    results = read(gateway, credentials)["results"]
+    assert sorted(result["result"].get("again", 0) for result in results) == [0, 1]
+    assert [call.request.headers["webhook-id"] for call in callbacks.calls].count(str(again.message_id)) == 1
+    with gateway.extensions["taskgate"].engine.connect() as connection:
+        inbox = connection.scalars(select(gateway_tables.inbox.c.message_type)).all()
+    assert vocabulary.TASK_RESULT not in inbox
 
 
 def test_a_failed_callback_is_retried_with_the_same_webhook_id(gateway, credentials, callbacks):
