@@ -44,7 +44,7 @@ KEEP_PUBLISHED = timedelta(hours=1)
 # A relay sweeps only rows at least this old: younger ones are being published by their writer.
 SWEEP_AFTER = timedelta(seconds=5)
 # How long a relay keeps the ids of what it published before deleting their rows in one statement.
-FORGET_AFTER_SECONDS = 0.2
+FORGET_AFTER_SECONDS = 1.0
 
 
 def _take_statement(table: Table, batch_size: int, *, keep: bool, locking: bool):
@@ -113,6 +113,10 @@ class OutboxRelay:
         self.linger = linger
         self.keep_published = keep_published
         self.sweep_after = sweep_after
+        # A row nobody offered is swept between sweep_after and one and a half sweep_after after its writing.
+        self.sweep_every = (
+            max(idle_interval, sweep_after.total_seconds() / 2) if sweep_after else idle_interval
+        )
         self._confirms = BatchConfirms(broker)
         self._declared_on = None  # the channel the exchanges in _declared were declared on
         self._declared: set[str] = set()
@@ -155,7 +159,7 @@ class OutboxRelay:
                 published = self.publish_offered()
                 if time.monotonic() >= next_sweep:
                     swept = self.relay_batch(self.sweep_after)
-                    next_sweep = time.monotonic() + (0.0 if swept == self.batch_size else self.idle_interval)
+                    next_sweep = time.monotonic() + (0.0 if swept == self.batch_size else self.sweep_every)
                 if time.monotonic() >= self._forget_at or len(self._published) >= self.batch_size:
                     self.forget_published()
                 if self.keep_published and time.monotonic() >= next_purge:
