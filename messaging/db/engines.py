@@ -70,9 +70,12 @@ def _derived(engine: Engine, **options) -> Engine:
 
 
 def read_only(engine: Engine) -> Engine:
-    """engine for transactions that only read. On SQLite they neither wait for the write lock nor
-    hold it (so they must not write: that would bypass the writers' queue); elsewhere it is the
-    same as engine."""
+    """engine for transactions that only read, each from one snapshot of the database (a task
+    read with its results never shows a result its status does not yet know of). On SQLite they
+    neither wait for the write lock nor hold it (so they must not write: that would bypass the
+    writers' queue), and WAL gives each its snapshot; on PostgreSQL they are REPEATABLE READ."""
+    if engine.dialect.name == "postgresql":
+        return _derived(engine, **{READ_ONLY: True, "isolation_level": "REPEATABLE READ"})
     return _derived(engine, **{READ_ONLY: True})
 
 

@@ -14,6 +14,7 @@ from messaging.db import (
     insert_many,
     insert_many_ignoring_duplicates,
     make_engine,
+    read_only,
 )
 
 
@@ -108,3 +109,17 @@ def test_insert_many_writes_a_batch_in_its_order_in_one_statement(engine):
     with pytest.raises(IntegrityError), engine.begin() as connection:
         insert_many(connection, invitations, again)
     assert len(stored(engine)) == len(batch)
+
+
+def test_a_read_only_transaction_reads_one_snapshot(engine):
+    """What commits while a read-only transaction runs stays out of it: reading a task and then its
+    results never shows a result of a status it did not read."""
+    with engine.begin() as connection:
+        insert_many(connection, invitations, [invitation("T-1")])
+    with read_only(engine).connect() as reader, reader.begin():
+        before = reader.execute(select(invitations.c.task_id)).scalars().all()
+        with engine.begin() as writer:
+            insert_many(writer, invitations, [invitation("T-2")])
+        again = reader.execute(select(invitations.c.task_id)).scalars().all()
+    assert before == again == ["T-1"]
+    assert len(stored(engine)) == 2
