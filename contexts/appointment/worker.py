@@ -49,6 +49,6 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         batch_handlers=batch_handlers,
         loops=(
             parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),
-            lambda engine, publish: reservations.HoldSweeper(engine, desk, tables.outbox, publish).run,
+            lambda engine, publish: reservations.hold_sweeper(engine, desk, tables.outbox, publish).run,
         ),
     )

@@ -38,6 +38,6 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         batch_handlers=handlers.BATCH_HANDLERS,
         loops=(
             parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),
-            lambda engine, publish: reservations.HoldSweeper(engine, workshop, tables.outbox, publish).run,
+            lambda engine, publish: reservations.hold_sweeper(engine, workshop, tables.outbox, publish).run,
         ),
     )

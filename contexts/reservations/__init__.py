@@ -4,14 +4,13 @@ A side keeps a row per visit (its state: held, refused, confirmed, expired, rele
 each step from visits with VISIT_ANSWER: hold books the slot as held (counted like a booking) or
 refuses with the rule's reason; confirm makes a held slot a booking, unless it expired (the side
 is the authority on its holds); release gives up whatever is held, and leaves a row if it came
-first, so a late hold holds nothing. Holds past their TTL are released by the HoldSweeper. Every
+first, so a late hold holds nothing. Holds past their TTL are released by the hold_sweeper. Every
 step is idempotent. The context supplies a Booking: how to hold, confirm and give up its slot.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from datetime import timedelta
 from typing import Protocol
@@ -36,8 +35,9 @@ from messaging.after_commit import after_commit
 from messaging.consumer import Handler
 from messaging.context import env_int
 from messaging.db import JsonDocument, Transaction, UtcDateTime, backend, serialize_on, utcnow
+from messaging.deadlines import DeadlineSweeper
 from messaging.envelope import Envelope
-from messaging.outbox import Publish, add_to_outbox
+from messaging.outbox import Publish
 from messaging.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class ReservationSide:
         self.holds = holds
         self.booking = booking
         self.ttl = ttl
-        self.wakeup = wakeup  # the HoldSweeper's: it may sleep longer than a new hold lives
+        self.wakeup = wakeup  # the hold_sweeper's: it may sleep longer than a new hold lives
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -200,40 +200,17 @@ class ReservationSide:
         return cause.caused(vocabulary.VISIT_ANSWER, payload)
 
 
-class HoldSweeper:
+def hold_sweeper(engine: Engine, side: ReservationSide, outbox: Table, publish: Publish) -> DeadlineSweeper:
     """Releases a side's holds once they expire; sleeps until the next expiry (or a new hold)."""
-
-    def __init__(
-        self, engine: Engine, side: ReservationSide, outbox: Table, publish: Publish, max_sleep=60.0
-    ):
-        self.engine = engine
-        self.side = side
-        self.outbox = outbox
-        self.publish = publish
-        self.max_sleep = max_sleep
-
-    def run(self, stop: threading.Event) -> None:
-        threading.Thread(target=lambda: (stop.wait(), self.side.wakeup.close()), daemon=True).start()
-        while not stop.is_set():
-            try:
-                pause = self.sweep()
-            except Exception:
-                log.exception("hold sweep failed; retrying", extra={"context": self.side.context})
-                pause = 5.0
-            if stop.is_set():
-                break
-            self.side.wakeup.wait(pause)
-
-    def sweep(self) -> float:
-        """Expire what is due; returns seconds until the next expiry."""
-        with self.engine.begin() as connection:
-            answers = self.side.expire_due(connection)
-            written = add_to_outbox(connection, self.outbox, answers)
-            following = self.side.seconds_to_next_expiry(connection)
-        if answers:
-            self.publish(written)
-            return 0.0
-        return self.max_sleep if following is None else min(self.max_sleep, following + 0.01)
+    return DeadlineSweeper(
+        engine,
+        outbox,
+        publish,
+        settle=side.expire_due,
+        next_deadline=side.seconds_to_next_expiry,
+        name=f"{side.context} hold sweep",
+        wakeup=side.wakeup,
+    )
 
 
 def ttl(environ) -> timedelta:

@@ -110,7 +110,7 @@ def test_a_release_before_its_hold_leaves_nothing_held(engine):
 def test_a_hold_expires_by_itself_and_a_late_confirm_is_refused(engine):
     desk_side, visit = side(ttl=timedelta(seconds=0.3)), uuid.uuid4()
     published: list[dict] = []
-    sweeper = reservations.HoldSweeper(engine, desk_side, desk_outbox, published.extend)
+    sweeper = reservations.hold_sweeper(engine, desk_side, desk_outbox, published.extend)
     stop = threading.Event()
     thread = threading.Thread(target=sweeper.run, args=(stop,), daemon=True)
     thread.start()
