@@ -48,10 +48,17 @@ def _lock_number(key: tuple[str, ...]) -> int:
 
 def lock_row(session, table, **key: str) -> None:
     """Hold table's row for key (created if missing) until the transaction ends, so that every
-    other transaction locking the same row waits its turn. SQLite's single writer already does that."""
-    insert_ignoring_duplicates(session, table, key)
-    if backend(session).needs_locks:
-        session.execute(_lock_query(table, tuple(key)), key)
+    other transaction locking the same row waits its turn. SQLite's single writer already does that.
+
+    The row is locked as it is read: one statement once it exists. A missing row is inserted (a
+    concurrent insert of it waits for the first one's commit and then leaves it be) and locked."""
+    if not backend(session).needs_locks:
+        insert_ignoring_duplicates(session, table, key)
+        return
+    lock = _lock_query(table, tuple(key))
+    if session.execute(lock, key).first() is None:
+        insert_ignoring_duplicates(session, table, key)
+        session.execute(lock, key)
 
 
 @functools.cache
