@@ -200,10 +200,10 @@ class MessageWorker(ConsumerMixin):
         with tracer().processing(envelopes, self.queue.name):
             with self.engine.begin() as connection:
                 after_commit.begin(connection)
+                messages = [(envelope.message_id, envelope.type) for envelope in envelopes]
+                firsts = first_deliveries(connection, self.inbox, messages, self.own_inbox)
                 handled = []
-                for (envelope, handler, _), first in zip(
-                    batch, self._first_deliveries(connection, envelopes), strict=True
-                ):
+                for (envelope, handler, _), first in zip(batch, firsts, strict=True):
                     if first:
                         handled.append((envelope, handler))
                     else:
@@ -221,19 +221,6 @@ class MessageWorker(ConsumerMixin):
             self._after(committed, written)
             for envelope, _ in handled:
                 log.info("handled %s", envelope.type, extra=envelope.log_fields)
-
-    def _first_deliveries(self, connection: Transaction, envelopes: list[Envelope]) -> list[bool]:
-        """Of each message, whether the inbox sees it for the first time (always so for a type that
-        is its own inbox: its handler tells repeats itself)."""
-        recorded = [envelope for envelope in envelopes if envelope.type not in self.own_inbox]
-        firsts = iter(
-            first_deliveries(
-                connection, self.inbox, [(envelope.message_id, envelope.type) for envelope in recorded]
-            )
-            if recorded
-            else ()
-        )
-        return [envelope.type in self.own_inbox or next(firsts) for envelope in envelopes]
 
     def _process(self, envelope: Envelope, handler: Handler, message) -> None:
         try:

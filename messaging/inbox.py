@@ -33,20 +33,24 @@ def first_delivery(session: Transaction, table: Table, message_id, message_type:
     )
 
 
-def first_deliveries(session: Transaction, table: Table, messages: list[tuple[object, str]]) -> list[bool]:
+def first_deliveries(
+    session: Transaction,
+    table: Table,
+    messages: list[tuple[object, str]],
+    own_inbox: frozenset[str] = frozenset(),
+) -> list[bool]:
     """first_delivery for many (message_id, message_type) in one statement: for each, in order,
-    whether this is its first delivery (a message id twice in the list is first only once)."""
+    whether this is its first delivery (a message id twice in the list is first only once). A type
+    in own_inbox gets no row and counts as first: its handler tells repeats itself."""
     now = utcnow()
-    inserted = insert_many_ignoring_duplicates(
-        session,
-        table,
-        [
-            {"message_id": message_id, "message_type": kind, "processed_at": now}
-            for message_id, kind in messages
-        ],
-    )
+    recorded = [
+        {"message_id": message_id, "message_type": kind, "processed_at": now}
+        for message_id, kind in messages
+        if kind not in own_inbox
+    ]
+    inserted = insert_many_ignoring_duplicates(session, table, recorded) if recorded else set()
     firsts = []
-    for message_id, _ in messages:
-        firsts.append(message_id in inserted)
+    for message_id, kind in messages:
+        firsts.append(kind in own_inbox or message_id in inserted)
         inserted.discard(message_id)
     return firsts
