@@ -42,9 +42,10 @@ class Settings:
     proxy_hops: int = 0
     max_unfinished_tasks: int = 10_000
     operator_token: str | None = None
-    # Under load (its last batch held more than one item), how long a woken relay, consumer or
+    # Under load (its last batch held more than one item), how long a woken consumer or
     # dispatcher waits for more work before it starts the next batch: fewer, larger transactions
-    # for at most this much latency per stage. A lone item never waits.
+    # for at most this much latency per stage. A lone item never waits. (A relay never waits: what
+    # is offered while it waits for a batch's confirms goes out in its next batch.)
     batch_linger_ms: int = 10
 
     @property

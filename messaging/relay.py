@@ -100,7 +100,6 @@ class OutboxRelay:
         *,
         batch_size: int = 100,
         idle_interval: float = 1.0,
-        linger: float = 0.0,
         keep_published: timedelta | None = None,
         sweep_after: timedelta | None = SWEEP_AFTER,
     ):
@@ -110,7 +109,6 @@ class OutboxRelay:
         self.wakeup = wakeup or Wakeup()
         self.batch_size = batch_size
         self.idle_interval = idle_interval
-        self.linger = linger
         self.keep_published = keep_published
         self.sweep_after = sweep_after
         # A row nobody offered is swept between sweep_after and one and a half sweep_after after its writing.
@@ -156,7 +154,7 @@ class OutboxRelay:
         next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
         while not stop.is_set():
             try:
-                published = self.publish_offered()
+                self.publish_offered()
                 if time.monotonic() >= next_sweep:
                     swept = self.relay_batch(self.sweep_after)
                     next_sweep = time.monotonic() + (0.0 if swept == self.batch_size else self.sweep_every)
@@ -174,9 +172,9 @@ class OutboxRelay:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            # What is offered while a batch waits for its confirms goes out together in the next.
             pause = min(next_sweep, self._forget_at, time.monotonic() + self.idle_interval) - time.monotonic()
-            if self.wakeup.wait(max(0.0, pause)) and published > 1:
-                stop.wait(self.linger)  # under load: what the next moments bring goes in one batch
+            self.wakeup.wait(max(0.0, pause))
 
     def publish_offered(self) -> int:
         """Publish what was offered, wait for the broker's confirms, and note the message ids for

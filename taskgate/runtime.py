@@ -65,7 +65,6 @@ def webhook_relay(settings: Settings, engine: Engine) -> BackgroundRelay:
             gateway_tables.outbox,
             broker.connect(settings.broker_url, confirm_each=False),
             keep_published=KEEP_PUBLISHED if broker.is_volatile(settings.broker_url) else None,
-            linger=settings.batch_linger_ms / 1000,
             sweep_after=None,
         ),
         prepare=lambda: declare_topology(settings.broker_url),
@@ -123,7 +122,6 @@ class Runtime:
             spec.outbox,
             self._connect(confirm_each=False),
             keep_published=KEEP_PUBLISHED if broker.is_volatile(self.settings.broker_url) else None,
-            linger=self.settings.batch_linger_ms / 1000,
         )
         self._relays[spec.outbox.name] = relay
         self._wakeups.append(relay.wakeup)
