@@ -67,6 +67,7 @@ def point_figures(sent: dict, received: dict, drained_at: float) -> dict:
         "p95_ms": _ms(percentile(latencies, 0.95), ms),
         "p99_ms": _ms(percentile(latencies, 0.99), ms),
         "max_ms": _ms(max(latencies, default=None), ms),
+        "webhook_p50_ms": _ms(percentile(answer_times, 0.50), ms),
         "webhook_p99_ms": _ms(percentile(answer_times, 0.99), ms),
         "backlog_at_end": backlog(expected, arrivals, finished),
         "backlog_after_drain": backlog(expected, arrivals, drained_at),

@@ -96,17 +96,21 @@ def print_pipeline_ratios(table: list[dict]) -> None:
 
 def print_counts(points: list[dict]) -> None:
     """Statements, commits and outbox messages per task, and the hops' p50/p99."""
-    print("\nper task: PostgreSQL statements and commits, outbox messages; hops p50/p99 ms")
+    print(
+        "\nper task: PostgreSQL statements and commits, outbox messages;"
+        " hops p50/p99 ms (webhook: request sent -> its 202 back, at the load generator)"
+    )
     for point in points:
         counted = " ".join(
             f"{name} {_number(point.get(f'{name}_per_task'))}"
             for name in ("statements", "commits", "commit_statements", "outbox_messages")
         )
+        spreads = {"webhook": {"p50": point.get("webhook_p50_ms"), "p99": point.get("webhook_p99_ms")}}
+        spreads.update(point.get("hops_ms") or {})
         hops = ", ".join(
-            f"{hop} {_number(spread['p50'])}/{_number(spread['p99'])}"
-            for hop, spread in point.get("hops_ms", {}).items()
+            f"{hop} {_number(spread['p50'])}/{_number(spread['p99'])}" for hop, spread in spreads.items()
         )
-        print(f"  {point['label']:<18} {counted}" + (f"; {hops}" if hops else ""))
+        print(f"  {point['label']:<18} {counted}; {hops}")
 
 
 def _times(value: float | None) -> str:
