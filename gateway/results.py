@@ -88,6 +88,7 @@ def record_results(
             log.info("duplicate result ignored", extra=envelope.log_fields)
             continue
         stored.discard(row["result_id"])  # twice in these messages: recorded once
+        log.info("result recorded", extra=envelope.log_fields)
         task = known[row["task_uuid"]]
         RESULTS_RECORDED.labels(row["context"], row["status"]).inc()
         if vocabulary.PRIMARY_CONTEXT.get(task.type) == row["context"]:

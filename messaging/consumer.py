@@ -220,7 +220,7 @@ class MessageWorker(ConsumerMixin):
                 committed = after_commit.registered(connection)
             self._after(committed, written)
             for envelope, _ in handled:
-                log.info("handled %s", envelope.type, extra=envelope.log_fields)
+                self._log_handled(envelope)
 
     def _process(self, envelope: Envelope, handler: Handler, message) -> None:
         try:
@@ -272,8 +272,14 @@ class MessageWorker(ConsumerMixin):
                 written = add_to_outbox(connection, self.outbox, continued(caused, [envelope]))
                 committed = after_commit.registered(connection)
             self._after(committed, written)
-            log.info("handled %s", envelope.type, extra=envelope.log_fields)
+            self._log_handled(envelope)
         return True
+
+    def _log_handled(self, envelope: Envelope) -> None:
+        # A type that is its own inbox has its handler say what became of each message (a repeat
+        # among them changed nothing).
+        if envelope.type not in self.own_inbox:
+            log.info("handled %s", envelope.type, extra=envelope.log_fields)
 
     def _after(self, committed: list[Callable[[], None]], written: list[dict]) -> None:
         """Once the transaction committed: what its handlers left to do then (see after_commit),

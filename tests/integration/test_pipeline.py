@@ -6,6 +6,7 @@ stubbed with `responses`.
 
 import contextlib
 import json
+import logging
 import uuid
 
 from kombu import Queue, binding
@@ -120,11 +121,12 @@ def test_a_replayed_task_yields_no_second_result(gateway, credentials, callbacks
 
 
 def test_a_result_message_delivered_twice_is_recorded_and_called_back_once(
-    stack, gateway, credentials, callbacks
+    stack, gateway, credentials, callbacks, caplog
 ):
     """A result's id is its message's id and the results table keeps each once: it is the gateway's
     inbox for results, which get no row in gateway_inbox. A copy in the same batch and one that
-    comes after the first was recorded both change nothing."""
+    comes after the first was recorded both change nothing, and the log says so."""
+    caplog.set_level(logging.INFO)
     callbacks.post(CALLBACK_URL, status=204)
     submit(gateway, credentials, upsert_task())
     task = wait_for(lambda: delivered(gateway, credentials))
@@ -167,6 +169,12 @@ def test_a_result_message_delivered_twice_is_recorded_and_called_back_once(
     with gateway.extensions["taskgate"].engine.connect() as connection:
         inbox = connection.scalars(select(gateway_tables.inbox.c.message_type)).all()
     assert vocabulary.TASK_RESULT not in inbox
+    said = [
+        record.getMessage()
+        for record in caplog.records
+        if record.__dict__.get("message_id") == str(again.message_id)
+    ]
+    assert sorted(said) == ["duplicate result ignored", "duplicate result ignored", "result recorded"]
 
 
 def test_a_failed_callback_is_retried_with_the_same_webhook_id(gateway, credentials, callbacks):
