@@ -25,6 +25,7 @@ from gateway.tables import (
     tasks,
 )
 from messaging import vocabulary
+from messaging.after_commit import after_commit
 from messaging.db import (
     Transaction,
     insert_many,
@@ -83,14 +84,14 @@ def record_results(
         if tracer().enabled
         else {}
     )
+    said = []  # what became of each message, logged and counted once the transaction committed
     for envelope, row in zip(envelopes, rows, strict=True):
         if row["result_id"] not in stored:  # recorded before: the message is a repeat
-            log.info("duplicate result ignored", extra=envelope.log_fields)
+            said.append(("duplicate result ignored", envelope, None))
             continue
         stored.discard(row["result_id"])  # twice in these messages: recorded once
-        log.info("result recorded", extra=envelope.log_fields)
+        said.append(("result recorded", envelope, (row["context"], row["status"])))
         task = known[row["task_uuid"]]
-        RESULTS_RECORDED.labels(row["context"], row["status"]).inc()
         if vocabulary.PRIMARY_CONTEXT.get(task.type) == row["context"]:
             decided.setdefault(task.task_uuid, row["status"])
         queued.append(
@@ -116,7 +117,15 @@ def record_results(
     for status, task_uuids in by_status.items():
         session.execute(_DECIDE, {"uuids": task_uuids, "decided": status, "now": now})
     insert_many(session, deliveries, queued)
+    after_commit(session, lambda: _report(said))
     return []
+
+
+def _report(said: list[tuple]) -> None:
+    for line, envelope, labels in said:
+        log.info(line, extra=envelope.log_fields)
+        if labels is not None:
+            RESULTS_RECORDED.labels(*labels).inc()
 
 
 def _fresh(rows: list[dict], queued: set, known: dict, traces: dict) -> list[SimpleNamespace]:

@@ -143,15 +143,7 @@ def test_a_result_message_delivered_twice_is_recorded_and_called_back_once(
     row = outbox_row(again)
 
     def publish(copies: int) -> None:
-        with broker.connect(stack[1]) as connection:
-            producer = connection.Producer()
-            for _ in range(copies):
-                producer.publish(
-                    row["body"],
-                    exchange=topology.EXCHANGES[row["exchange"]],
-                    routing_key=row["routing_key"],
-                    headers=row["headers"],
-                )
+        _publish(stack[1], [row] * copies)
 
     def two_delivered():
         deliveries = read(gateway, credentials)["deliveries"]
@@ -175,6 +167,57 @@ def test_a_result_message_delivered_twice_is_recorded_and_called_back_once(
         if record.__dict__.get("message_id") == str(again.message_id)
     ]
     assert sorted(said) == ["duplicate result ignored", "duplicate result ignored", "result recorded"]
+
+
+def _publish(broker_url: str, rows: list[dict]) -> None:
+    """Publish outbox rows straight to the broker, as a relay would."""
+    with broker.connect(broker_url) as connection:
+        producer = connection.Producer()
+        for row in rows:
+            producer.publish(
+                row["body"],
+                exchange=topology.EXCHANGES[row["exchange"]],
+                routing_key=row["routing_key"],
+                headers=row["headers"],
+            )
+
+
+def test_a_result_is_logged_recorded_once_when_its_batch_rolled_back_first(
+    stack, gateway, credentials, callbacks, caplog
+):
+    """A result that comes with a message that fails (a status for a task nobody accepted) is
+    recorded once, whether their batch failed first and they went one by one, and logged once."""
+    caplog.set_level(logging.INFO)
+    callbacks.post(CALLBACK_URL, status=204)
+    submit(gateway, credentials, upsert_task())
+    task = wait_for(lambda: delivered(gateway, credentials))
+    cause = Envelope(
+        type="customer.upsert",
+        task_id="T-1001",
+        task_uuid=uuid.UUID(task["task_uuid"]),
+        client_id="acme",
+        payload={},
+    )
+    late = vocabulary.result(
+        cause, context="customers", outcome="customer.updated", status="succeeded", result={}
+    )
+    stranger = Envelope(
+        type="survey.assign", task_id="T-404", task_uuid=uuid.uuid4(), client_id="acme", payload={}
+    )
+    unknown = vocabulary.task_status(stranger, context="survey", status=vocabulary.WAITING)
+    _publish(stack[1], [outbox_row(late), outbox_row(unknown)])
+
+    def both_delivered():
+        deliveries = read(gateway, credentials)["deliveries"]
+        return len(deliveries) == 2 and all(d["status"] == "delivered" for d in deliveries)
+
+    wait_for(both_delivered, message="the late result's callback")
+    said = [
+        record.getMessage()
+        for record in caplog.records
+        if record.__dict__.get("message_id") == str(late.message_id)
+    ]
+    assert said == ["result recorded"]
 
 
 def test_a_failed_callback_is_retried_with_the_same_webhook_id(gateway, credentials, callbacks):
