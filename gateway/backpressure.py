@@ -50,10 +50,12 @@ class Backpressure:
         self._reason: str | None = None
         self._counts = _counts_query(self.outboxes, self.limits)
         self.per_client = max_undelivered_per_client
-        self._client_count = _bounded_count(
-            deliveries,
-            and_(deliveries.c.status == "pending", deliveries.c.client_id == bindparam("client_id")),
-            max_undelivered_per_client,
+        self._client_count = select(
+            _bounded_count(
+                deliveries,
+                and_(deliveries.c.status == "pending", deliveries.c.client_id == bindparam("client_id")),
+                max_undelivered_per_client,
+            )
         )
         self._clients: dict[str, tuple[float, str | None]] = {}  # client -> (checked at, reason)
 
@@ -79,8 +81,10 @@ class Backpressure:
             checked_at, reason = self._clients.get(client_id, (float("-inf"), None))
             if time.monotonic() - checked_at < self.ttl:
                 return reason
+            # One request counts again; the others meanwhile go by the last answer.
+            self._clients[client_id] = (time.monotonic(), reason)
         with read_only(self.engine).connect() as connection:
-            count = connection.scalar(select(self._client_count), {"client_id": client_id})
+            count = connection.scalar(self._client_count, {"client_id": client_id})
         limit = self.per_client
         if count > limit or (reason and count >= limit * self.resume_ratio):
             if reason is None:
