@@ -120,6 +120,20 @@ def test_a_replayed_task_yields_no_second_result(gateway, credentials, callbacks
     assert json.loads(callbacks.calls[1].request.body)["data"]["result"]["version"] == 2
 
 
+def _called_back_upsert(gateway, credentials, callbacks) -> Envelope:
+    """Submit T-1001 and wait for its callback; the task's message, to make more results of it."""
+    callbacks.post(CALLBACK_URL, status=204)
+    submit(gateway, credentials, upsert_task())
+    task = wait_for(lambda: delivered(gateway, credentials))
+    return Envelope(
+        type="customer.upsert",
+        task_id="T-1001",
+        task_uuid=uuid.UUID(task["task_uuid"]),
+        client_id="acme",
+        payload={},
+    )
+
+
 def test_a_result_message_delivered_twice_is_recorded_and_called_back_once(
     stack, gateway, credentials, callbacks, caplog
 ):
@@ -127,16 +141,7 @@ def test_a_result_message_delivered_twice_is_recorded_and_called_back_once(
     inbox for results, which get no row in gateway_inbox. A copy in the same batch and one that
     comes after the first was recorded both change nothing, and the log says so."""
     caplog.set_level(logging.INFO)
-    callbacks.post(CALLBACK_URL, status=204)
-    submit(gateway, credentials, upsert_task())
-    task = wait_for(lambda: delivered(gateway, credentials))
-    cause = Envelope(
-        type="customer.upsert",
-        task_id="T-1001",
-        task_uuid=uuid.UUID(task["task_uuid"]),
-        client_id="acme",
-        payload={},
-    )
+    cause = _called_back_upsert(gateway, credentials, callbacks)
     again = vocabulary.result(
         cause, context="customers", outcome="customer.registered", status="succeeded", result={"again": 1}
     )
@@ -188,16 +193,7 @@ def test_a_result_is_logged_recorded_once_when_its_batch_rolled_back_first(
     """A result that comes with a message that fails (a status for a task nobody accepted) is
     recorded once, whether their batch failed first and they went one by one, and logged once."""
     caplog.set_level(logging.INFO)
-    callbacks.post(CALLBACK_URL, status=204)
-    submit(gateway, credentials, upsert_task())
-    task = wait_for(lambda: delivered(gateway, credentials))
-    cause = Envelope(
-        type="customer.upsert",
-        task_id="T-1001",
-        task_uuid=uuid.UUID(task["task_uuid"]),
-        client_id="acme",
-        payload={},
-    )
+    cause = _called_back_upsert(gateway, credentials, callbacks)
     late = vocabulary.result(
         cause, context="customers", outcome="customer.updated", status="succeeded", result={}
     )
