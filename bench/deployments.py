@@ -20,7 +20,7 @@ from gateway.signatures import new_secret
 
 MODES = ("embedded", "split", "bare")
 BARE_PROCESSES = ("relay", "worker", "dispatcher")
-SPLIT_WORKERS = (("gateway",), ("customers",), ("survey",), ("appointment", "maintenance"))
+SPLIT_WORKERS = (("gateway",), ("customers",), ("survey",), ("appointment", "maintenance", "visits"))
 
 
 def layout(mode: str, http_workers: int) -> str:
