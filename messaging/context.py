@@ -38,8 +38,10 @@ class ContextSpec:
     # Optional: more loops of the context, each made with the engine and its relay's offer
     # (to publish what it writes to the outbox), run until the event is set.
     loops: tuple[Callable[[Engine, Publish], Callable[[threading.Event], None]], ...] = ()
-    # Optional: message types whose handler is their own inbox (it records their message ids in a
-    # table of its own, in the same transaction, and tells a repeat by them): no inbox row for them.
+    # Optional: message types whose handler is their own inbox: no inbox row for them. Its handler
+    # tells a repeat itself (by the message ids it keeps in a table of its own, in the same
+    # transaction) or a repeat changes nothing (e.g. an event a copy holds already), and it says
+    # what became of each message (the consumer logs no "handled" line for them).
     own_inbox: frozenset[str] = frozenset()
 
 

@@ -46,6 +46,7 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         inbox=tables.inbox,
         outbox=tables.outbox,
         read_model=tables.replica,
+        own_inbox=tables.replica.own_inbox,
         batch_handlers=batch_handlers,
         loops=(
             parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),

@@ -35,6 +35,7 @@ def spec(environ: Mapping[str, str] | None = None) -> ContextSpec:
         inbox=tables.inbox,
         outbox=tables.outbox,
         read_model=tables.replica,
+        own_inbox=tables.replica.own_inbox,
         batch_handlers=handlers.BATCH_HANDLERS,
         loops=(
             parking_loop(tables.replica, tables.outbox, wait_timeout(environ)),

@@ -37,6 +37,7 @@ from sqlalchemy import (
 
 from contexts.replica.parking import CustomerKey, Parking, resumed_task
 from messaging import vocabulary
+from messaging.after_commit import after_commit
 from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
     JsonDocument,
@@ -71,6 +72,11 @@ CustomerBatchHandler = Callable[[Transaction, list[tuple[Envelope, Customer]]], 
 
 class CustomerReplica(Parking):
     """The replicated customers of one context (`<context>_customers`) and its parked tasks."""
+
+    # The customer events are their own inbox (the context's ContextSpec.own_inbox): a copy applies
+    # an event only if it is newer than what it holds, and resumes only tasks parked for what it
+    # then holds, so an event delivered again changes nothing and needs no inbox row to tell.
+    own_inbox = frozenset(vocabulary.CUSTOMER_EVENTS)
 
     def __init__(self, metadata: MetaData, context: str):
         self.context = context
@@ -236,26 +242,36 @@ class CustomerReplica(Parking):
         """
         last = {(event.client_id, event.payload["customer_id"]): event for event in events}
         serialize_on_many(session, [(self.context, "customer", *key) for key in last])
-        self.apply_many(session, events)
+        written = self.apply_many(session, events)
+        after_commit(session, lambda: self._report(events, written))
         resumed = []
         for key, task in self._unpark(session, last):
             resumed.append(resumed_task(task, last[key]))
         return resumed
 
+    def _report(self, events: list[Envelope], written: list[Envelope]) -> None:
+        """Say what became of each event (their transaction has committed). Of two copies of one
+        event in a batch, the one written updated the copy, the other changed nothing."""
+        for event in events:
+            updated = any(event is each for each in written)
+            said = "customer copy updated" if updated else "customer event changed nothing"
+            log.info(said, extra={**event.log_fields, "context": self.context})
+
     def apply(self, session: Transaction, event: Envelope) -> None:
         """Insert or update the customer unless the replica already has this version or a newer one."""
         self.apply_many(session, [event])
 
-    def apply_many(self, session: Transaction, events: Iterable[Envelope]) -> None:
+    def apply_many(self, session: Transaction, events: Iterable[Envelope]) -> list[Envelope]:
         """apply for each event, in one statement (which, on PostgreSQL, may touch a row only
-        once: of several events about one customer, only the newest version is written)."""
+        once: of several events about one customer, only the newest version is written); returns
+        the events written."""
         newest: dict[CustomerKey, Envelope] = {}
         for event in events:
             key = (event.client_id, event.payload["customer_id"])
             if key not in newest or _place(newest[key]) < _place(event):
                 newest[key] = event
         if not newest:
-            return
+            return []
         now = utcnow()
         rows = [
             {
@@ -271,7 +287,8 @@ class CustomerReplica(Parking):
         ]
         # Executed with many parameter sets, the statement (built once) becomes one INSERT of
         # many rows (SQLAlchemy's "insertmanyvalues", which RETURNING enables).
-        session.execute(_upsert_newer(dialect_name(session), self.customers), rows).all()
+        written = session.execute(_upsert_newer(dialect_name(session), self.customers), rows).all()
+        return [newest[(row.client_id, row.customer_id)] for row in written]
 
     def clear(self, session: Transaction) -> int:
         """Forget every replicated customer (before rebuilding from the customers' current state)."""
@@ -294,4 +311,4 @@ def _upsert_newer(dialect: str, table: Table):
         index_elements=[table.c.client_id, table.c.customer_id],
         set_={name: new[name] for name in ("name", "email", "version", "seq", "updated_at")},
         where=or_(table.c.seq < new.seq, and_(table.c.seq == new.seq, table.c.version < new.version)),
-    ).returning(table.c.customer_id)
+    ).returning(table.c.client_id, table.c.customer_id)
