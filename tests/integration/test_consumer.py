@@ -1,0 +1,209 @@
+"""The message worker on the in-process broker and on RabbitMQ: inbox, batches, dead letters, acks."""
+
+import json
+
+import pytest
+
+from contexts.customers import tables as customers_tables
+from messaging import topology
+from messaging.after_commit import after_commit
+from messaging.consumer import PermanentError
+from messaging.envelope import Envelope
+from tests.factories import wait_for
+from tests.integration.messaging_support import (
+    CUSTOMERS,
+    RunningWorker,
+    count,
+    declared,
+    drain,
+    get_one,
+    publish_raw,
+    queue_is_drained,
+    sqlite_engine,
+    upsert,
+)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with sqlite_engine(tmp_path) as engine:
+        yield engine
+
+
+@pytest.fixture
+def connection(broker_url):
+    with declared(broker_url) as connection:
+        yield connection
+
+
+def test_a_message_delivered_twice_has_one_effect(engine, connection, broker_url):
+    task = upsert()
+    with RunningWorker(broker_url, engine) as running:
+        publish_raw(connection, task)
+        publish_raw(connection, task)
+        wait_for(lambda: running.worker.connection and count(engine, CUSTOMERS.inbox) == 1)
+        wait_for(lambda: queue_is_drained(connection), message="both deliveries acked")
+    assert count(engine, customers_tables.customers) == 1
+    assert count(engine, CUSTOMERS.outbox) == 2  # one event and one result, not two of each
+
+
+def test_a_consumer_offers_its_relay_the_rows_it_wrote_once_committed(engine, connection, broker_url):
+    offered: list[tuple[int, list[dict]]] = []  # rows committed in the outbox at each offer, and the offer
+    publish = lambda rows: offered.append((count(engine, CUSTOMERS.outbox), rows))  # noqa: E731
+    task = upsert()
+    with RunningWorker(broker_url, engine, publish=publish):
+        publish_raw(connection, task)
+        wait_for(lambda: offered, message="an offer")
+    [(committed, rows)] = offered
+    assert committed == 2  # the event and the result, already committed when offered
+    assert [row["body"]["type"] for row in rows] == ["customer.registered", "task.result"]
+    assert all(row["body"]["causation_id"] == str(task.message_id) for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "undecodable"),
+        (json.dumps({"type": "customer.upsert"}).encode(), "invalid envelope"),
+        (json.dumps({**upsert().to_body(), "causation_id": 1}).encode(), "invalid envelope"),
+    ],
+    ids=["not-json", "missing-fields", "causation-not-a-string"],
+)
+def test_an_unreadable_message_is_dead_lettered_with_its_reason(engine, connection, broker_url, body, reason):
+    with RunningWorker(broker_url, engine):
+        publish_raw(connection, upsert(), body=body)
+        dead = get_one(connection, topology.dead_letters)
+    assert reason in dead.headers["x-taskgate-reason"]
+    assert dead.headers["x-taskgate-queue"] == "taskgate.customers"
+    assert (dead.body if isinstance(dead.body, bytes) else dead.body.encode()) == body
+
+
+def test_a_failing_handler_is_retried_then_dead_lettered(engine, connection, broker_url):
+    calls = []
+
+    def broken(session, envelope):
+        calls.append(envelope.message_id)
+        raise RuntimeError("bug triggered by this payload")
+
+    task = upsert()
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": broken}):
+        publish_raw(connection, task)
+        dead = get_one(connection, topology.dead_letters)
+    assert len(calls) == 3  # first try and two retries
+    assert "RuntimeError: bug triggered by this payload" in dead.headers["x-taskgate-reason"]
+    assert dead.headers["x-task-id"] == "T-1"
+    assert count(engine, CUSTOMERS.inbox) == 0  # nothing of the failed attempts was committed
+
+
+def test_a_permanent_error_is_dead_lettered_at_once(engine, connection, broker_url):
+    calls = []
+
+    def refuses(session, envelope):
+        calls.append(1)
+        raise PermanentError("cannot ever work")
+
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": refuses}):
+        publish_raw(connection, upsert())
+        dead = get_one(connection, topology.dead_letters)
+    assert calls == [1]
+    assert "cannot ever work" in dead.headers["x-taskgate-reason"]
+
+
+def test_what_a_handler_leaves_for_after_the_commit_runs_only_if_it_commits(engine, connection, broker_url):
+    ran = []
+
+    def registers(outcome):
+        def handle(session, envelope):
+            after_commit(session, lambda: ran.append((outcome, count(engine, customers_tables.customers))))
+            if outcome == "refused":
+                raise PermanentError("refused after registering")
+            return CUSTOMERS.handlers["customer.upsert"](session, envelope)
+
+        return handle
+
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": registers("refused")}):
+        publish_raw(connection, upsert())
+        get_one(connection, topology.dead_letters)
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": registers("stored")}):
+        publish_raw(connection, upsert())
+        wait_for(lambda: ran, message="the callback after the commit")
+    assert ran == [("stored", 1)]  # after the commit (its customer is there), never for the refused
+
+
+def test_a_message_without_a_handler_is_dead_lettered(engine, connection, broker_url):
+    with RunningWorker(broker_url, engine, handlers={}):
+        publish_raw(connection, upsert())
+        dead = get_one(connection, topology.dead_letters)
+    assert "no handler" in dead.headers["x-taskgate-reason"]
+
+
+def test_waiting_messages_are_handled_in_batches_and_one_bad_message_spoils_none(
+    engine, connection, broker_url
+):
+    """Published before the worker starts, the messages arrive together; the bad one makes its
+    batch roll back, the others are then handled one by one, the bad one is dead-lettered."""
+    transactions, handled = [], []
+
+    def upsert_unless_poison(connection, envelope):
+        if envelope.payload["name"] == "poison":
+            raise PermanentError("poison")
+        transactions.append(connection.get_transaction())  # kept alive here: distinct objects
+        handled.append(envelope.task_id)
+        return []
+
+    tasks = [upsert(task_id=f"T-{n}", name="poison" if n == 30 else "Ada") for n in range(60)]
+    for task in tasks:
+        publish_raw(connection, task)
+    with RunningWorker(broker_url, engine, handlers={"customer.upsert": upsert_unless_poison}, batch_size=25):
+        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 59, message="59 messages handled")
+        dead = get_one(connection, topology.dead_letters)
+    assert "poison" in dead.headers["x-taskgate-reason"] and dead.headers["x-task-id"] == "T-30"
+    assert sorted(set(handled)) == sorted(t.task_id for t in tasks if t.task_id != "T-30")
+    assert len(set(transactions)) < 59  # some messages shared a transaction
+
+
+def test_a_batch_handler_gets_runs_of_its_type_in_order_and_each_message_once(engine, connection, broker_url):
+    """Messages that arrive together: the inbox sees each once (a redelivered copy in the same batch
+    is a duplicate), runs of a type with a batch handler go to it together, the order is kept."""
+    calls = []
+
+    def one(session, envelope):
+        calls.append(("one", envelope.task_id))
+        return []
+
+    def many(session, envelopes):
+        calls.append(("many", *[envelope.task_id for envelope in envelopes]))
+        return []
+
+    messages = [upsert(task_id=f"T-{number}") for number in range(6)]
+    other = Envelope("customer.erase", "T-erase", messages[0].task_uuid, "acme", {"customer_id": "C-1"})
+    for message in [*messages[:3], messages[1], other, *messages[3:]]:
+        publish_raw(connection, message, routing_key="customer.upsert")  # all to the customers queue
+    handlers = {"customer.upsert": one, "customer.erase": one}
+    with RunningWorker(broker_url, engine, handlers=handlers, batch_handlers={"customer.upsert": many}):
+        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 7, message="7 messages handled")
+        wait_for(lambda: queue_is_drained(connection), message="every message acked")
+    flattened = [task_id for call in calls for task_id in call[1:]]
+    assert flattened == ["T-0", "T-1", "T-2", "T-erase", "T-3", "T-4", "T-5"]
+    assert ("one", "T-erase") in calls
+    assert any(call[0] == "many" and len(call) > 2 for call in calls)  # some went together
+
+
+def test_batches_are_acked_once_committed_and_nothing_is_left_unacked(engine, connection, broker_url):
+    """On RabbitMQ a batch is acked with one multiple-ack; messages dead-lettered between batches
+    (undecodable) are acked on their own, and nothing is acked twice or left behind."""
+    tasks = [upsert(task_id=f"T-{n}") for n in range(40)]
+    for number, task in enumerate(tasks):
+        publish_raw(connection, task)
+        if number % 15 == 7:
+            publish_raw(connection, task, body=b"{not json")
+    with RunningWorker(broker_url, engine, batch_size=10):
+        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 40, message="40 messages handled")
+        wait_for(lambda: queue_is_drained(connection), message="every message acked")
+        dead = []
+        with connection.Consumer([topology.dead_letters], on_message=dead.append, accept=["json"]):
+            wait_for(lambda: drain(connection) or len(dead) >= 3, message="3 dead letters")
+        for message in dead:
+            message.ack()
+    assert len(dead) == 3
+    assert all("undecodable" in message.headers["x-taskgate-reason"] for message in dead)

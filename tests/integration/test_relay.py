@@ -1,0 +1,263 @@
+"""The outbox relay, and the topology it publishes to, on the in-process broker and on RabbitMQ."""
+
+import threading
+from datetime import timedelta
+
+import amqp
+import pytest
+from kombu import Producer
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from messaging import broker, inproc, topology
+from messaging.db import make_engine, utcnow
+from messaging.envelope import Envelope
+from messaging.outbox import add_to_outbox
+from messaging.relay import OutboxRelay, _take_statement
+from messaging.wakeup import Wakeup
+from taskgate.runtime import declare_topology
+from tests import backends
+from tests.integration.messaging_support import (
+    CUSTOMERS,
+    count,
+    declared,
+    get_one,
+    queue_is_drained,
+    received_message_ids,
+    sqlite_engine,
+    upsert,
+)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with sqlite_engine(tmp_path) as engine:
+        yield engine
+
+
+@pytest.fixture
+def connection(broker_url):
+    with declared(broker_url) as connection:
+        yield connection
+
+
+def test_the_relay_publishes_with_the_contract_properties_and_empties_the_outbox(
+    engine, connection, broker_url
+):
+    task = upsert()
+    effect = task.caused("customer.registered", {"customer_id": "C-1"})
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, [task, effect])
+    relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(broker_url), Wakeup())
+    assert relay.relay_batch() == 2
+    assert count(engine, CUSTOMERS.outbox) == 0
+
+    message = get_one(connection, CUSTOMERS.queue)
+    assert message.properties["message_id"] == str(task.message_id)
+    assert message.properties["correlation_id"] == str(task.task_uuid)
+    assert message.content_type == "application/json"
+    assert message.properties["delivery_mode"] == 2
+    assert message.headers == {"x-task-id": "T-1", "x-task-uuid": str(task.task_uuid), "x-client-id": "acme"}
+    assert Envelope.from_body(message.decode()) == task
+    relay.broker.release()
+
+
+def test_offered_rows_are_published_from_memory_and_deleted_in_one_statement(engine, connection, broker_url):
+    """What a process offers goes out without reading its rows back; rows nobody offered wait for
+    a sweep, which takes only rows older than sweep_after (younger ones have a live writer)."""
+    with Session(engine) as session, session.begin():
+        offered = add_to_outbox(session, CUSTOMERS.outbox, [upsert(task_id="T-1")])
+        left = add_to_outbox(session, CUSTOMERS.outbox, [upsert(task_id="T-2")])  # its writer "died"
+    relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False))
+    relay.offer(offered)
+    assert relay.publish_offered() == 1
+    assert count(engine, CUSTOMERS.outbox) == 2  # deleted in the next batch, not one by one
+    relay.forget_published()
+    assert count(engine, CUSTOMERS.outbox) == 1
+    assert relay.relay_batch(older_than=timedelta(minutes=1)) == 0  # too young for a sweep
+    assert relay.relay_batch() == 1
+    assert count(engine, CUSTOMERS.outbox) == 0
+    assert received_message_ids(connection, 2) == [str(row["message_id"]) for row in offered + left]
+    relay.broker.release()
+
+
+def staged(engine, number: int) -> list[Envelope]:
+    """number customer.upsert messages in the customers' outbox, in order."""
+    tasks = [upsert(task_id=f"T-{n}") for n in range(number)]
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, tasks)
+    return tasks
+
+
+def relay_to(engine, broker_url, batch_size: int) -> OutboxRelay:
+    connection = broker.connect(broker_url, confirm_each=False)
+    return OutboxRelay(engine, CUSTOMERS.outbox, connection, Wakeup(), batch_size=batch_size)
+
+
+def test_the_relay_confirms_whole_batches_and_every_message_arrives_once(engine, connection, broker_url):
+    tasks = staged(engine, 250)
+    relay = relay_to(engine, broker_url, batch_size=100)
+    assert [relay.relay_batch() for _ in range(4)] == [100, 100, 50, 0]
+    assert count(engine, CUSTOMERS.outbox) == 0
+    assert received_message_ids(connection, len(tasks)) == [str(t.message_id) for t in tasks]
+    relay.broker.release()
+
+
+def test_the_relay_declares_its_exchange_again_on_a_new_connection(engine):
+    """RabbitMQ: an exchange is declared once per connection, not with every message; a relay
+    that starts over on a fresh connection (as after a failure) declares it again, so a broker
+    that lost it (or a vhost made anew) does not close the channel on the next publish."""
+    url = backends.require(backends.RABBITMQ_URL, "TASKGATE_TEST_RABBITMQ_URL")
+    backends.empty_broker(url)
+    declare_topology(url)
+    relay = relay_to(engine, url, batch_size=100)
+    try:
+        staged(engine, 2)
+        assert relay.relay_batch() == 2
+        with broker.connect(url) as elsewhere:
+            elsewhere.default_channel.exchange_delete(topology.tasks.name)
+        relay.broker.collect()  # what the relay does after a failure
+        staged(engine, 3)
+        assert relay.relay_batch() == 3  # confirmed: the exchange was there again
+        assert count(engine, CUSTOMERS.outbox) == 0
+    finally:
+        relay.broker.release()
+        declare_topology(url)  # the exchange's bindings, for the tests after this one
+
+
+def test_the_topology_is_declared_even_if_the_broker_drops_the_connection_meanwhile(monkeypatch, caplog):
+    """RabbitMQ: a starting broker may take a connection and then drop it (as in the fault test of
+    a broker restart, where a worker starting then crashed); the declaration starts over."""
+    url = backends.require(backends.RABBITMQ_URL, "TASKGATE_TEST_RABBITMQ_URL")
+    backends.empty_broker(url)
+    declared = amqp.Channel.exchange_declare
+    dropped = []
+
+    def dropped_once(channel, *args, **kwargs):
+        if not dropped:
+            dropped.append(channel)
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return declared(channel, *args, **kwargs)
+
+    monkeypatch.setattr(amqp.Channel, "exchange_declare", dropped_once)
+    declare_topology(url)
+    monkeypatch.undo()
+    assert dropped and "broker unreachable (" in caplog.text
+    with broker.connect(url) as connection:  # passive: fails unless they exist
+        for exchange in topology.EXCHANGES.values():
+            exchange(connection.default_channel).declare(passive=True)
+        for queue in [CUSTOMERS.queue, topology.dead_letters]:
+            queue(connection.default_channel).queue_declare(passive=True)
+
+
+def test_a_batch_the_broker_does_not_confirm_stays_in_the_outbox(engine, connection, broker_url, monkeypatch):
+    staged(engine, 3)
+    relay = relay_to(engine, broker_url, batch_size=100)
+
+    def no_confirm():
+        raise OSError("connection lost before the confirms")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(relay._confirms, "wait", no_confirm)
+        with pytest.raises(OSError):
+            relay.relay_batch()
+    assert count(engine, CUSTOMERS.outbox) == 3  # rolled back: nothing is lost
+    assert relay.relay_batch() == 3
+    assert count(engine, CUSTOMERS.outbox) == 0
+    relay.broker.release()
+
+
+def test_relays_running_at_once_publish_each_message_once(database_url, connection, broker_url):
+    """Each relay takes its own rows (on PostgreSQL, FOR UPDATE SKIP LOCKED; SQLite: one writer)."""
+    engine = make_engine(database_url)
+    tasks = staged(engine, 300)
+    relays = [relay_to(engine, broker_url, batch_size=20) for _ in range(3)]
+    failures = []
+
+    def relay_all(relay):
+        try:
+            while relay.relay_batch():
+                pass
+        except Exception as error:  # reported below, with the others' outcome
+            failures.append(error)
+
+    threads = [threading.Thread(target=relay_all, args=(relay,)) for relay in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads) and not failures
+    assert count(engine, CUSTOMERS.outbox) == 0
+    assert sorted(received_message_ids(connection, len(tasks))) == sorted(str(t.message_id) for t in tasks)
+    assert queue_is_drained(connection)  # and nothing twice
+    for relay in relays:
+        relay.broker.release()
+    engine.dispose()
+
+
+def test_a_relay_takes_its_batch_in_one_pass_whatever_the_statistics(postgres_database):
+    """PostgreSQL, with planner statistics taken while the outbox was empty (a backlog builds
+    faster than autovacuum analyses): taking a batch runs each step of its plan once, rather than
+    the batch's query again for every row it takes."""
+    postgres_database.empty()
+    engine = make_engine(postgres_database.url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("ANALYZE"))
+        staged(engine, 1000)
+        take = _take_statement(CUSTOMERS.outbox, 100, keep=False, locking=True).compile(engine)
+        with engine.connect() as connection, connection.begin():
+            [[plan]] = connection.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {take.string}", {**take.params, "before": utcnow()}
+            ).one()
+            connection.rollback()
+
+        def loops(node):
+            return [node["Actual Loops"]] + [n for child in node.get("Plans", []) for n in loops(child)]
+
+        assert plan["Plan"]["Actual Rows"] == 100
+        assert max(loops(plan["Plan"])) == 1
+    finally:
+        engine.dispose()
+
+
+def test_the_in_process_broker_gets_kept_messages_again_after_a_restart(engine):
+    declare_topology("memory://")
+    task = upsert()
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, [task])
+    relay = OutboxRelay(
+        engine, CUSTOMERS.outbox, broker.connect("memory://"), Wakeup(), keep_published=timedelta(hours=1)
+    )
+    assert relay.relay_batch() == 1
+    assert relay.relay_batch() == 0  # kept, but not pending
+    assert count(engine, CUSTOMERS.outbox) == 1
+
+    inproc.reset()  # the process died with the message still in the broker's memory
+    declare_topology("memory://")
+    assert relay.republish_kept() == 1
+    assert relay.relay_batch() == 1
+    with broker.connect("memory://") as connection:
+        assert get_one(connection, CUSTOMERS.queue).properties["message_id"] == str(task.message_id)
+    relay.broker.release()
+
+
+def test_kept_messages_are_forgotten_after_their_time(engine):
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, [upsert()])
+    relay = OutboxRelay(
+        engine, CUSTOMERS.outbox, broker.connect("memory://"), Wakeup(), keep_published=timedelta(0)
+    )
+    declare_topology("memory://")
+    assert relay.relay_batch() == 1
+    assert relay.republish_kept() == 0
+    assert count(engine, CUSTOMERS.outbox) == 0
+    relay.broker.release()
+
+
+def test_a_task_no_context_takes_is_dead_lettered_not_dropped(connection):
+    Producer(connection.default_channel).publish(
+        b"{}", exchange=topology.tasks, routing_key="nobody.listens", content_type="application/json"
+    )
+    dead = get_one(connection, topology.dead_letters)
+    assert dead.delivery_info["routing_key"] == "nobody.listens"
