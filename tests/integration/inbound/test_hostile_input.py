@@ -13,24 +13,8 @@ import pytest
 
 from gateway.console import COOKIE
 from taskgate.http_server import MAX_HEADER_BYTES, http_server
-from tests.factories import register_client, signed, upsert_task
-from tests.integration.hostile_support import URL, app_maker, assert_problem, post
-
-
-@pytest.fixture
-def make_app(database_url):
-    with app_maker(database_url) as make:
-        yield make
-
-
-@pytest.fixture
-def app(make_app):
-    return make_app()
-
-
-@pytest.fixture
-def credentials(app):
-    return register_client(app.extensions["taskgate"].engine)
+from tests.factories import signed, upsert_task
+from tests.integration.inbound.support import URL, assert_problem, post
 
 
 def nested(depth: int, inner: object = 1) -> object:

@@ -10,30 +10,16 @@ from messaging.after_commit import after_commit
 from messaging.consumer import PermanentError
 from messaging.envelope import Envelope
 from tests.factories import wait_for
-from tests.integration.messaging_support import (
+from tests.integration.plumbing.support import (
     CUSTOMERS,
     RunningWorker,
     count,
-    declared,
     drain,
     get_one,
     publish_raw,
     queue_is_drained,
-    sqlite_engine,
     upsert,
 )
-
-
-@pytest.fixture
-def engine(tmp_path):
-    with sqlite_engine(tmp_path) as engine:
-        yield engine
-
-
-@pytest.fixture
-def connection(broker_url):
-    with declared(broker_url) as connection:
-        yield connection
 
 
 def test_a_message_delivered_twice_has_one_effect(engine, connection, broker_url):

@@ -17,28 +17,14 @@ from messaging.relay import OutboxRelay, _take_statement
 from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
 from tests import backends
-from tests.integration.messaging_support import (
+from tests.integration.plumbing.support import (
     CUSTOMERS,
     count,
-    declared,
     get_one,
     queue_is_drained,
     received_message_ids,
-    sqlite_engine,
     upsert,
 )
-
-
-@pytest.fixture
-def engine(tmp_path):
-    with sqlite_engine(tmp_path) as engine:
-        yield engine
-
-
-@pytest.fixture
-def connection(broker_url):
-    with declared(broker_url) as connection:
-        yield connection
 
 
 def test_the_relay_publishes_with_the_contract_properties_and_empties_the_outbox(

@@ -3,7 +3,6 @@ never tells whether a client exists, and one client's backlog or pace refuses on
 
 from __future__ import annotations
 
-import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session
 
@@ -13,24 +12,7 @@ from gateway.results import record_result
 from messaging import vocabulary
 from messaging.envelope import Envelope
 from tests.factories import register_client, signed, upsert_task
-from tests.integration.hostile_support import TOKEN, URL, app_maker, assert_problem, post
-
-
-@pytest.fixture
-def make_app(database_url):
-    with app_maker(database_url) as make:
-        yield make
-
-
-@pytest.fixture
-def app(make_app):
-    return make_app()
-
-
-@pytest.fixture
-def credentials(app):
-    return register_client(app.extensions["taskgate"].engine)
-
+from tests.integration.inbound.support import TOKEN, URL, assert_problem, post
 
 # --- authentication -----------------------------------------------------------------------------------
 
