@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from gateway.accepting import Accepting
 from gateway.backpressure import Backpressure
 from gateway.clients import KnownClients
 from gateway.config import Settings
@@ -64,6 +65,7 @@ def create_app(
         clients=KnownClients(engine),
         auth_failures=AuthFailures(settings.auth_failures_per_source, settings.auth_failures_per_client),
         intake=Throttle(settings.client_rate_limit, "intake"),
+        accepting=Accepting(engine),
         overview_sources=overview_sources,
     )
 

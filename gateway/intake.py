@@ -72,6 +72,7 @@ def accept_task(
     *,
     webhook_id: str | None = None,
     sender: Client | None = None,
+    trace: dict[str, str] | None = None,
 ) -> Acceptance:
     """Store the task with its place in its customer's order and its routed message, and remember
     the request's webhook_id, if given, as leading to this task; in the caller's transaction (the
@@ -83,6 +84,7 @@ def accept_task(
 
     A task-id seen before with the same content is an idempotent replay (created=False); with
     other content it is a TaskConflict. The unique (client_id, task_id) constraint decides races.
+    trace: the W3C headers its message carries (by default the span current in this thread).
     """
     # The common case in one statement: the webhook-id is new and the sender's secrets are those
     # the request was verified with. Only when it is not is there more to read.
@@ -116,7 +118,8 @@ def accept_task(
     }
     inserted = insert_ignoring_duplicates(connection, tasks, row)
     if inserted:
-        written = add_to_outbox(connection, outbox, [_routed(connection, client_id, task_uuid, task, place)])
+        routed = _routed(connection, client_id, task_uuid, task, place, trace)
+        written = add_to_outbox(connection, outbox, [routed])
         return Acceptance(task_uuid, created=True, messages=written)
     existing = connection.scalar(
         select(tasks.c.content_sha256).where(
@@ -169,7 +172,7 @@ def _remember_statement(dialect: str, with_sender: bool):
     )
 
 
-def _routed(connection, client_id: str, task_uuid: uuid.UUID, task: dict, place: Place) -> Envelope:
+def _routed(connection, client_id: str, task_uuid: uuid.UUID, task: dict, place: Place, trace) -> Envelope:
     """The task as its context gets it: with its place in the customer's order and, for a
     cancel, whether the task it cancels was accepted before it."""
     payload = {"customer_id": task["customer_id"], **task["payload"], "order": place.as_payload()}
@@ -184,7 +187,7 @@ def _routed(connection, client_id: str, task_uuid: uuid.UUID, task: dict, place:
         task_uuid=task_uuid,
         client_id=client_id,
         payload=payload,
-        trace=tracer().current(),  # the webhook request's span, when tracing is on
+        trace=tracer().current() if trace is None else trace,  # the webhook request's span, if traced
     )
 
 

@@ -9,6 +9,7 @@ import time
 from flask import current_app
 from sqlalchemy import Engine
 
+from gateway.accepting import Accepting
 from gateway.backpressure import Backpressure
 from gateway.clients import KnownClients
 from gateway.config import Settings
@@ -47,6 +48,7 @@ class GatewayState:
     clients: KnownClients
     auth_failures: AuthFailures
     intake: Throttle  # each client's rate of tasks, if limited
+    accepting: Accepting  # the transactions that accept tasks
     overview_sources: Sources = dataclasses.field(default_factory=Sources)
 
     @property

@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from gateway import signatures
 from gateway.clients import Client
 from gateway.identity import task_uuid as make_task_uuid
-from gateway.intake import Acceptance, TaskConflict, accept_task, content_digest, sender_and_replay
+from gateway.intake import Acceptance, TaskConflict, content_digest, sender_and_replay
 from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
 from gateway.representations import task_representation
@@ -81,14 +81,13 @@ def submit_task(client_id: str):
 
 
 def _accept(state, client: Client, verify, task_uuid, task: dict, webhook_id: str) -> Acceptance:
-    """accept_task for a request verified against client, in one transaction. If the client's
-    secrets changed since it was read, the request is verified again against the stored client,
-    and accepted if it still verifies."""
+    """accept_task for a request verified against client, committed (with the requests that
+    reach the database meanwhile: gateway.accepting). If the client's secrets changed since it was
+    read, the request is verified again against the stored client, and accepted if it still verifies."""
     for _ in range(3):
-        with state.engine.begin() as connection:
-            acceptance = accept_task(
-                connection, client.client_id, task_uuid, task, webhook_id=webhook_id, sender=client
-            )
+        acceptance = state.accepting.accept(
+            client.client_id, task_uuid, task, webhook_id=webhook_id, sender=client
+        )
         if acceptance.created:
             state.publish(acceptance.messages)
         if acceptance.sender_current:
