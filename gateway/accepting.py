@@ -1,6 +1,7 @@
 """Accepting the webhook's tasks in group commits: requests that reach the database while another
 accept is being written share its next transaction (messaging.group_commit), so under load many
-tasks share one BEGIN and one COMMIT; alone, a request is written at once, in its own thread."""
+tasks share one BEGIN and one COMMIT; alone, a request is written at once, in its own thread.
+Only where that saves round trips to a server (PostgreSQL; see Backend.groups_commits)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import Engine
 
 from gateway.clients import Client
 from gateway.intake import Acceptance, accept_task
+from messaging.db import backend
 from messaging.group_commit import GroupCommit
 from messaging.tracing import tracer
 
@@ -30,7 +32,7 @@ class _Request:
 class Accepting:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._group = GroupCommit(self._write)
+        self._group = GroupCommit(self._write) if backend(engine).groups_commits else None
 
     def accept(
         self, client_id: str, task_uuid: uuid.UUID, task: dict, *, webhook_id: str, sender: Client
@@ -39,8 +41,9 @@ class Accepting:
         transaction with the requests that wait meanwhile, or alone if that one failed (a task-id
         reused with other content, say, raises here only for its own request)."""
         request = _Request(client_id, task_uuid, task, webhook_id, sender, tracer().current())
-        self._group.submit(request)
-        if request.alone:
+        if self._group is not None:
+            self._group.submit(request)
+        if self._group is None or request.alone:
             self._write([request])
         return request.acceptance
 
