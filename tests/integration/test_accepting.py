@@ -1,9 +1,8 @@
-"""The webhook's group commits (gateway.accepting), against SQLite and PostgreSQL: requests that
-wait while an accept is written share the next transaction; a request that fails its group fails
-only itself."""
+"""The webhook's group commits (gateway.accepting) on PostgreSQL: requests that wait while an
+accept is written share the next transaction; a request that fails its group fails only itself.
+On SQLite each request is written alone."""
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,7 +16,7 @@ from gateway.intake import TaskConflict
 from gateway.tables import outbox, tasks
 from messaging.db import make_engine
 from tests import backends
-from tests.factories import register_client, survey_task, upsert_task
+from tests.factories import register_client, survey_task, upsert_task, wait_for
 
 
 @pytest.fixture
@@ -43,13 +42,13 @@ class HeldFirstWrite:
     def __init__(self, engine):
         self.release = threading.Event()
         self.commits = 0
-        self._held = False
+        self.started = False
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "commit", self._commit)
 
     def _before(self, *args):
-        if not self._held:
-            self._held = True
+        if not self.started:
+            self.started = True
             assert self.release.wait(10), "never released"
 
     def _commit(self, connection):
@@ -66,24 +65,17 @@ def accept(accepting, sender, task, webhook_id):
     return accepting.accept("acme", identity, task, webhook_id=webhook_id, sender=sender)
 
 
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def accept_while_the_first_is_held(engine, requests):
     """Accept requests[0], and the rest while its write is held; each one's outcome (or error)."""
     accepting, sender = Accepting(engine), sender_of(engine)
     held = HeldFirstWrite(engine)
     with ThreadPoolExecutor(len(requests)) as pool:
         first = pool.submit(accept, accepting, sender, *requests[0])
-        wait_until(lambda: held._held)
+        wait_for(lambda: held.started)
         rest = []
         for request in requests[1:]:  # one after the other: they wait in the order they were sent
             rest.append(pool.submit(accept, accepting, sender, *request))
-            wait_until(lambda: len(accepting._group._waiting) == len(rest))
+            wait_for(lambda: len(accepting._group._waiting) == len(rest))
         held.release.set()
         futures = [first, *rest]
         outcomes = [future.exception(10) or future.result() for future in futures]
@@ -132,7 +124,7 @@ def test_on_sqlite_each_request_is_written_alone(sqlite_engine):
         futures = [
             pool.submit(accept, accepting, sender, survey_task(f"T-{n}"), f"msg_{n}") for n in range(4)
         ]
-        wait_until(lambda: len(writing) == 4)  # each in a write of its own, while the first is held
+        wait_for(lambda: len(writing) == 4)  # each in a write of its own, while the first is held
         held.release.set()
         assert all(future.result(10).created for future in futures)
     assert held.commits == 4
