@@ -20,7 +20,9 @@ from gateway.signatures import new_secret
 
 MODES = ("embedded", "split", "bare")
 BARE_PROCESSES = ("relay", "worker", "dispatcher")
-SPLIT_WORKERS = (("gateway",), ("customers",), ("survey",), ("appointment", "maintenance", "visits"))
+# As the README deploys them on one machine: every context in one worker process (on 2 vCPUs it
+# cost less CPU per task than one process per context; docs/performance.md, session 19).
+SPLIT_WORKERS = (("gateway", "customers", "survey", "appointment", "maintenance", "visits"),)
 
 
 def layout(mode: str, http_workers: int) -> str:
