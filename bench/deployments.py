@@ -17,12 +17,13 @@ from bench.procs import BIN, Process, Processes, clean_environment, run_command,
 from bench.services import Services
 from bench.workload import Client
 from gateway.signatures import new_secret
+from taskgate import registry
 
 MODES = ("embedded", "split", "bare")
 BARE_PROCESSES = ("relay", "worker", "dispatcher")
 # As the README deploys them on one machine: every context in one worker process (on 2 vCPUs it
 # cost less CPU per task than one process per context; docs/performance.md, session 19).
-SPLIT_WORKERS = (("gateway", "customers", "survey", "appointment", "maintenance", "visits"),)
+SPLIT_WORKERS = (registry.NAMES,)
 
 
 def layout(mode: str, http_workers: int) -> str:
