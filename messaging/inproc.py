@@ -1,27 +1,27 @@
 """An in-process broker for the embedded mode: kombu's memory transport without its 1 s polling.
 
 kombu's virtual transports sleep ``polling_interval`` between empty polls. Here a consumer instead
-waits on a condition that every put signals, so a hop costs no idle latency and an idle process
-burns no CPU. It also honours an exchange's ``alternate-exchange`` argument, like RabbitMQ.
+waits on its connection's condition, which a put signals if the connection consumes the queue put
+to, so a hop costs no idle latency, an idle process burns no CPU and a message wakes only its own
+consumers. It also honours an exchange's ``alternate-exchange`` argument, like RabbitMQ.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 from queue import Empty
 from time import monotonic
 
 from kombu.transport import memory
 
-_arrivals = threading.Condition()
-_generation = 0
+# Which transports (connections) consume each queue, by consumer tag: a put wakes only those.
+_consumers: defaultdict[str, dict[str, Transport]] = defaultdict(dict)
 
 
-def _signal_arrival() -> None:
-    global _generation
-    with _arrivals:
-        _generation += 1
-        _arrivals.notify_all()
+def _signal_consumers(queue: str) -> None:
+    for transport in set(_consumers.get(queue, {}).values()):
+        transport.signal_arrival()
 
 
 class Channel(memory.Channel):
@@ -35,13 +35,24 @@ class Channel(memory.Channel):
                 return super()._lookup(alternate, routing_key, default)
         return queues
 
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
+        consumed = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+        _consumers[queue][consumer_tag] = self.connection
+        return consumed
+
+    def basic_cancel(self, consumer_tag):
+        for consumers in _consumers.values():
+            consumers.pop(consumer_tag, None)
+        return super().basic_cancel(consumer_tag)
+
     def _put(self, queue, message, **kwargs):
         super()._put(queue, message, **kwargs)
-        _signal_arrival()
+        _signal_consumers(queue)
 
     def _put_fanout(self, exchange, message, routing_key=None, **kwargs):
         super()._put_fanout(exchange, message, routing_key, **kwargs)
-        _signal_arrival()
+        for queue in self._lookup(exchange, routing_key):
+            _signal_consumers(queue)
 
 
 class Transport(memory.Transport):
@@ -49,10 +60,21 @@ class Transport(memory.Transport):
     driver_type = "memory"
     driver_name = "taskgate-inproc"
 
+    def __init__(self, client, **kwargs):
+        super().__init__(client, **kwargs)
+        self._arrived = threading.Condition()
+        self.arrivals = 0  # puts on the queues this transport consumes, so far
+
+    def signal_arrival(self) -> None:
+        """A message was put on a queue this transport consumes."""
+        with self._arrived:
+            self.arrivals += 1
+            self._arrived.notify_all()
+
     def drain_events(self, connection, timeout=None):
         deadline = None if timeout is None else monotonic() + timeout
         while True:
-            seen = _generation
+            seen = self.arrivals
             try:
                 self.cycle.get(self._deliver, timeout=timeout)
                 return
@@ -60,8 +82,8 @@ class Transport(memory.Transport):
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError() from None
-                with _arrivals:
-                    _arrivals.wait_for(lambda seen=seen: _generation != seen, remaining)
+                with self._arrived:
+                    self._arrived.wait_for(lambda seen=seen: self.arrivals != seen, remaining)
 
 
 def reset() -> None:
