@@ -15,12 +15,15 @@ from time import monotonic
 
 from kombu.transport import memory
 
-# Which transports (connections) consume each queue, by consumer tag: a put wakes only those.
-_consumers: defaultdict[str, dict[str, Transport]] = defaultdict(dict)
+# Which transports (connections) consume each queue, by channel and consumer tag: a put wakes only those.
+_consumers: defaultdict[str, dict[tuple[Channel, str], Transport]] = defaultdict(dict)
+_consumers_lock = threading.Lock()  # consumers come and go in several threads
 
 
 def _signal_consumers(queue: str) -> None:
-    for transport in set(_consumers.get(queue, {}).values()):
+    with _consumers_lock:
+        transports = set(_consumers[queue].values()) if queue in _consumers else set()
+    for transport in transports:
         transport.signal_arrival()
 
 
@@ -37,12 +40,16 @@ class Channel(memory.Channel):
 
     def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
         consumed = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
-        _consumers[queue][consumer_tag] = self.connection
+        with _consumers_lock:
+            _consumers[queue][self, consumer_tag] = self.connection
         return consumed
 
     def basic_cancel(self, consumer_tag):
-        for consumers in _consumers.values():
-            consumers.pop(consumer_tag, None)
+        with _consumers_lock:
+            for queue, consumers in list(_consumers.items()):
+                consumers.pop((self, consumer_tag), None)
+                if not consumers:
+                    del _consumers[queue]
         return super().basic_cancel(consumer_tag)
 
     def _put(self, queue, message, **kwargs):

@@ -71,3 +71,17 @@ def test_a_cancelled_consumer_is_no_longer_woken(broker):
     with Connection(transport=inproc.Transport) as publisher:
         publisher.Producer(exchange=exchange).publish({"n": 1}, routing_key="cancelled")
     assert connection.transport.arrivals == wakeups
+
+
+def test_a_cancel_leaves_the_other_consumers_of_the_queue_woken(broker):
+    exchange = Exchange("test-wakeups", type="direct")
+    queue = Queue("shared", exchange, "shared")
+    staying, _ = _consuming(queue)
+    leaving = Connection(transport=inproc.Transport)
+    consumer = leaving.Consumer([queue], callbacks=[lambda body, message: None])
+    consumer.consume()
+    consumer.cancel()
+    wakeups = staying.transport.arrivals
+    with Connection(transport=inproc.Transport) as publisher:
+        publisher.Producer(exchange=exchange).publish({"n": 1}, routing_key="shared")
+    assert staying.transport.arrivals == wakeups + 1
