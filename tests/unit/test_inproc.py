@@ -18,11 +18,22 @@ def broker():
 
 
 def _consuming(queue: Queue) -> tuple[Connection, list]:
+    connection, received, _ = _consumer(queue)
+    return connection, received
+
+
+def _consumer(queue: Queue):
+    """A connection consuming queue, the bodies it received, and its kombu Consumer."""
     connection = Connection(transport=inproc.Transport)
     received = []
     consumer = connection.Consumer([queue], callbacks=[lambda body, message: received.append(body)])
     consumer.consume()
-    return connection, received
+    return connection, received, consumer
+
+
+def _publish(exchange: Exchange, routing_key: str, body: dict) -> None:
+    with Connection(transport=inproc.Transport) as publisher:
+        publisher.Producer(exchange=exchange).publish(body, routing_key=routing_key)
 
 
 def test_a_put_wakes_only_the_consumers_of_its_queue(broker):
@@ -53,8 +64,7 @@ def test_a_waiting_consumer_is_woken_by_a_put_on_its_queue(broker):
     connection, received = _consuming(queue)
     waiting = threading.Thread(target=connection.drain_events, kwargs={"timeout": 10})
     waiting.start()
-    with Connection(transport=inproc.Transport) as publisher:
-        publisher.Producer(exchange=exchange).publish({"n": 1}, routing_key="waited")
+    _publish(exchange, "waited", {"n": 1})
     waiting.join(5)
     assert not waiting.is_alive()
     assert received == [{"n": 1}]
@@ -63,13 +73,10 @@ def test_a_waiting_consumer_is_woken_by_a_put_on_its_queue(broker):
 def test_a_cancelled_consumer_is_no_longer_woken(broker):
     exchange = Exchange("test-wakeups", type="direct")
     queue = Queue("cancelled", exchange, "cancelled")
-    connection = Connection(transport=inproc.Transport)
-    consumer = connection.Consumer([queue], callbacks=[lambda body, message: None])
-    consumer.consume()
+    connection, _, consumer = _consumer(queue)
     consumer.cancel()
     wakeups = connection.transport.arrivals
-    with Connection(transport=inproc.Transport) as publisher:
-        publisher.Producer(exchange=exchange).publish({"n": 1}, routing_key="cancelled")
+    _publish(exchange, "cancelled", {"n": 1})
     assert connection.transport.arrivals == wakeups
 
 
@@ -77,11 +84,8 @@ def test_a_cancel_leaves_the_other_consumers_of_the_queue_woken(broker):
     exchange = Exchange("test-wakeups", type="direct")
     queue = Queue("shared", exchange, "shared")
     staying, _ = _consuming(queue)
-    leaving = Connection(transport=inproc.Transport)
-    consumer = leaving.Consumer([queue], callbacks=[lambda body, message: None])
-    consumer.consume()
-    consumer.cancel()
+    _, _, leaving = _consumer(queue)
+    leaving.cancel()
     wakeups = staying.transport.arrivals
-    with Connection(transport=inproc.Transport) as publisher:
-        publisher.Producer(exchange=exchange).publish({"n": 1}, routing_key="shared")
+    _publish(exchange, "shared", {"n": 1})
     assert staying.transport.arrivals == wakeups + 1
