@@ -17,11 +17,6 @@ def broker():
     inproc.reset()
 
 
-def _consuming(queue: Queue) -> tuple[Connection, list]:
-    connection, received, _ = _consumer(queue)
-    return connection, received
-
-
 def _consumer(queue: Queue):
     """A connection consuming queue, the bodies it received, and its kombu Consumer."""
     connection = Connection(transport=inproc.Transport)
@@ -39,8 +34,8 @@ def _publish(exchange: Exchange, routing_key: str, body: dict) -> None:
 def test_a_put_wakes_only_the_consumers_of_its_queue(broker):
     exchange = Exchange("test-wakeups", type="direct")
     first, second = Queue("first", exchange, "first"), Queue("second", exchange, "second")
-    first_connection, first_received = _consuming(first)
-    second_connection, second_received = _consuming(second)
+    first_connection, first_received, _ = _consumer(first)
+    second_connection, second_received, _ = _consumer(second)
     first_wakeups = first_connection.transport.arrivals
     second_wakeups = second_connection.transport.arrivals
 
@@ -61,7 +56,7 @@ def test_a_put_wakes_only_the_consumers_of_its_queue(broker):
 def test_a_waiting_consumer_is_woken_by_a_put_on_its_queue(broker):
     exchange = Exchange("test-wakeups", type="direct")
     queue = Queue("waited", exchange, "waited")
-    connection, received = _consuming(queue)
+    connection, received, _ = _consumer(queue)
     waiting = threading.Thread(target=connection.drain_events, kwargs={"timeout": 10})
     waiting.start()
     _publish(exchange, "waited", {"n": 1})
@@ -83,7 +78,7 @@ def test_a_cancelled_consumer_is_no_longer_woken(broker):
 def test_a_cancel_leaves_the_other_consumers_of_the_queue_woken(broker):
     exchange = Exchange("test-wakeups", type="direct")
     queue = Queue("shared", exchange, "shared")
-    staying, _ = _consuming(queue)
+    staying, _, _ = _consumer(queue)
     _, _, leaving = _consumer(queue)
     leaving.cancel()
     wakeups = staying.transport.arrivals
