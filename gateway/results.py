@@ -57,11 +57,34 @@ def record_results(
 ) -> list[Envelope]:
     """record_result for many result messages in a few statements, whatever their number. With
     offer, the deliveries a dispatcher of this process takes at once are recorded leased to it."""
-    uuids = list({envelope.task_uuid for envelope in envelopes})
-    known = {task.task_uuid: task for task in session.execute(_TASKS_OF, {"uuids": uuids})}
+    known = _tasks_of(session, envelopes)
     for envelope in envelopes:
         if envelope.task_uuid not in known:
             raise UnknownTask(f"result for unknown task {envelope.task_uuid}")
+    _record(session, envelopes, known, offer)
+    return []
+
+
+def record_in_place(
+    session: Transaction, caused: list[Envelope], offer: Offer | None = None
+) -> set[uuid.UUID]:
+    """In a context's transaction, in a process that also runs the gateway on the same database:
+    record_results for the results among the messages it caused whose tasks the gateway knows (the
+    others take the way through the broker); the message ids of those recorded."""
+    found = [envelope for envelope in caused if envelope.type == vocabulary.TASK_RESULT]
+    known = _tasks_of(session, found) if found else {}
+    recorded = [envelope for envelope in found if envelope.task_uuid in known]
+    if recorded:
+        _record(session, recorded, known, offer)
+    return {envelope.message_id for envelope in recorded}
+
+
+def _tasks_of(session: Transaction, envelopes: list[Envelope]) -> dict:
+    uuids = list({envelope.task_uuid for envelope in envelopes})
+    return {task.task_uuid: task for task in session.execute(_TASKS_OF, {"uuids": uuids})}
+
+
+def _record(session: Transaction, envelopes: list[Envelope], known: dict, offer: Offer | None) -> None:
     rows = [
         {
             "result_id": uuid.UUID(result["result_id"]),
@@ -118,7 +141,6 @@ def record_results(
         session.execute(_DECIDE, {"uuids": task_uuids, "decided": status, "now": now})
     insert_many(session, deliveries, queued)
     after_commit(session, lambda: _report(said))
-    return []
 
 
 def _report(said: list[tuple]) -> None:

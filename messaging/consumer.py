@@ -5,16 +5,22 @@ be handled is dead-lettered with its reason.
 Messages that arrived together (up to batch_size) share one transaction (runs of a type with a
 batch handler go to it at once); if the batch fails, its messages are handled one by one.
 
+A consumer of the same process and database (nearby) may handle the messages a transaction
+causes in that transaction; they are published all the same, marked as handled by its queue, whose
+consumers then only ack them.
+
 A message type whose handler keeps its own record of the message ids it handled (a table keyed by
 them, written in the same transaction) is its own inbox: its messages get no inbox row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 
 from kombu import Connection, Queue
@@ -40,6 +46,16 @@ BatchHandler = Callable[[Transaction, list[Envelope]], list[Envelope]]
 RETRY_DELAYS = (0.1, 0.5, 2.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Nearby:
+    """A consumer in this process on the same database as the worker's handlers: handle(transaction,
+    caused) handles, in the transaction that caused them, what it would take from its queue, and
+    returns the ids of the messages it handled."""
+
+    queue: str
+    handle: Callable[[Transaction, list[Envelope]], set[uuid.UUID]]
+
+
 class PermanentError(Exception):
     """Raised by a handler for a message that can never succeed; dead-letters it at once."""
 
@@ -61,6 +77,7 @@ class MessageWorker(ConsumerMixin):
         batch_handlers: Mapping[str, BatchHandler] | None = None,
         linger: float = 0.0,
         own_inbox: frozenset[str] = frozenset(),
+        nearby: Nearby | None = None,
     ):
         self.connection = broker
         self.queue = queue
@@ -75,6 +92,7 @@ class MessageWorker(ConsumerMixin):
         self.retry_delays = retry_delays
         self.linger = linger
         self.own_inbox = own_inbox
+        self.nearby = nearby
         self._last_batch_size = 0
         self._batch: list[tuple[Envelope, Handler, object]] = []
         # Messages to dead-letter, with their reason: done in flush(), not in the broker's callback,
@@ -148,6 +166,9 @@ class MessageWorker(ConsumerMixin):
         except InvalidEnvelope as error:
             self._rejected.append((message, f"invalid envelope: {error}", None))
             return None
+        if self.queue.name in envelope.handled_by:  # in the transaction that wrote it
+            message.ack()
+            return None
         handler = self.handlers.get(envelope.type)
         if handler is None:
             self._rejected.append((message, f"no handler for message type {envelope.type!r}", envelope))
@@ -216,7 +237,8 @@ class MessageWorker(ConsumerMixin):
                     else:
                         for envelope, handler in run:
                             caused += handler(connection, envelope)
-                written = add_to_outbox(connection, self.outbox, continued(caused, envelopes))
+                caused = self._handled_nearby(connection, caused, envelopes)
+                written = add_to_outbox(connection, self.outbox, caused)
                 committed = after_commit.registered(connection)
             self._after(committed, written)
             for envelope, _ in handled:
@@ -269,11 +291,26 @@ class MessageWorker(ConsumerMixin):
                     log.info("duplicate message ignored", extra=envelope.log_fields)
                     return False
                 caused = handler(connection, envelope)
-                written = add_to_outbox(connection, self.outbox, continued(caused, [envelope]))
+                caused = self._handled_nearby(connection, caused, [envelope])
+                written = add_to_outbox(connection, self.outbox, caused)
                 committed = after_commit.registered(connection)
             self._after(committed, written)
             self._log_handled(envelope)
         return True
+
+    def _handled_nearby(self, connection, caused: list[Envelope], handled: list[Envelope]) -> list[Envelope]:
+        """The messages caused by handling handled, marked with the nearby consumer's queue where it
+        has just handled them in this transaction."""
+        caused = continued(caused, handled)
+        if self.nearby is None or not caused:
+            return caused
+        taken = self.nearby.handle(connection, caused)
+        return [
+            dataclasses.replace(envelope, handled_by=(*envelope.handled_by, self.nearby.queue))
+            if envelope.message_id in taken
+            else envelope
+            for envelope in caused
+        ]
 
     def _log_handled(self, envelope: Envelope) -> None:
         # A type that is its own inbox has its handler say what became of each message (a repeat

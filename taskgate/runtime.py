@@ -11,13 +11,14 @@ from collections.abc import Callable, Iterable, Mapping
 from sqlalchemy import Engine, Table
 
 from gateway import tables as gateway_tables
+from gateway import worker as gateway_worker
 from gateway.callbacks import CallbackDispatcher
 from gateway.config import Settings
 from gateway.housekeeping import run_housekeeping
-from gateway.results import record_result, record_results
+from gateway.results import record_in_place, record_result, record_results
 from messaging import broker, topology, vocabulary
 from messaging.background_relay import BackgroundRelay
-from messaging.consumer import MessageWorker
+from messaging.consumer import MessageWorker, Nearby
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
 from messaging.heartbeat import Heartbeat
@@ -92,12 +93,19 @@ class Runtime:
     def start(self, contexts: Iterable[str], role: str = "worker") -> None:
         contexts = list(contexts)
         declare_topology(self.settings.broker_url)
+        dispatcher = self._dispatcher() if "gateway" in contexts else None
+        # With the gateway here, each context's transaction records the results it decides.
+        nearby = (
+            Nearby(gateway_worker.QUEUE.name, functools.partial(record_in_place, offer=dispatcher.offer))
+            if dispatcher is not None
+            else None
+        )
         for name in contexts:
             spec = registry.spec(name, self.environ)
             if name == "gateway":
-                self._start_gateway(spec)
+                self._start_gateway(spec, dispatcher)
             else:
-                self._start_context(spec)
+                self._start_context(spec, nearby)
         heartbeat = Heartbeat(
             self.engine,
             tables.processes,
@@ -114,7 +122,7 @@ class Runtime:
             return []
         return [thread.name for thread in self._threads if not thread.is_alive()]
 
-    def _start_context(self, spec: ContextSpec) -> None:
+    def _start_context(self, spec: ContextSpec, nearby: Nearby | None = None) -> None:
         """A context's consumer, relay and parking sweeper. The consumer and the sweeper offer the
         relay the outbox rows they committed; rows another process left behind are swept."""
         relay = OutboxRelay(
@@ -136,17 +144,17 @@ class Runtime:
             batch_handlers=spec.batch_handlers,
             linger=self.settings.batch_linger_ms / 1000,
             own_inbox=spec.own_inbox,
+            nearby=nearby,
         )
         self._spawn(f"{spec.name}-relay", relay.run)
         self._spawn(f"{spec.name}-consumer", worker.run_until)
         for number, make_loop in enumerate(spec.loops):
             self._spawn(f"{spec.name}-loop-{number}", make_loop(self.engine, relay.offer))
 
-    def _start_gateway(self, spec: ContextSpec) -> None:
-        callbacks_wakeup = Wakeup()  # results and callbacks of this process: in-process suffices
-        dispatcher = CallbackDispatcher(
+    def _dispatcher(self) -> CallbackDispatcher:
+        return CallbackDispatcher(
             self.engine,
-            callbacks_wakeup,
+            Wakeup(),  # results and callbacks of this process: in-process suffices
             timeout=self.settings.callback_timeout_seconds,
             schedule=self.settings.callback_retry_schedule,
             allow_private=self.settings.allow_private_callbacks,
@@ -154,6 +162,8 @@ class Runtime:
             per_client=self.settings.callback_concurrency_per_client,
             linger=self.settings.batch_linger_ms / 1000,
         )
+
+    def _start_gateway(self, spec: ContextSpec, dispatcher: CallbackDispatcher) -> None:
         # Results recorded here hand their fresh deliveries to this process's dispatcher.
         recording = functools.partial(record_result, offer=dispatcher.offer)
         recording_batches = functools.partial(record_results, offer=dispatcher.offer)

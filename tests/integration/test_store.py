@@ -12,7 +12,7 @@ from gateway.clients import find_client
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import TaskConflict, accept_task
-from gateway.results import record_result, record_results
+from gateway.results import record_in_place, record_result, record_results
 from gateway.tables import deliveries, outbox, tasks
 from gateway.task_reads import find_task
 from messaging import vocabulary
@@ -166,6 +166,27 @@ def test_a_result_for_an_unknown_task_fails_the_whole_batch(engine):
         record_results(session, batch)
     with Session(engine) as session:
         assert find_task(session, "acme", "T-1")["status"] == "accepted"
+
+
+def test_a_context_transaction_records_the_results_of_known_tasks_and_leaves_the_rest(engine):
+    """record_in_place, as a context's transaction runs it in a process that also runs the
+    gateway: the results of tasks the gateway knows are recorded there; a result of an unknown
+    task and any other message are left to the broker (and the gateway's consumer)."""
+    known = accept(engine, upsert_task("T-1"))
+    cause = Envelope("customer.upsert", "T-1", known.task_uuid, "acme", {})
+    stranger = Envelope("customer.upsert", "T-404", task_uuid(DEFAULT_NAMESPACE, "acme", "T-404"), "acme", {})
+    recorded, unknown = (
+        vocabulary.result(envelope, context="customers", outcome="customer.registered", status="succeeded")
+        for envelope in (cause, stranger)
+    )
+    event = cause.caused("customer.registered", {"customer_id": "C-42"})
+    with Session(engine) as session, session.begin():
+        assert record_in_place(session, [event, recorded, unknown]) == {recorded.message_id}
+    with Session(engine) as session:
+        task = find_task(session, "acme", "T-1")
+        assert session.scalar(select(func.count()).select_from(deliveries)) == 1
+    assert task["status"] == "succeeded"
+    assert [result["result_id"] for result in task["results"]] == [recorded.message_id]
 
 
 def test_a_lookup_by_keys_reads_only_its_rows_however_the_table_grew_since_it_was_planned(

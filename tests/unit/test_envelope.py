@@ -23,6 +23,13 @@ def test_round_trip_through_the_body():
     assert Envelope.from_body(envelope.to_body()) == envelope
 
 
+def test_the_queues_that_handled_a_message_where_it_was_written_round_trip_through_the_body():
+    envelope = task_envelope(handled_by=("taskgate.gateway.results",))
+    assert envelope.to_body()["handled_by"] == ["taskgate.gateway.results"]
+    assert Envelope.from_body(envelope.to_body()) == envelope
+    assert "handled_by" not in task_envelope().to_body()
+
+
 def test_message_ids_are_uuid7():
     assert task_envelope().message_id.version == 7
 
@@ -51,6 +58,7 @@ def test_headers_follow_the_contract():
         {**task_envelope().to_body(), "payload": []},
         {**task_envelope().to_body(), "type": ""},
         {**task_envelope().to_body(), "occurred_at": "noon"},
+        {**task_envelope().to_body(), "handled_by": "taskgate.gateway.results"},
     ],
 )
 def test_unreadable_bodies_are_invalid(body):

@@ -1,13 +1,15 @@
 """The message worker on the in-process broker and on RabbitMQ: inbox, batches, dead letters, acks."""
 
+import dataclasses
 import json
 
 import pytest
+from sqlalchemy import func, select
 
 from contexts.customers import tables as customers_tables
 from messaging import topology
 from messaging.after_commit import after_commit
-from messaging.consumer import PermanentError
+from messaging.consumer import Nearby, PermanentError
 from messaging.envelope import Envelope
 from tests.factories import wait_for
 from tests.integration.plumbing.support import (
@@ -44,6 +46,39 @@ def test_a_consumer_offers_its_relay_the_rows_it_wrote_once_committed(engine, co
     assert committed == 2  # the event and the result, already committed when offered
     assert [row["body"]["type"] for row in rows] == ["customer.registered", "task.result"]
     assert all(row["body"]["causation_id"] == str(task.message_id) for row in rows)
+
+
+def test_a_nearby_consumer_handles_what_a_transaction_caused_in_it_and_the_copy_is_marked(
+    engine, connection, broker_url
+):
+    seen = []  # per call of the nearby consumer: the types, and whether the inbox row is already there
+
+    def handle(transaction, caused):
+        inbox_rows = transaction.scalar(select(func.count()).select_from(CUSTOMERS.inbox))
+        seen.append(([envelope.type for envelope in caused], inbox_rows))
+        return {envelope.message_id for envelope in caused if envelope.type == "task.result"}
+
+    offered = []
+    nearby = Nearby("taskgate.gateway.results", handle)
+    with RunningWorker(broker_url, engine, publish=offered.extend, nearby=nearby):
+        publish_raw(connection, upsert())
+        wait_for(lambda: offered, message="an offer")
+    assert seen == [(["customer.registered", "task.result"], 1)]  # in the handling transaction
+    assert {row["body"]["type"]: row["body"].get("handled_by") for row in offered} == {
+        "customer.registered": None,
+        "task.result": ["taskgate.gateway.results"],
+    }
+
+
+def test_a_message_handled_by_its_queue_where_it_was_written_is_only_acked(engine, connection, broker_url):
+    with RunningWorker(broker_url, engine):
+        handled = dataclasses.replace(upsert(customer_id="C-9"), handled_by=(CUSTOMERS.queue.name,))
+        publish_raw(connection, handled)
+        publish_raw(connection, upsert("T-2"))
+        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 1)
+        wait_for(lambda: queue_is_drained(connection), message="both acked")
+    assert count(engine, CUSTOMERS.inbox) == 1
+    assert count(engine, customers_tables.customers) == 1  # C-1, not C-9
 
 
 @pytest.mark.parametrize(
