@@ -6,8 +6,9 @@ Messages that arrived together (up to batch_size) share one transaction (runs of
 batch handler go to it at once); if the batch fails, its messages are handled one by one.
 
 A consumer of the same process and database (nearby) may handle the messages a transaction
-causes in that transaction; they are published all the same, marked as handled by its queue, whose
-consumers then only ack them.
+causes in that transaction (not on a retry: were its part what fails, the message's own effects
+still commit); they are published all the same, marked as handled by its queue, whose consumers
+then only ack them.
 
 A message type whose handler keeps its own record of the message ids it handled (a table keyed by
 them, written in the same transaction) is its own inbox: its messages get no inbox row.
@@ -142,7 +143,9 @@ class MessageWorker(ConsumerMixin):
         # What has arrived goes in one batch; under load (the last batch held more than one
         # message), so does what arrives within the linger.
         deadline = time.monotonic() + (self.linger if self._last_batch_size > 1 else 0.0)
-        while len(self._batch) < self.batch_size:
+        # As many deliveries as the batch has room for, whatever they are: a steady flow of messages
+        # that are only acked (handled where they were written) must not hold back those taken.
+        for _ in range(self.batch_size - len(self._batch)):
             try:
                 self._consuming.drain_events(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
@@ -264,7 +267,9 @@ class MessageWorker(ConsumerMixin):
         outage_wait = 0.5
         while not self.should_stop:
             try:
-                return self._handle_once(handler, envelope)
+                # A retry leaves the nearby consumer out: were its part what fails, the message's
+                # own effects still commit, and the messages they caused take the broker.
+                return self._handle_once(handler, envelope, nearby=failures == 0)
             except PermanentError:
                 raise
             except Exception as error:
@@ -280,8 +285,9 @@ class MessageWorker(ConsumerMixin):
                 failures += 1
         return None
 
-    def _handle_once(self, handler: Handler, envelope: Envelope) -> bool:
-        """Handle envelope in one transaction; False if it had been handled before."""
+    def _handle_once(self, handler: Handler, envelope: Envelope, *, nearby: bool = True) -> bool:
+        """Handle envelope in one transaction (with the nearby consumer, if any, unless nearby is
+        False); False if it had been handled before."""
         with tracer().processing([envelope], self.queue.name):
             with self.engine.begin() as connection:
                 after_commit.begin(connection)
@@ -291,18 +297,20 @@ class MessageWorker(ConsumerMixin):
                     log.info("duplicate message ignored", extra=envelope.log_fields)
                     return False
                 caused = handler(connection, envelope)
-                caused = self._handled_nearby(connection, caused, [envelope])
+                caused = self._handled_nearby(connection, caused, [envelope], nearby)
                 written = add_to_outbox(connection, self.outbox, caused)
                 committed = after_commit.registered(connection)
             self._after(committed, written)
             self._log_handled(envelope)
         return True
 
-    def _handled_nearby(self, connection, caused: list[Envelope], handled: list[Envelope]) -> list[Envelope]:
+    def _handled_nearby(
+        self, connection, caused: list[Envelope], handled: list[Envelope], nearby: bool = True
+    ) -> list[Envelope]:
         """The messages caused by handling handled, marked with the nearby consumer's queue where it
         has just handled them in this transaction."""
         caused = continued(caused, handled)
-        if self.nearby is None or not caused:
+        if self.nearby is None or not nearby or not caused:
             return caused
         taken = self.nearby.handle(connection, caused)
         return [

@@ -70,6 +70,23 @@ def test_a_nearby_consumer_handles_what_a_transaction_caused_in_it_and_the_copy_
     }
 
 
+def test_when_the_nearby_consumer_fails_the_retry_commits_without_it(engine, connection, broker_url):
+    calls = []
+
+    def failing(transaction, caused):
+        calls.append([envelope.type for envelope in caused])
+        raise RuntimeError("the nearby consumer's part fails")
+
+    offered = []
+    nearby = Nearby("taskgate.gateway.results", failing)
+    with RunningWorker(broker_url, engine, publish=offered.extend, nearby=nearby):
+        publish_raw(connection, upsert())
+        wait_for(lambda: offered, message="an offer")
+    assert calls == [["customer.registered", "task.result"]]  # the first try only
+    assert count(engine, customers_tables.customers) == 1  # the message's own effects committed
+    assert [row["body"].get("handled_by") for row in offered] == [None, None]  # both take the broker
+
+
 def test_a_message_handled_by_its_queue_where_it_was_written_is_only_acked(engine, connection, broker_url):
     with RunningWorker(broker_url, engine):
         handled = dataclasses.replace(upsert(customer_id="C-9"), handled_by=(CUSTOMERS.queue.name,))
