@@ -5,10 +5,9 @@ be handled is dead-lettered with its reason.
 Messages that arrived together (up to batch_size) share one transaction (runs of a type with a
 batch handler go to it at once); if the batch fails, its messages are handled one by one.
 
-A consumer of the same process and database (nearby) may handle the messages a transaction
-causes in that transaction (not on a retry: were its part what fails, the message's own effects
-still commit); they are published all the same, marked as handled by its queue, whose consumers
-then only ack them.
+A consumer of the same process and database (messaging.nearby) may handle the messages a
+transaction causes in that transaction (not on a retry: were its part what fails, the message's
+own effects still commit); a message marked as handled by this consumer's queue is only acked.
 
 A message type whose handler keeps its own record of the message ids it handled (a table keyed by
 them, written in the same transaction) is its own inbox: its messages get no inbox row.
@@ -16,12 +15,10 @@ them, written in the same transaction) is its own inbox: its messages get no inb
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 
 from kombu import Connection, Queue
@@ -33,6 +30,7 @@ from messaging.db import Transaction, is_unavailable
 from messaging.dead_letters import send_to_dead_letters
 from messaging.envelope import Envelope, InvalidEnvelope
 from messaging.inbox import first_deliveries, first_delivery
+from messaging.nearby import Nearby
 from messaging.outbox import Publish, add_to_outbox
 from messaging.tracing import continued, tracer
 
@@ -45,16 +43,6 @@ BatchHandler = Callable[[Transaction, list[Envelope]], list[Envelope]]
 # A handler that raises is retried in place this many times (seconds between tries), then its
 # message is dead-lettered. A database outage is not counted: the message waits for the database.
 RETRY_DELAYS = (0.1, 0.5, 2.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Nearby:
-    """A consumer in this process on the same database as the worker's handlers: handle(transaction,
-    caused) handles, in the transaction that caused them, what it would take from its queue, and
-    returns the ids of the messages it handled."""
-
-    queue: str
-    handle: Callable[[Transaction, list[Envelope]], set[uuid.UUID]]
 
 
 class PermanentError(Exception):
@@ -310,15 +298,7 @@ class MessageWorker(ConsumerMixin):
         """The messages caused by handling handled, marked with the nearby consumer's queue where it
         has just handled them in this transaction."""
         caused = continued(caused, handled)
-        if self.nearby is None or not nearby or not caused:
-            return caused
-        taken = self.nearby.handle(connection, caused)
-        return [
-            dataclasses.replace(envelope, handled_by=(*envelope.handled_by, self.nearby.queue))
-            if envelope.message_id in taken
-            else envelope
-            for envelope in caused
-        ]
+        return caused if self.nearby is None or not nearby else self.nearby.take(connection, caused)
 
     def _log_handled(self, envelope: Envelope) -> None:
         # A type that is its own inbox has its handler say what became of each message (a repeat

@@ -18,10 +18,11 @@ from gateway.housekeeping import run_housekeeping
 from gateway.results import record_in_place, record_result, record_results
 from messaging import broker, topology, vocabulary
 from messaging.background_relay import BackgroundRelay
-from messaging.consumer import MessageWorker, Nearby
+from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
 from messaging.heartbeat import Heartbeat
+from messaging.nearby import Nearby
 from messaging.relay import KEEP_PUBLISHED, OutboxRelay
 from messaging.wakeup import Wakeup
 from taskgate import registry, tables

@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 from contexts.customers import tables as customers_tables
 from messaging import topology
 from messaging.after_commit import after_commit
-from messaging.consumer import Nearby, PermanentError
+from messaging.consumer import PermanentError
 from messaging.envelope import Envelope
+from messaging.nearby import Nearby
 from tests.factories import wait_for
 from tests.integration.plumbing.support import (
     CUSTOMERS,
