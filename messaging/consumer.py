@@ -257,7 +257,7 @@ class MessageWorker(ConsumerMixin):
             try:
                 # A retry leaves the nearby consumer out: were its part what fails, the message's
                 # own effects still commit, and the messages they caused take the broker.
-                return self._handle_once(handler, envelope, nearby=failures == 0)
+                return self._handle_once(handler, envelope, with_nearby=failures == 0)
             except PermanentError:
                 raise
             except Exception as error:
@@ -273,9 +273,9 @@ class MessageWorker(ConsumerMixin):
                 failures += 1
         return None
 
-    def _handle_once(self, handler: Handler, envelope: Envelope, *, nearby: bool = True) -> bool:
-        """Handle envelope in one transaction (with the nearby consumer, if any, unless nearby is
-        False); False if it had been handled before."""
+    def _handle_once(self, handler: Handler, envelope: Envelope, *, with_nearby: bool = True) -> bool:
+        """Handle envelope in one transaction (with the nearby consumer, if any and with_nearby);
+        False if it had been handled before."""
         with tracer().processing([envelope], self.queue.name):
             with self.engine.begin() as connection:
                 after_commit.begin(connection)
@@ -285,7 +285,7 @@ class MessageWorker(ConsumerMixin):
                     log.info("duplicate message ignored", extra=envelope.log_fields)
                     return False
                 caused = handler(connection, envelope)
-                caused = self._handled_nearby(connection, caused, [envelope], nearby)
+                caused = self._handled_nearby(connection, caused, [envelope], with_nearby)
                 written = add_to_outbox(connection, self.outbox, caused)
                 committed = after_commit.registered(connection)
             self._after(committed, written)
@@ -293,12 +293,12 @@ class MessageWorker(ConsumerMixin):
         return True
 
     def _handled_nearby(
-        self, connection, caused: list[Envelope], handled: list[Envelope], nearby: bool = True
+        self, connection, caused: list[Envelope], handled: list[Envelope], with_nearby: bool = True
     ) -> list[Envelope]:
         """The messages caused by handling handled, marked with the nearby consumer's queue where it
         has just handled them in this transaction."""
         caused = continued(caused, handled)
-        return caused if self.nearby is None or not nearby else self.nearby.take(connection, caused)
+        return self.nearby.take(connection, caused) if self.nearby and with_nearby else caused
 
     def _log_handled(self, envelope: Envelope) -> None:
         # A type that is its own inbox has its handler say what became of each message (a repeat

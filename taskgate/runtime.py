@@ -94,13 +94,12 @@ class Runtime:
     def start(self, contexts: Iterable[str], role: str = "worker") -> None:
         contexts = list(contexts)
         declare_topology(self.settings.broker_url)
-        dispatcher = self._dispatcher() if "gateway" in contexts else None
-        # With the gateway here, each context's transaction records the results it decides.
-        nearby = (
-            Nearby(gateway_worker.QUEUE.name, functools.partial(record_in_place, offer=dispatcher.offer))
-            if dispatcher is not None
-            else None
-        )
+        dispatcher = nearby = None
+        if "gateway" in contexts:
+            dispatcher = self._dispatcher()
+            # With the gateway here, each context's transaction records the results it decides.
+            recording = functools.partial(record_in_place, offer=dispatcher.offer)
+            nearby = Nearby(gateway_worker.QUEUE.name, recording)
         for name in contexts:
             spec = registry.spec(name, self.environ)
             if name == "gateway":
