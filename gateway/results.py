@@ -30,7 +30,6 @@ from messaging.db import (
     Transaction,
     insert_many,
     insert_many_ignoring_duplicates,
-    planned_per_call,
     utcnow,
 )
 from messaging.envelope import Envelope
@@ -179,14 +178,14 @@ _PENDING = (
     .where(results.c.task_uuid == tasks.c.task_uuid, deliveries.c.status == "pending")
     .exists()
 )
-_TASKS_OF = planned_per_call(
+_TASKS_OF = (
     select(tasks.c.task_uuid, tasks.c.type, tasks.c.task_id, tasks.c.received_at, *CLIENT_COLUMNS)
     .add_columns(_PENDING.label("pending"))
     .join(clients, clients.c.client_id == tasks.c.client_id)
     .where(tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)))
 )
 UNDECIDED = (ACCEPTED, vocabulary.WAITING)
-_DECIDE = planned_per_call(
+_DECIDE = (
     update(tasks)
     .where(
         tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)),

@@ -8,7 +8,7 @@ from uuid6 import uuid7
 from contexts.customers import model
 from contexts.customers.tables import customers
 from messaging import vocabulary
-from messaging.db import Transaction, both_of, in_both, insert_many, planned_per_call, utcnow
+from messaging.db import Transaction, both_of, in_both, insert_many, utcnow
 from messaging.envelope import Envelope
 
 CONTEXT = "customers"
@@ -119,7 +119,7 @@ def _save(
 
 # Built once: only the parameters change from batch to batch. SQLite renders no FOR UPDATE (its
 # writers run one at a time anyway).
-_LOCKED = planned_per_call(
+_LOCKED = (
     select(
         customers.c.client_id,
         customers.c.customer_id,

@@ -42,7 +42,6 @@ from messaging.db import (
     UtcDateTime,
     both_of,
     in_both,
-    planned_per_call,
     serialize_on_many,
 )
 from messaging.envelope import Envelope
@@ -102,14 +101,9 @@ class CustomerReplica(CustomerEvents, Parking):
         self._expiry_answers: dict[str, Callable[[Envelope], Envelope]] = {}
         # Built once: only the parameters change from call to call.
         customers, parked = self.customers, self.parked
-        self._find = planned_per_call(
-            select(
-                *(
-                    customers.c[name]
-                    for name in ("client_id", "customer_id", "name", "email", "version", "seq")
-                )
-            ).where(*in_both(customers.c.client_id, customers.c.customer_id))
-        )
+        self._find = select(
+            *(customers.c[name] for name in ("client_id", "customer_id", "name", "email", "version", "seq"))
+        ).where(*in_both(customers.c.client_id, customers.c.customer_id))
         copy_at = (
             select(customers.c.seq)
             .where(
@@ -117,7 +111,7 @@ class CustomerReplica(CustomerEvents, Parking):
             )
             .scalar_subquery()
         )
-        self._unpark_statement = planned_per_call(
+        self._unpark_statement = (
             delete(parked)
             # in_both lets the index find the rows; the pair condition keeps exactly the keys.
             .where(
@@ -128,7 +122,7 @@ class CustomerReplica(CustomerEvents, Parking):
             )
             .returning(parked.c.client_id, parked.c.customer_id, parked.c.envelope, parked.c.parked_at)
         )
-        self._resume_statement = planned_per_call(
+        self._resume_statement = (
             delete(parked)
             .where(
                 *in_both(parked.c.client_id, parked.c.waiting_for),

@@ -15,7 +15,6 @@ from messaging.db import (
     both_of,
     in_both,
     insert_many_ignoring_duplicates,
-    planned_per_call,
     utcnow,
 )
 from messaging.envelope import Envelope
@@ -78,11 +77,9 @@ def assign_surveys(session: Transaction, ready: list[tuple[Envelope, Customer]])
 
 
 # Built once: only the parameters change from batch to batch.
-_INVITATIONS_MADE = planned_per_call(
-    select(
-        invitations.c.client_id, invitations.c.task_id, invitations.c.invitation_id, invitations.c.email
-    ).where(*in_both(invitations.c.client_id, invitations.c.task_id))
-)
+_INVITATIONS_MADE = select(
+    invitations.c.client_id, invitations.c.task_id, invitations.c.invitation_id, invitations.c.email
+).where(*in_both(invitations.c.client_id, invitations.c.task_id))
 
 
 TASK_HANDLERS = {"survey.assign": replica.needs_customer(assign_survey)}

@@ -9,7 +9,6 @@ from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from gateway.tables import clients, deliveries, results, tasks
-from messaging.db import planned_per_call
 
 # Attempts of a leased chunk start within this many seconds of the lease.
 LEASE_MARGIN_SECONDS = 30
@@ -112,7 +111,7 @@ def due_query(for_update: bool, *, windowed: bool):
 # Take the deliveries given as `leased` until `until`, those still due and not being leased by
 # another dispatcher right now (SKIP LOCKED): a delivery read as due a moment ago may have been
 # leased or attempted elsewhere since. Returns what may have changed since it was read.
-TAKE = planned_per_call(
+TAKE = (
     update(deliveries)
     .where(
         deliveries.c.result_id.in_(

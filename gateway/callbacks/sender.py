@@ -77,29 +77,21 @@ class CallbackSender:
         self, url: str, addresses: list[str], body: bytes, headers: dict[str, str]
     ) -> requests.Response:
         """POST body to url on this thread's keep-alive connection, not following redirects; to the
-        first of the addresses checked for url (none: private targets are allowed, nothing to pin).
-
-        Without proxies from the environment (see read_environment_once) the request goes straight
-        to the session's adapter: what Session.post adds costs more than the rest of the client
-        side (merging cookies, which callbacks neither send nor keep, hooks and settings).
-        """
+        first of the addresses checked for url (none: private targets are allowed, nothing to pin)."""
         session = self._http()
         address = addresses[0] if addresses else None
-        if session.trust_env:  # proxies, applied per URL by requests
-            # A proxy connects to the host by its name, so the connection cannot be pinned to the
-            # checked address: the operator's proxy must keep callbacks out of the internal network.
-            if address and requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url)):
-                address = None
-            with callback_http.pinned(address):
-                return session.post(
-                    url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
-                )
-        prepared = requests.PreparedRequest()
-        prepared.prepare(method="POST", url=url, headers={**session.headers, **headers}, data=body)
-        adapter = session.get_adapter(prepared.url)
+        # A proxy (from the environment: see read_environment_once) connects to the host by its
+        # name, so the connection cannot be pinned to the checked address: the operator's proxy
+        # must keep callbacks out of the internal network.
+        if (
+            address
+            and session.trust_env
+            and requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        ):
+            address = None
         with callback_http.pinned(address):
-            return adapter.send(
-                prepared, stream=True, timeout=self.timeout, verify=session.verify, cert=None, proxies={}
+            return session.post(
+                url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, stream=True
             )
 
     def attempt(self, row, trace_headers: dict[str, str] | None = None) -> Attempt:

@@ -6,7 +6,6 @@ from messaging.db.backends import Backend, backend
 from messaging.db.engines import (
     dialect_name,
     make_engine,
-    planned_per_call,
     read_only,
 )
 from messaging.db.errors import is_unavailable
@@ -38,7 +37,6 @@ __all__ = [
     "is_unavailable",
     "lock_row",
     "make_engine",
-    "planned_per_call",
     "read_only",
     "serialize_on",
     "serialize_on_many",

@@ -8,13 +8,10 @@ from sqlalchemy import (
     Connection,
     Engine,
     create_engine,
-    event,
+    make_url,
 )
 
 from messaging.db.sqlite import READ_ONLY, SQLITE_BUSY_TIMEOUT, serialize_sqlite_writers
-
-# The execution option planned_per_call sets (see make_engine).
-PLAN_PER_CALL = "taskgate_plan_per_call"
 
 
 def make_engine(url: str, **options) -> Engine:
@@ -32,29 +29,12 @@ def make_engine(url: str, **options) -> Engine:
     if "poolclass" not in options:
         options.setdefault("pool_size", 5)
         options.setdefault("max_overflow", 10)
-    engine = create_engine(url, **options)
-    if engine.dialect.driver == "psycopg":
-        event.listen(engine, "do_execute", _unprepared_if_planned_per_call)
-    return engine
-
-
-def planned_per_call(statement):
-    """statement, to be sent unprepared on PostgreSQL: planned each time for its parameters and
-    the tables as they are then (see _unprepared_if_planned_per_call), for a statement whose best
-    plan changes as its tables grow and that runs seldom enough for planning to cost little."""
-    return statement.execution_options(**{PLAN_PER_CALL: True})
-
-
-def _unprepared_if_planned_per_call(cursor, statement, parameters, context) -> bool:
-    """Send a statement marked planned_per_call unprepared: planned for its parameters and the
-    tables as they are now (a prepared statement's generic plan, made while a table was small,
-    keeps scanning the whole table as it grows)."""
-    if context is None or context._is_server_side:
-        return False
-    if not context.execution_options.get(PLAN_PER_CALL):
-        return False
-    cursor.execute(statement, parameters, prepare=False)
-    return True
+    # Every statement is planned for its parameters and the tables as they are: a prepared
+    # statement's generic plan, made while a table was small, keeps scanning all of it as it grows.
+    given = make_url(url).query.get("options", "")
+    connect_args = options.setdefault("connect_args", {})
+    connect_args.setdefault("options", f"{given} -c plan_cache_mode=force_custom_plan".strip())
+    return create_engine(url, **options)
 
 
 # Engines derived from an engine by execution options (sharing its pool), made once per engine.

@@ -16,7 +16,7 @@ from gateway.results import record_in_place, record_result, record_results
 from gateway.tables import deliveries, outbox, tasks
 from gateway.task_reads import find_task
 from messaging import vocabulary
-from messaging.db import make_engine, planned_per_call
+from messaging.db import make_engine
 from messaging.envelope import Envelope
 from tests.factories import add_done_tasks, register_client, rows_scanned, upsert_task
 
@@ -192,9 +192,10 @@ def test_a_context_transaction_records_the_results_of_known_tasks_and_leaves_the
 def test_a_lookup_by_keys_reads_only_its_rows_however_the_table_grew_since_it_was_planned(
     postgres_database,
 ):
-    """PostgreSQL: a statement that looks rows up by a list of keys is marked planned_per_call:
-    planned for the table as it is. Prepared, it soon runs a generic plan, and one made while the
-    table was small scans all of it, on and on as the table grows (this test fails without the mark)."""
+    """PostgreSQL: a statement that looks rows up by a list of keys is planned for the table as it
+    is (make_engine's plan_cache_mode). Prepared, it would soon run a generic plan, and one made
+    while the table was small scans all of it, on and on as the table grows (this test fails
+    without the setting)."""
 
     postgres_database.empty()
     engine = make_engine(postgres_database.url, pool_size=1, max_overflow=0)  # one connection
@@ -204,9 +205,7 @@ def test_a_lookup_by_keys_reads_only_its_rows_however_the_table_grew_since_it_wa
             add_done_tasks(connection, "A", 200)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("VACUUM ANALYZE gateway_tasks")  # as autovacuum would, early on
-        lookup = planned_per_call(
-            select(tasks.c.task_uuid).where(tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)))
-        )
+        lookup = select(tasks.c.task_uuid).where(tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)))
         with engine.connect() as connection:
             for _ in range(20):  # psycopg prepares it after 5 runs, PostgreSQL goes generic after 5 more
                 connection.execute(lookup, {"uuids": [uuid.uuid4(), uuid.uuid4()]}).all()
