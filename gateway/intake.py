@@ -34,7 +34,6 @@ from gateway.tables import (
 )
 from messaging.db import (
     backend,
-    dialect_name,
     insert_ignoring_duplicates,
     utcnow,
 )
@@ -144,7 +143,7 @@ def _remember(
     }
     if sender is not None:
         parameters.update({f"sender_{name}": getattr(sender, name) for name in SENDER_SECRETS})
-    statement = _remember_statement(dialect_name(connection), sender is not None)
+    statement = _remember_statement(backend(connection).name, sender is not None)
     return connection.execute(statement, parameters).first() is not None
 
 
@@ -221,7 +220,7 @@ class Place:
 
 def take_place(connection, client_id: str, customer_id: str, *, upsert: bool) -> Place:
     """The next place in the customer's order, held (row lock) until the transaction ends."""
-    statement = _take_place(dialect_name(connection))
+    statement = _take_place(backend(connection).name)
     row = connection.execute(
         statement, {"client_id": client_id, "customer_id": customer_id, "upsert": upsert}
     ).one()

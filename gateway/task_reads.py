@@ -26,7 +26,7 @@ def find_task(session: Session, client_id: str, task_id: str | None = None, *, t
         query.where(tasks.c.task_uuid == task_uuid) if task_uuid else query.where(tasks.c.task_id == task_id)
     )
     row = session.execute(query).one_or_none()
-    return _with_results(session, [row])[0] if row else None
+    return tasks_with_results(session, [row])[0] if row else None
 
 
 def list_tasks(
@@ -47,10 +47,11 @@ def list_tasks(
     rows = session.execute(query.order_by(tasks.c.received_at, tasks.c.task_uuid).limit(limit + 1)).all()
     page = rows[:limit]
     more = (page[-1].received_at, page[-1].task_uuid) if len(rows) > limit else None
-    return _with_results(session, page), more
+    return tasks_with_results(session, page), more
 
 
-def _with_results(session: Session, rows) -> list[dict]:
+def tasks_with_results(session: Session, rows) -> list[dict]:
+    """Rows of the tasks table as find_task describes them (results and deliveries included)."""
     uuids = [row.task_uuid for row in rows]
     by_task: dict[uuid.UUID, list] = {u: [] for u in uuids}
     result_rows = session.execute(
@@ -102,8 +103,3 @@ def _with_results(session: Session, rows) -> list[dict]:
         }
         for row in rows
     ]
-
-
-def tasks_with_results(session: Session, rows) -> list[dict]:
-    """Rows of the tasks table as find_task describes them (results and deliveries included)."""
-    return _with_results(session, rows)

@@ -14,7 +14,7 @@ from contexts.replica.parking import CustomerKey, resumed_task
 from messaging import vocabulary
 from messaging.after_commit import after_commit
 from messaging.consumer import BatchHandler, Handler
-from messaging.db import Transaction, backend, dialect_name, serialize_on_many, utcnow
+from messaging.db import Transaction, backend, serialize_on_many, utcnow
 from messaging.envelope import Envelope
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class CustomerEvents:
         ]
         # Executed with many parameter sets, the statement (built once) becomes one INSERT of
         # many rows (SQLAlchemy's "insertmanyvalues", which RETURNING enables).
-        written = session.execute(_upsert_newer(dialect_name(session), self.customers), rows).all()
+        written = session.execute(_upsert_newer(backend(session).name, self.customers), rows).all()
         return [newest[(row.client_id, row.customer_id)] for row in written]
 
     def clear(self, session: Transaction) -> int:

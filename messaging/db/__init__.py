@@ -4,7 +4,6 @@ telling an outage from a failure."""
 
 from messaging.db.backends import Backend, backend
 from messaging.db.engines import (
-    dialect_name,
     make_engine,
     read_only,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "UtcDateTime",
     "backend",
     "both_of",
-    "dialect_name",
     "in_both",
     "insert_ignoring_duplicates",
     "insert_many",

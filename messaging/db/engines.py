@@ -5,7 +5,6 @@ from __future__ import annotations
 import weakref
 
 from sqlalchemy import (
-    Connection,
     Engine,
     create_engine,
     make_url,
@@ -57,13 +56,6 @@ def read_only(engine: Engine) -> Engine:
     if engine.dialect.name == "postgresql":
         return _derived(engine, **{READ_ONLY: True, "isolation_level": "REPEATABLE READ"})
     return _derived(engine, **{READ_ONLY: True})
-
-
-def dialect_name(connection_or_session) -> str:
-    """The dialect of a Connection, or of the engine a Session is bound to."""
-    if isinstance(connection_or_session, Connection):
-        return connection_or_session.dialect.name
-    return connection_or_session.get_bind().dialect.name
 
 
 # PostgreSQL SQLSTATEs of an unreachable or unavailable server: connection exceptions (08...),

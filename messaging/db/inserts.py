@@ -7,12 +7,11 @@ import functools
 from sqlalchemy import Connection, bindparam, insert
 
 from messaging.db.backends import backend
-from messaging.db.engines import dialect_name
 
 
 def insert_ignoring_duplicates(connection_or_session, table, values: dict) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True if the row was inserted."""
-    statement = _insert_ignoring_duplicates(dialect_name(connection_or_session), table)
+    statement = _insert_ignoring_duplicates(backend(connection_or_session).name, table)
     return connection_or_session.execute(statement, values).first() is not None
 
 

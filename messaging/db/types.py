@@ -38,7 +38,7 @@ class UtcDateTime(TypeDecorator):
 
 # What handlers and the helpers they call write through: a Core Connection in a transaction (the
 # consumers', as the ORM Session costs more per statement and nothing needs it there) or a Session
-# (tools, tests). Both offer execute, scalar and scalars; use dialect_name() for the dialect.
+# (tools, tests). Both offer execute, scalar and scalars; use backend() for the dialect.
 Transaction = Connection | Session
 
 
