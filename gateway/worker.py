@@ -10,7 +10,15 @@ from messaging import topology, vocabulary
 from messaging.context import ContextSpec
 
 NAME = "gateway"
-QUEUE = topology.queue("gateway.results", [(topology.results, "#"), (topology.events, "visit.#")])
+# Each context's results and statuses, but not those recorded where they were decided (routed
+# under "handled.": see messaging.nearby), and the visits' steps.
+QUEUE = topology.queue(
+    "gateway.results",
+    [*((topology.results, f"{context}.#") for context in vocabulary.CONTEXTS), (topology.events, "visit.#")],
+)
+# Bindings of earlier releases, removed when the topology is declared: every result ("#"), also
+# those the queue's consumers then only acked.
+RETIRED_BINDINGS = [(topology.results, "#")]
 METADATA = tables.metadata
 HANDLERS = {
     vocabulary.TASK_RESULT: results.record_result,

@@ -1,7 +1,8 @@
 """A consumer in the same process and on the same database as a context's handlers (nearby):
 it handles the messages a transaction causes in that transaction, instead of taking them from its
 queue once the relay has published them. They are published all the same, marked as handled by
-its queue, whose consumers then only ack them (messaging.consumer)."""
+its queue and routed where its bindings leave them out (messaging.vocabulary.route); should one
+reach it all the same, its consumers only ack it (messaging.consumer)."""
 
 from __future__ import annotations
 

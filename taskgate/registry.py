@@ -18,6 +18,8 @@ _PARTS = {part.NAME: part for part in (gateway, customers, survey, appointment, 
 
 NAMES = tuple(_PARTS)
 QUEUES = [part.QUEUE for part in _PARTS.values()]
+# Bindings of earlier releases that the queues lose when the topology is declared.
+RETIRED_BINDINGS = [(gateway.QUEUE, exchange, key) for exchange, key in gateway.RETIRED_BINDINGS]
 METADATA = [*(part.METADATA for part in _PARTS.values()), tables.metadata]
 
 

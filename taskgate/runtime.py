@@ -56,6 +56,8 @@ def _declare_everything(channel) -> None:
         exchange(channel).declare()
     for queue in [*registry.QUEUES, topology.dead_letters]:
         queue(channel).declare()
+    for queue, exchange, key in registry.RETIRED_BINDINGS:
+        queue(channel).unbind_from(exchange, key)
 
 
 def webhook_relay(settings: Settings, engine: Engine) -> BackgroundRelay:

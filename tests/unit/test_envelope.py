@@ -1,3 +1,4 @@
+import dataclasses
 import uuid
 
 import pytest
@@ -75,6 +76,8 @@ def test_routes():
     )
     result = vocabulary.result(task, context="customers", outcome="customer.registered", status="succeeded")
     assert vocabulary.route(result) == ("taskgate.results", "customers.customer.registered")
+    handled = dataclasses.replace(result, handled_by=("taskgate.gateway.results",))
+    assert vocabulary.route(handled) == ("taskgate.results", "handled.customers.customer.registered")
     with pytest.raises(ValueError):
         vocabulary.route(task_envelope(type="unknown.thing"))
 

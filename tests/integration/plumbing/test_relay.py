@@ -1,15 +1,17 @@
 """The outbox relay, and the topology it publishes to, on the in-process broker and on RabbitMQ."""
 
+import dataclasses
 import threading
 from datetime import timedelta
 
 import amqp
 import pytest
-from kombu import Producer
+from kombu import Producer, Queue, binding
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from messaging import broker, inproc, topology
+from gateway import worker as gateway_worker
+from messaging import broker, inproc, topology, vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox
@@ -17,9 +19,11 @@ from messaging.relay import OutboxRelay, _take_statement
 from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
 from tests import backends
+from tests.factories import wait_for
 from tests.integration.plumbing.support import (
     CUSTOMERS,
     count,
+    drain,
     get_one,
     queue_is_drained,
     received_message_ids,
@@ -247,3 +251,45 @@ def test_a_task_no_context_takes_is_dead_lettered_not_dropped(connection):
     )
     dead = get_one(connection, topology.dead_letters)
     assert dead.delivery_info["routing_key"] == "nobody.listens"
+
+
+def test_results_recorded_where_they_were_decided_pass_the_gateways_queue_by(engine, broker_url):
+    """A result the gateway recorded in the transaction that decided it is published all the
+    same: an observer of every result gets it, the gateway's queue does not. That holds where an
+    earlier release bound that queue to every result ("#"): declaring the topology unbinds it."""
+    with broker.connect(broker_url) as connection:
+        earlier = Queue(
+            gateway_worker.QUEUE.name,
+            bindings=[binding(topology.results, routing_key="#")],
+            durable=True,
+            queue_arguments=gateway_worker.QUEUE.queue_arguments,
+        )
+        earlier(connection.default_channel).declare()
+    observer = Queue("taskgate.test-observer", exchange=topology.results, routing_key="#", auto_delete=True)
+    task = upsert()
+    sent = vocabulary.result(task, context="customers", outcome="customer.registered", status="succeeded")
+    recorded = dataclasses.replace(
+        vocabulary.result(task, context="customers", outcome="customer.updated", status="succeeded"),
+        handled_by=(gateway_worker.QUEUE.name,),
+    )
+    declare_topology(broker_url)
+    with broker.connect(broker_url) as connection:
+        observer(connection.default_channel).declare()
+        with Session(engine) as session, session.begin():
+            add_to_outbox(session, CUSTOMERS.outbox, [recorded, sent])
+        relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(broker_url), Wakeup())
+        assert relay.relay_batch() == 2
+        relay.broker.release()
+
+        seen = []
+        with connection.Consumer([observer], on_message=seen.append, accept=["json"]):
+            wait_for(lambda: drain(connection) or len(seen) == 2, message="both results")
+        for message in seen:
+            message.ack()
+        assert [message.delivery_info["routing_key"] for message in seen] == [
+            "handled.customers.customer.updated",
+            "customers.customer.registered",
+        ]
+        assert get_one(connection, gateway_worker.QUEUE).properties["message_id"] == str(sent.message_id)
+        _, waiting, _ = gateway_worker.QUEUE(connection.default_channel).queue_declare(passive=True)
+        assert waiting == 0
