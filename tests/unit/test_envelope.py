@@ -3,8 +3,10 @@ import uuid
 
 import pytest
 
+from gateway import worker as gateway_worker
 from messaging import vocabulary
 from messaging.envelope import Envelope, InvalidEnvelope
+from taskgate import registry
 
 
 def task_envelope(**changes):
@@ -87,3 +89,12 @@ def test_a_result_is_identified_by_its_message_id():
     assert result.payload["result_id"] == str(result.message_id)
     with pytest.raises(ValueError):
         vocabulary.result(task_envelope(), context="customers", outcome="x", status="maybe")
+
+
+def test_the_gateways_queue_takes_the_results_and_statuses_of_every_context():
+    """The gateway's queue is bound to each context's results by name: a context missing from
+    vocabulary.CONTEXTS would have its results go unrecorded."""
+    assert set(registry.NAMES) - {gateway_worker.NAME} <= set(vocabulary.CONTEXTS)
+    keys = {binding.routing_key for binding in gateway_worker.QUEUE.bindings}
+    assert {f"{context}.#" for context in vocabulary.CONTEXTS} <= keys
+    assert "#" not in keys
