@@ -5,7 +5,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import bindparam, event, func, select
+from sqlalchemy import bindparam, event, func, make_url, select
 from sqlalchemy.orm import Session
 
 from gateway.clients import find_client
@@ -218,5 +218,16 @@ def test_a_lookup_by_keys_reads_only_its_rows_however_the_table_grew_since_it_wa
             assert connection.execute(lookup, {"uuids": [wanted, uuid.uuid4()]}).scalars().all() == [wanted]
             read = rows_scanned(connection, "gateway_tasks") - before
         assert read == 0, f"the lookup of 2 keys scanned {read} rows"
+    finally:
+        engine.dispose()
+
+
+def test_the_options_a_database_url_gives_are_kept_beside_the_planning_setting(postgres_database):
+    url = make_url(postgres_database.url).update_query_dict({"options": "-c statement_timeout=1234"})
+    engine = make_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "1234ms"
     finally:
         engine.dispose()
