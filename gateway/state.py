@@ -21,11 +21,11 @@ from messaging.outbox import Publish
 
 
 class BrokerProbe:
-    """Whether the broker answers, checked at most once per ttl seconds."""
+    """Whether the broker answers, checked at most once per ttl seconds (broker.Liveness)."""
 
     def __init__(self, url: str, ttl: float = 2.0):
-        self.url = url
         self.ttl = ttl
+        self._liveness = broker.Liveness(url, timeout=1.0)
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self._up = True
@@ -33,7 +33,7 @@ class BrokerProbe:
     def is_up(self) -> bool:
         with self._lock:
             if time.monotonic() - self._checked_at >= self.ttl:
-                self._up = broker.is_reachable(self.url, timeout=1.0)
+                self._up = self._liveness.answers()
                 self._checked_at = time.monotonic()
             return self._up
 

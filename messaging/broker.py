@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 
 from kombu import Connection
@@ -102,12 +104,51 @@ def is_reachable(url: str, timeout: float = 2.0) -> bool:
     """True if a connection to the broker can be opened now."""
     if url.startswith("memory://"):
         return True
-    # Read and write timeouts too: a broker that is shutting down may accept the TCP connection and
-    # then never answer the handshake.
-    options = {"read_timeout": timeout, "write_timeout": timeout}
-    with Connection(url, connect_timeout=timeout, transport_options=options) as connection:
+    with _probing(url, timeout) as connection:
         try:
             connection.ensure_connection(max_retries=0, timeout=timeout)
         except Exception:
             return False
         return True
+
+
+class Liveness:
+    """Whether the broker answers now, asked on one connection kept open between the questions: a
+    process that asks every few seconds does not have the broker open and close a connection each
+    time. A kept connection the broker has dropped meanwhile (say it restarted) is replaced at once."""
+
+    def __init__(self, url: str, timeout: float = 1.0):
+        self.url = url
+        self.timeout = timeout
+        self._connection: Connection | None = None
+        self._pid: int | None = None
+
+    def answers(self) -> bool:
+        """Not thread-safe: the caller takes turns."""
+        if self.url.startswith("memory://"):
+            return True
+        if self._pid != os.getpid():  # forked: the connection is the parent's
+            self._connection, self._pid = None, os.getpid()
+        for fresh in (False, True) if self._connection is not None else (True,):
+            try:
+                if fresh:
+                    self._connection = _probing(self.url, self.timeout)
+                    self._connection.ensure_connection(max_retries=0, timeout=self.timeout)
+                self._connection.default_channel.basic_qos(0, 0, False)  # a round trip
+                return True
+            except Exception:
+                self.close()
+        return False
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # it may be broken already: that is why it goes
+                connection.release()
+
+
+def _probing(url: str, timeout: float) -> Connection:
+    # Read and write timeouts too: a broker that is shutting down may accept the TCP connection and
+    # then never answer the handshake.
+    options = {"read_timeout": timeout, "write_timeout": timeout, "max_retries": 0}
+    return Connection(url, connect_timeout=timeout, transport_options=options)
