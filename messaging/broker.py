@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 
 from kombu import Connection
 
@@ -115,36 +116,42 @@ def is_reachable(url: str, timeout: float = 2.0) -> bool:
 class Liveness:
     """Whether the broker answers now, asked on one connection kept open between the questions: a
     process that asks every few seconds does not have the broker open and close a connection each
-    time. A kept connection the broker has dropped meanwhile (say it restarted) is replaced at once."""
+    time. A kept connection the broker has dropped meanwhile (say it restarted) is replaced at once.
+    It is closed by close(), or when this object goes."""
 
     def __init__(self, url: str, timeout: float = 1.0):
         self.url = url
         self.timeout = timeout
-        self._connection: Connection | None = None
+        self._kept: list[Connection] = []  # the kept connection, if any
         self._pid: int | None = None
+        weakref.finalize(self, _release, self._kept)
 
     def answers(self) -> bool:
         """Not thread-safe: the caller takes turns."""
         if self.url.startswith("memory://"):
             return True
         if self._pid != os.getpid():  # forked: the connection is the parent's
-            self._connection, self._pid = None, os.getpid()
-        for fresh in (False, True) if self._connection is not None else (True,):
+            self._kept.clear()
+            self._pid = os.getpid()
+        for fresh in (False, True) if self._kept else (True,):
             try:
                 if fresh:
-                    self._connection = _probing(self.url, self.timeout)
-                    self._connection.ensure_connection(max_retries=0, timeout=self.timeout)
-                self._connection.default_channel.basic_qos(0, 0, False)  # a round trip
+                    self._kept.append(_probing(self.url, self.timeout))
+                    self._kept[0].ensure_connection(max_retries=0, timeout=self.timeout)
+                self._kept[0].default_channel.basic_qos(0, 0, False)  # a round trip
                 return True
             except Exception:
                 self.close()
         return False
 
     def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):  # it may be broken already: that is why it goes
-                connection.release()
+        _release(self._kept)
+
+
+def _release(kept: list[Connection]) -> None:
+    while kept:
+        with contextlib.suppress(Exception):  # it may be broken already: that is why it goes
+            kept.pop().release()
 
 
 def _probing(url: str, timeout: float) -> Connection:

@@ -15,9 +15,9 @@ def test_the_broker_is_asked_on_one_kept_connection():
     liveness = broker.Liveness(rabbitmq_url())
     try:
         assert liveness.answers()
-        kept = liveness._connection
+        [kept] = liveness._kept
         assert liveness.answers() and liveness.answers()
-        assert liveness._connection is kept
+        assert liveness._kept == [kept]
     finally:
         liveness.close()
 
@@ -26,10 +26,10 @@ def test_a_kept_connection_the_broker_dropped_is_replaced_in_the_same_question()
     liveness = broker.Liveness(rabbitmq_url())
     try:
         assert liveness.answers()
-        dropped = liveness._connection
+        [dropped] = liveness._kept
         dropped.connection.sock.close()  # as if the broker had restarted meanwhile
         assert liveness.answers()
-        assert liveness._connection is not dropped
+        assert liveness._kept and liveness._kept[0] is not dropped
     finally:
         liveness.close()
 
@@ -42,3 +42,11 @@ def test_a_broker_nobody_listens_for_does_not_answer():
 
 def test_the_in_process_broker_always_answers():
     assert broker.Liveness("memory://").answers()
+
+
+def test_the_kept_connection_is_closed_when_its_asker_goes():
+    liveness = broker.Liveness(rabbitmq_url())
+    assert liveness.answers()
+    [kept] = liveness._kept
+    del liveness
+    assert not kept.connected
