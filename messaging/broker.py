@@ -102,15 +102,12 @@ def is_volatile(url: str) -> bool:
 
 
 def is_reachable(url: str, timeout: float = 2.0) -> bool:
-    """True if a connection to the broker can be opened now."""
-    if url.startswith("memory://"):
-        return True
-    with _probing(url, timeout) as connection:
-        try:
-            connection.ensure_connection(max_retries=0, timeout=timeout)
-        except Exception:
-            return False
-        return True
+    """True if the broker answers a connection opened now (and closed again)."""
+    liveness = Liveness(url, timeout)
+    try:
+        return liveness.answers()
+    finally:
+        liveness.close()
 
 
 class Liveness:
