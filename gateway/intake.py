@@ -20,6 +20,7 @@ from sqlalchemy import (
     exists,
     select,
     true,
+    update,
 )
 from sqlalchemy.orm import Session
 
@@ -98,8 +99,11 @@ def accept_task(
             remember_webhook_id(connection, client_id, webhook_id, task_uuid)
     digest = content_digest(task)
     # The place is taken first: its row lock then orders every accept of this customer, the
-    # new task's insert included. An idempotent replay leaves a gap in the places, which is harmless.
-    place = take_place(connection, client_id, task["customer_id"], upsert=task["type"] == "customer.upsert")
+    # new task's insert included. An idempotent replay leaves a gap in the places, which is
+    # harmless, but gives back the upsert's place it took: no task may wait for an upsert that
+    # routes nothing.
+    upsert = task["type"] == "customer.upsert"
+    place = take_place(connection, client_id, task["customer_id"], upsert=upsert)
     now = utcnow()
     row = {
         "task_uuid": task_uuid,
@@ -127,6 +131,8 @@ def accept_task(
     )
     if existing != digest:
         raise TaskConflict(task["task_id"])  # the caller's rollback forgets the webhook-id too
+    if upsert:
+        connection.execute(_GIVE_BACK_UPSERT, {"of_client": client_id, "of_customer": task["customer_id"]})
     return Acceptance(task_uuid, created=False)
 
 
@@ -236,6 +242,7 @@ def _take_place(dialect: str):
         customer_id=bindparam("customer_id"),
         last_seq=1,
         last_upsert_seq=case((upsert, 1), else_=0),
+        previous_upsert_seq=0,
     )
     following = customer_order.c.last_seq + 1
     return statement.on_conflict_do_update(
@@ -243,8 +250,21 @@ def _take_place(dialect: str):
         set_={
             "last_seq": following,
             "last_upsert_seq": case((upsert, following), else_=customer_order.c.last_upsert_seq),
+            "previous_upsert_seq": customer_order.c.last_upsert_seq,
         },
     ).returning(customer_order.c.last_seq, customer_order.c.last_upsert_seq)
+
+
+# An upsert whose place was just taken (the row lock is still held) turned out to be a replay:
+# the customer's last upsert is again the one before it.
+_GIVE_BACK_UPSERT = (
+    update(customer_order)
+    .where(
+        customer_order.c.client_id == bindparam("of_client"),
+        customer_order.c.customer_id == bindparam("of_customer"),
+    )
+    .values(last_upsert_seq=customer_order.c.previous_upsert_seq)
+)
 
 
 # The client's columns a request's signature was verified with.

@@ -65,8 +65,9 @@ tasks = Table(
 )
 
 # Per customer of a client: the place of the last task accepted (last_seq) and of the last
-# customer.upsert among them (last_upsert_seq). Taken and raised in each accept transaction, whose
-# row lock makes the places follow the order in which the tasks are accepted.
+# customer.upsert among them (last_upsert_seq), and what last_upsert_seq was before the last place
+# was taken (given back if that place's task turns out to be a replay). Taken and raised in each
+# accept transaction, whose row lock makes the places follow the order in which the tasks are accepted.
 customer_order = Table(
     "gateway_customer_order",
     metadata,
@@ -74,6 +75,7 @@ customer_order = Table(
     Column("customer_id", String(128), nullable=False),
     Column("last_seq", Integer, nullable=False),
     Column("last_upsert_seq", Integer, nullable=False),
+    Column("previous_upsert_seq", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("client_id", "customer_id"),
 )
 

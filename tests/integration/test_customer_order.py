@@ -69,6 +69,19 @@ def test_each_task_gets_its_place_in_its_customers_order(engine):
     assert places == {"T-1": 1, "S-1": 2, "T-2": 1, "T-3": 3, "S-2": 4}
 
 
+def test_a_replayed_upsert_leaves_the_last_upsert_as_it_was(engine):
+    # A client retrying an upsert it already sent must not make later tasks wait for a place no
+    # task was routed with: they would wait for the customer's copy until the timeout, and fail.
+    first, survey = upsert_task("T-1", customer_id="C-1"), survey_task("S-1", customer_id="C-1")
+    accept(engine, first)
+    accept(engine, upsert_task("T-2", customer_id="C-1", email="new@example.com"))
+    accept(engine, first)  # retried: nothing is routed, its place (3) stays a gap
+    assert accept(engine, survey).payload["order"] == {"seq": 4, "upserts": 2}
+    accept(engine, survey)  # retried too (5)
+    later = accept(engine, survey_task("S-2", customer_id="C-1"))
+    assert later.payload["order"] == {"seq": 6, "upserts": 2}
+
+
 def test_concurrent_accepts_of_one_customer_take_distinct_places(engine):
     def send(number):
         with Session(engine) as session, session.begin():

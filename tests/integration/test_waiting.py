@@ -1,8 +1,9 @@
-"""A task whose customer never arrives fails with unknown_customer after the wait timeout."""
+"""A task whose customer never arrives fails with unknown_customer after the wait timeout; one whose
+customer's upsert was retried waits for nothing."""
 
 import pytest
 
-from tests.factories import schedule_task
+from tests.factories import schedule_task, survey_task, upsert_task
 from tests.integration.conftest import CALLBACK_URL
 
 
@@ -25,3 +26,12 @@ def test_a_parked_task_fails_after_the_timeout(client, callbacks):
         "failed",
     )
     assert result["result"] == {"reason": "unknown_customer"}
+
+
+def test_a_retried_upsert_holds_back_none_of_its_customers_later_tasks(client, callbacks):
+    callbacks.post(CALLBACK_URL, status=204)
+    client.submit(upsert_task("T-1", customer_id="C-7"))
+    assert client.submit(upsert_task("T-1", customer_id="C-7")).status_code == 200  # a retry
+    client.submit(survey_task("S-1", customer_id="C-7"))
+    task = client.wait_for_results("S-1", 1)
+    assert client.outcome("S-1")[0] == "survey.assigned", task
