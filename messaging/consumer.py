@@ -8,6 +8,9 @@ batch handler go to it at once); if the batch fails, its messages are handled on
 A consumer of the same process and database (messaging.nearby) may handle the messages a
 transaction causes in that transaction (not on a retry: were its part what fails, the message's
 own effects still commit); a message marked as handled by this consumer's queue is only acked.
+Likewise a parked task that a message resumes (Envelope.resumed) is handled at once, right after
+that message and before the messages taken after it, by this consumer (not on a retry either: it
+then travels as a message).
 
 A message type whose handler keeps its own record of the message ids it handled (a table keyed by
 them, written in the same transaction) is its own inbox: its messages get no inbox row.
@@ -224,10 +227,11 @@ class MessageWorker(ConsumerMixin):
                 # In order; a run of messages of one type with a batch handler goes to it at once.
                 for kind, run in itertools.groupby(handled, key=lambda item: item[0].type):
                     if kind in self.batch_handlers:
-                        caused += self.batch_handlers[kind](connection, [envelope for envelope, _ in run])
+                        together = self.batch_handlers[kind](connection, [envelope for envelope, _ in run])
+                        caused += self._resumed_here(connection, together)
                     else:
                         for envelope, handler in run:
-                            caused += handler(connection, envelope)
+                            caused += self._resumed_here(connection, handler(connection, envelope))
                 caused = self._handled_nearby(connection, caused, envelopes)
                 written = add_to_outbox(connection, self.outbox, caused)
                 committed = after_commit.registered(connection)
@@ -285,12 +289,26 @@ class MessageWorker(ConsumerMixin):
                     log.info("duplicate message ignored", extra=envelope.log_fields)
                     return False
                 caused = handler(connection, envelope)
+                if with_nearby:
+                    caused = self._resumed_here(connection, caused)
                 caused = self._handled_nearby(connection, caused, [envelope], with_nearby)
                 written = add_to_outbox(connection, self.outbox, caused)
                 committed = after_commit.registered(connection)
             self._after(committed, written)
             self._log_handled(envelope)
         return True
+
+    def _resumed_here(self, connection, caused: list[Envelope]) -> list[Envelope]:
+        """caused, with each parked task it resumes that this consumer handles decided here and
+        now, in order, and replaced by what that caused (a task resumed in turn included)."""
+        done = []
+        for envelope in caused:
+            handler = self.handlers.get(envelope.type) if envelope.resumed else None
+            if handler is None:
+                done.append(envelope)
+            else:
+                done += self._resumed_here(connection, handler(connection, envelope))
+        return done
 
     def _handled_nearby(
         self, connection, caused: list[Envelope], handled: list[Envelope], with_nearby: bool = True

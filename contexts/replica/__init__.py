@@ -4,8 +4,9 @@ Events are applied by their place in the customer's order (then version), so a l
 event never overwrites a newer one. A task is decided only on a copy that reflects every
 customer.upsert accepted before it: a task for a customer the context has not seen yet, or has
 seen only at an older place, is parked (the gateway shows it as `waiting`, with the reason) and
-sent again when the event it needs arrives; a sweeper fails it with `unknown_customer` or
-`customer_outdated` if that does not happen in time.
+resumed when the event it needs arrives (decided in the event's transaction, before any later task
+of its customer); a sweeper fails it with `unknown_customer` or `customer_outdated` if that does
+not happen in time.
 
 The same parking serves other waits of a context (park_until / resume): e.g. a cancel waiting
 for the task it cancels to be decided.

@@ -44,9 +44,10 @@ class CustomerEvents:
         """Apply the events to the replica, then resume the tasks parked for their customers.
 
         A resumed task is sent again (a new message, caused by the last of the events about its
-        customer) rather than handled in the events' transaction: each task then takes its own
-        locks in its own transaction, so resuming several cannot deadlock, and one that fails
-        cannot take the events down with it. A few statements, however many events there are.
+        customer), marked resumed: the consumer handling the events decides it in the same
+        transaction, before any later task of its customer (messaging.consumer); on a retry of the
+        events it travels as a message instead, so one that fails cannot take the events down with
+        it. A few statements, however many events there are.
         """
         last = {(event.client_id, event.payload["customer_id"]): event for event in events}
         serialize_on_many(session, [(self.context, "customer", *key) for key in last])

@@ -92,13 +92,14 @@ class Parking:
     def _unpark(
         self, session: Transaction, keys: Iterable[CustomerKey]
     ) -> list[tuple[CustomerKey, Envelope]]:
-        """Take the parked tasks of these customers, oldest first, each with its customer's key:
-        only those this transaction removed, so a task the sweeper is failing at the same moment is
-        not resumed too."""
+        """Take the parked tasks of these customers, in their customers' order (then oldest
+        first), each with its customer's key: only those this transaction removed, so a task the
+        sweeper is failing at the same moment is not resumed too."""
         keys = set(keys)
         rows = session.execute(self._unpark_statement, {**both_of(keys), "pairs": sorted(keys)}).all()
-        rows.sort(key=lambda row: row.parked_at)
-        return [((row.client_id, row.customer_id), Envelope.from_body(row.envelope)) for row in rows]
+        taken = [(row, Envelope.from_body(row.envelope)) for row in rows]
+        taken.sort(key=lambda taken: (vocabulary.customer_order(taken[1])[0], taken[0].parked_at))
+        return [((row.client_id, row.customer_id), task) for row, task in taken]
 
     # -- expiry --------------------------------------------------------------------------------
 
@@ -149,11 +150,12 @@ class Parking:
 
 def resumed_task(task: Envelope, cause: Envelope) -> Envelope:
     """A parked task sent again, as a new message caused by cause (in its own trace, which cause's
-    process span notes)."""
+    process span notes), marked resumed: the consumer that resumed it handles it in the same
+    transaction, before anything it took after cause, if it can (messaging.consumer)."""
     log.info("resuming parked task", extra=task.log_fields)
     tracer().note(
         cause,
         "taskgate.resumed",
         {"taskgate.task_id": task.task_id, "taskgate.task_uuid": str(task.task_uuid)},
     )
-    return dataclasses.replace(task, message_id=uuid7(), causation_id=cause.message_id)
+    return dataclasses.replace(task, message_id=uuid7(), causation_id=cause.message_id, resumed=True)

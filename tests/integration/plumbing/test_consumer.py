@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from contexts.customers import tables as customers_tables
+from contexts.replica.parking import resumed_task
 from messaging import topology
 from messaging.after_commit import after_commit
 from messaging.consumer import PermanentError
@@ -86,6 +87,63 @@ def test_when_the_nearby_consumer_fails_the_retry_commits_without_it(engine, con
     assert calls == [["customer.registered", "task.result"]]  # the first try only
     assert count(engine, customers_tables.customers) == 1  # the message's own effects committed
     assert [row["body"].get("handled_by") for row in offered] == [None, None]  # both take the broker
+
+
+def parking_handlers(decided: list[str], *, fail_resumed: int = 0):
+    """Handlers on the customers queue: an upsert is decided (its task-id noted), except "T-parked",
+    which waits until a customer.erase resumes it; resumed, it fails the first fail_resumed times."""
+    parked: list[Envelope] = []
+
+    def upsert_handler(session, task):
+        if task.task_id == "T-parked" and not task.resumed:
+            parked.append(task)
+            return []
+        if task.resumed and fail_resumed and decided.count("failed") < fail_resumed:
+            decided.append("failed")
+            raise RuntimeError("the resumed task fails")
+        decided.append(task.task_id)
+        return [task.caused("customer.registered", {"customer_id": "C-1"})]
+
+    def erase_handler(session, event):
+        return [resumed_task(task, event) for task in parked]
+
+    return {"customer.upsert": upsert_handler, "customer.erase": erase_handler}
+
+
+@pytest.mark.parametrize("batch_size", [50, 1], ids=["together", "one-by-one"])
+def test_a_resumed_task_is_decided_right_after_what_resumed_it(engine, connection, broker_url, batch_size):
+    """A parked task that a message resumes is decided in that message's transaction, before the
+    messages taken after it (a later task of its customer must not overtake it), and is not sent
+    again."""
+    decided: list[str] = []
+    waits = upsert("T-parked")
+    erase = Envelope("customer.erase", "T-erase", waits.task_uuid, "acme", {"customer_id": "C-1"})
+    for message in (waits, erase, upsert("T-later")):
+        publish_raw(connection, message, routing_key="customer.upsert")  # all to the customers queue
+    offered = []
+    handlers = parking_handlers(decided)
+    with RunningWorker(broker_url, engine, handlers=handlers, publish=offered.extend, batch_size=batch_size):
+        wait_for(lambda: len(decided) == 2, message="both upserts decided")
+        wait_for(lambda: queue_is_drained(connection), message="every message acked")
+    assert decided == ["T-parked", "T-later"]
+    assert [row["body"]["type"] for row in offered] == ["customer.registered", "customer.registered"]
+
+
+def test_a_resumed_task_that_fails_in_place_travels_as_a_message_on_the_retry(engine, connection, broker_url):
+    decided: list[str] = []
+    waits = upsert("T-parked")
+    erase = Envelope("customer.erase", "T-erase", waits.task_uuid, "acme", {"customer_id": "C-1"})
+    offered = []
+    handlers = parking_handlers(decided, fail_resumed=1)
+    with RunningWorker(broker_url, engine, handlers=handlers, publish=offered.extend, batch_size=1):
+        publish_raw(connection, waits, routing_key="customer.upsert")
+        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 1, message="the task parked")
+        publish_raw(connection, erase, routing_key="customer.upsert")
+        wait_for(lambda: offered, message="the resumed task sent again")
+    assert decided == ["failed"]  # tried in place once; the retry committed the erase without it
+    [row] = offered
+    assert (row["body"]["type"], row["body"]["task_id"]) == ("customer.upsert", "T-parked")
+    assert row["body"]["causation_id"] == str(erase.message_id)
 
 
 def test_a_message_handled_by_its_queue_where_it_was_written_is_only_acked(engine, connection, broker_url):
