@@ -8,7 +8,7 @@ batch handler go to it at once); if the batch fails, its messages are handled on
 A consumer of the same process and database (messaging.nearby) may handle the messages a
 transaction causes in that transaction (not on a retry: were its part what fails, the message's
 own effects still commit); a message marked as handled by this consumer's queue is only acked.
-Likewise a parked task that a message resumes (Envelope.resumed) is handled at once, right after
+Likewise a parked task that a message resumes (Envelope.resumed_from) is handled at once, right after
 that message and before the messages taken after it, by this consumer (not on a retry either: it
 then travels as a message).
 
@@ -18,6 +18,7 @@ them, written in the same transaction) is its own inbox: its messages get no inb
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -303,11 +304,12 @@ class MessageWorker(ConsumerMixin):
         now, in order, and replaced by what that caused (a task resumed in turn included)."""
         done = []
         for envelope in caused:
-            handler = self.handlers.get(envelope.type) if envelope.resumed else None
+            handler = self.handlers.get(envelope.type) if envelope.resumed_from else None
             if handler is None:
                 done.append(envelope)
             else:
-                done += self._resumed_here(connection, handler(connection, envelope))
+                parked = dataclasses.replace(envelope, message_id=envelope.resumed_from, resumed_from=None)
+                done += self._resumed_here(connection, handler(connection, parked))
         return done
 
     def _handled_nearby(

@@ -33,9 +33,10 @@ class Envelope:
     # The queues whose consumer already handled the message, in the transaction that wrote it
     # (MessageWorker's nearby consumer): they take it from the broker only to ack it.
     handled_by: tuple[str, ...] = ()
-    # A parked task sent again: the consumer of its context that resumed it handles it at once, in
-    # the same transaction (MessageWorker); it travels as a new message only otherwise. Not sent.
-    resumed: bool = dataclasses.field(default=False, compare=False)
+    # A parked task sent again: the id of the message it was parked as. The consumer of its context
+    # that resumed it handles it at once, in the same transaction and under that id (what it causes
+    # then names a message that was published); it travels as this new message only otherwise. Not sent.
+    resumed_from: uuid.UUID | None = dataclasses.field(default=None, compare=False)
 
     def caused(self, type: str, payload: dict[str, Any]) -> Envelope:
         """A new message about the same task, caused by this one."""

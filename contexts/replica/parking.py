@@ -150,12 +150,15 @@ class Parking:
 
 def resumed_task(task: Envelope, cause: Envelope) -> Envelope:
     """A parked task sent again, as a new message caused by cause (in its own trace, which cause's
-    process span notes), marked resumed: the consumer that resumed it handles it in the same
-    transaction, before anything it took after cause, if it can (messaging.consumer)."""
+    process span notes), marked as resumed from task: the consumer that resumed it handles it in
+    the same transaction, as task, before anything it took after cause, if it can
+    (messaging.consumer)."""
     log.info("resuming parked task", extra=task.log_fields)
     tracer().note(
         cause,
         "taskgate.resumed",
         {"taskgate.task_id": task.task_id, "taskgate.task_uuid": str(task.task_uuid)},
     )
-    return dataclasses.replace(task, message_id=uuid7(), causation_id=cause.message_id, resumed=True)
+    return dataclasses.replace(
+        task, message_id=uuid7(), causation_id=cause.message_id, resumed_from=task.message_id
+    )

@@ -95,10 +95,10 @@ def parking_handlers(decided: list[str], *, fail_resumed: int = 0):
     parked: list[Envelope] = []
 
     def upsert_handler(session, task):
-        if task.task_id == "T-parked" and not task.resumed:
+        if task.task_id == "T-parked" and not parked:
             parked.append(task)
             return []
-        if task.resumed and fail_resumed and decided.count("failed") < fail_resumed:
+        if task.task_id == "T-parked" and decided.count("failed") < fail_resumed:
             decided.append("failed")
             raise RuntimeError("the resumed task fails")
         decided.append(task.task_id)
@@ -127,6 +127,8 @@ def test_a_resumed_task_is_decided_right_after_what_resumed_it(engine, connectio
         wait_for(lambda: queue_is_drained(connection), message="every message acked")
     assert decided == ["T-parked", "T-later"]
     assert [row["body"]["type"] for row in offered] == ["customer.registered", "customer.registered"]
+    # Decided as the message it was parked as: what it caused names a message that was published.
+    assert offered[0]["body"]["causation_id"] == str(waits.message_id)
 
 
 def test_a_resumed_task_that_fails_in_place_travels_as_a_message_on_the_retry(engine, connection, broker_url):
