@@ -9,6 +9,7 @@ import threading
 from sqlalchemy import (
     Engine,
     event,
+    exc,
 )
 
 SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for the write lock
@@ -79,7 +80,10 @@ class _WriterLock:
 
     def acquire(self, connection) -> None:
         if not self._lock.acquire(timeout=self.timeout):
-            raise sqlite3.OperationalError("database is locked")
+            # As SQLAlchemy would have wrapped SQLite's own: callers tell an unavailable database
+            # by it (messaging.db.is_unavailable), e.g. the webhook's 503.
+            locked = sqlite3.OperationalError("database is locked")
+            raise exc.OperationalError("BEGIN IMMEDIATE", None, locked)
         self._holder = _identity(connection)
 
     def release(self, connection) -> None:

@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from gateway import create_app
 from gateway.tables import outbox, tasks
+from messaging.db.sqlite import _writer_lock
+from tests.backends import sqlite_url
 from tests.conftest import make_settings
 from tests.factories import register_client, signed, upsert_task
 
@@ -200,3 +202,28 @@ def test_a_signature_is_checked_against_the_timestamp_as_sent(client, secret):
 
 def test_a_client_id_outside_the_contract_is_401_without_a_query(client, secret):
     assert_problem(post(client, secret, upsert_task(), url="/v1/clients/a%00b/tasks"), 401)
+
+
+def test_a_database_locked_longer_than_the_writers_wait_is_a_503(tmp_path, monkeypatch):
+    app = create_app(make_settings(sqlite_url(tmp_path)))  # SQLite's single writer
+    engine = app.extensions["taskgate"].engine
+    secret = register_client(engine)["signing_secret"]
+    monkeypatch.setattr(_writer_lock(str(engine.url)), "timeout", 0.2)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold_the_write_lock():
+        with engine.begin():  # BEGIN IMMEDIATE: this process's writer, until done
+            holding.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        response = post(app.test_client(), secret, upsert_task())
+    finally:
+        done.set()
+        holder.join(10)
+        engine.dispose()
+    assert_problem(response, 503)
+    assert response.headers["Retry-After"]
