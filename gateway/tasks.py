@@ -87,7 +87,7 @@ def get_tasks(client_id: str):
     if status is not None and status not in TASK_STATUSES:
         raise Problem(422, "invalid query", errors={"status": [f"must be one of {', '.join(TASK_STATUSES)}"]})
     try:
-        limit = int(request.args.get("limit", 50))
+        limit = int(request.args.get("limit") or 50)  # left empty (`?limit=`): the default
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError
     except ValueError:

@@ -110,6 +110,13 @@ def test_the_list_filters_by_status(engine, client, token):
     )
 
 
+def test_parameters_left_empty_as_the_contract_writes_them_are_the_defaults(engine, client, token):
+    accept(engine, "acme", "T-1")
+    page = client.get("/v1/clients/acme/tasks?status=&limit=&cursor=", headers=bearer(token))
+    assert page.status_code == 200
+    assert [item["task_id"] for item in page.get_json()["items"]] == ["T-1"]
+
+
 @pytest.mark.parametrize(
     ("query", "field", "status"),
     [("status=done", "status", 422), ("limit=0", "limit", 422), ("cursor=%%%", "cursor", 400)],
