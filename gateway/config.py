@@ -35,8 +35,8 @@ class Settings:
     # Optional: how many tasks a client may send, e.g. "100/second" (limits' notation); off if None.
     client_rate_limit: str | None = None
     # Failed authentication (bad signature, API token, operator token) allowed before 429.
-    auth_failures_per_source: str = "20/minute"
-    auth_failures_per_client: str = "60/minute"
+    auth_failures_per_source: str = "120/minute"
+    auth_failures_per_client: str = "300/minute"
     # Reverse proxies in front of the HTTP side whose X-Forwarded-For/-Proto are trusted (0: none),
     # so that the throttles see each client's own address and the console knows HTTPS.
     proxy_hops: int = 0
