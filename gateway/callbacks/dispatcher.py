@@ -17,6 +17,7 @@ from gateway.callbacks.attempts import AttemptRecorder
 from gateway.callbacks.lease import (
     CHUNK_SIZE,
     DUE_WINDOW,
+    GIVE_BACK,
     LEASE_MARGIN_SECONDS,
     LEASE_SLACK_SECONDS,
     due_query,
@@ -95,30 +96,53 @@ class CallbackDispatcher:
             elif chunk is None and room > 0 and in_flight[row.client_id] < self.per_client:
                 chunks[row.client_id] = [row]
                 room -= 1
-        if chunks:
-            after_commit(connection, lambda: self._hand_over(list(chunks.values())))
         until = utcnow() + self.lease
+        if chunks:
+            after_commit(connection, lambda: self._hand_over(list(chunks.values()), until))
         taken = {row.result_id: until for chunk in chunks.values() for row in chunk}
         if len(taken) < recorded:
             after_commit(connection, self.wakeup.notify)
         return taken
 
-    def _hand_over(self, chunks: list[list]) -> None:
-        """Attempt chunks offered in a transaction that has committed. Were the dispatcher stopped
-        meanwhile, they go out after their lease, from whichever dispatcher leases them then."""
+    def _hand_over(self, chunks: list[list], until) -> None:
+        """Attempt chunks offered in a transaction that has committed (leased until until), those
+        that still fit the caps: the lease loop may have taken the client's (or the pool's) last
+        places since the offer looked. The others are given back to the table, due at once, for the
+        lease loop to take when there is room. Were the dispatcher stopped meanwhile, they go out
+        after their lease, from whichever dispatcher leases them then."""
         leased_at = time.monotonic()
+        fitting, left = [], []
         with self._lock:
             if self._running is None:
                 return
             pool, stop = self._running
             for chunk in chunks:
-                self._in_flight[chunk[0].client_id] += 1
-        for chunk in chunks:
+                client_id = chunk[0].client_id
+                room = self._in_flight.total() < self.concurrency
+                if room and self._in_flight[client_id] < self.per_client:
+                    self._in_flight[client_id] += 1
+                    fitting.append(chunk)
+                else:
+                    left.append(chunk)
+        for chunk in fitting:
             try:
                 pool.submit(self._attempt_and_release, chunk, leased_at, stop)
             except RuntimeError:  # the pool is shutting down: the lease runs out, someone retries
                 with self._lock:
                     self._in_flight[chunk[0].client_id] -= 1
+        if left:
+            self._give_back([row.result_id for chunk in left for row in chunk], until)
+
+    def _give_back(self, result_ids: list, until) -> None:
+        """End this process's lease (until) of deliveries it will not attempt now."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(GIVE_BACK, {"leased": result_ids, "until": until, "now": utcnow()})
+        except Exception:  # their lease runs out instead, and they go out a little later
+            log.exception("giving back %d leased deliveries failed", len(result_ids))
+        with self._lock:
+            self._waiting = True
+        self.wakeup.notify()
 
     def run(self, stop: threading.Event) -> None:
         """Lease and attempt due deliveries until stop; in-flight attempts (no more) finish before it

@@ -129,6 +129,18 @@ TAKE = (
 )
 
 
+# End a lease this process holds (until) on deliveries it will not attempt after all: due now.
+GIVE_BACK = (
+    update(deliveries)
+    .where(
+        deliveries.c.result_id.in_(bindparam("leased", expanding=True)),
+        deliveries.c.status == "pending",
+        deliveries.c.next_attempt_at == bindparam("until"),
+    )
+    .values(next_attempt_at=bindparam("now"))
+)
+
+
 def take(
     connection, due: list, in_flight: Counter, per_client: int, room: int, chunk_size: int, wanted: dict
 ) -> tuple[list[list], int]:

@@ -3,7 +3,9 @@ one look at what is due, wake-ups, and the attempt records (SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,10 +14,16 @@ from sqlalchemy.orm import Session
 
 from gateway.callbacks import CallbackDispatcher
 from gateway.callbacks.lease import CHUNK_SIZE
+from gateway.config import DEFAULT_NAMESPACE
+from gateway.identity import task_uuid
+from gateway.intake import accept_task
+from gateway.results import record_result
 from gateway.tables import deliveries, delivery_attempts
+from messaging import after_commit, vocabulary
 from messaging.db import make_engine, utcnow
+from messaging.envelope import Envelope
 from messaging.wakeup import Wakeup
-from tests.factories import register_client
+from tests.factories import register_client, upsert_task
 from tests.integration.delivery_support import delivery, results_for
 from tests.receiver import Receiver
 
@@ -43,6 +51,44 @@ def test_one_lease_hands_a_thread_a_chunk_of_one_clients_deliveries(engine):
         leased = session.scalars(select(deliveries.c.next_attempt_at)).all()
     assert len(set(leased)) == 1 and leased[0] > chunks[0][0].received_at  # leased, all alike
     assert dispatcher._lease_due(room=4) == []  # every client is at its share; nothing is due anyway
+
+
+class Submitted(list):
+    """A stand-in for the dispatcher's pool: what it would have attempted."""
+
+    def submit(self, function, chunk, *arguments):
+        self.append(chunk)
+
+
+def test_a_fresh_delivery_offered_as_the_lease_loop_fills_its_clients_places_is_given_back(engine):
+    """The offer looks at the client's places inside the recording transaction; by its commit the
+    lease loop may have taken them. The hand-over then keeps the client within its share and
+    gives the delivery back, due at once, instead of attempting one too many."""
+    register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+    for number in range(2):  # two deliveries due (retries coming due, say)
+        results_for(engine, "acme", f"T-{number}")
+    dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), per_client=2)
+    pool = Submitted()
+    dispatcher._running = (pool, threading.Event())  # as run() sets it
+    identity = task_uuid(DEFAULT_NAMESPACE, "acme", "T-new")
+    with Session(engine) as session, session.begin():
+        accept_task(session, "acme", identity, upsert_task("T-new"))
+    cause = Envelope("customer.upsert", "T-new", identity, "acme", {})
+    fresh = vocabulary.result(cause, context="customers", outcome="customer.registered", status="succeeded")
+    with engine.begin() as connection:  # a context's transaction records it, offered at once
+        after_commit.begin(connection)
+        record_result(connection, fresh, offer=dispatcher.offer)
+        committed = after_commit.registered(connection)
+    for chunk in dispatcher._lease_due():  # meanwhile the lease loop takes acme's two places
+        pool.submit(None, chunk)
+    for callback in committed:  # then the recording thread hands the offer over
+        callback()
+    result_id = uuid.UUID(fresh.payload["result_id"])
+    assert dispatcher._in_flight["acme"] == 2
+    assert len(pool) == 2 and result_id not in {row.result_id for chunk in pool for row in chunk}
+    given_back = delivery(engine, result_id)
+    assert (given_back.status, given_back.attempts) == ("pending", 0)
+    assert given_back.next_attempt_at <= utcnow()  # due again, for the lease loop when there is room
 
 
 def test_a_chunk_stops_at_a_failure_to_record_and_leaves_the_rest_leased(engine, monkeypatch):
