@@ -8,9 +8,9 @@ batch handler go to it at once); if the batch fails, its messages are handled on
 A consumer of the same process and database (messaging.nearby) may handle the messages a
 transaction causes in that transaction (not on a retry: were its part what fails, the message's
 own effects still commit); a message marked as handled by this consumer's queue is only acked.
-Likewise a parked task that a message resumes (Envelope.resumed_from) is handled at once, right after
-that message and before the messages taken after it, by this consumer (not on a retry either: it
-then travels as a message).
+Likewise a parked task that a handler resumes is decided at once, in the handler's transaction,
+before anything handled after it (messaging.resuming; not on a retry either: it then travels as a
+message).
 
 A message type whose handler keeps its own record of the message ids it handled (a table keyed by
 them, written in the same transaction) is its own inbox: its messages get no inbox row.
@@ -19,6 +19,7 @@ them, written in the same transaction) is its own inbox: its messages get no inb
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import threading
@@ -29,7 +30,7 @@ from kombu import Connection, Queue
 from kombu.mixins import ConsumerMixin
 from sqlalchemy import Engine, Table
 
-from messaging import after_commit
+from messaging import after_commit, resuming
 from messaging.db import Transaction, is_unavailable
 from messaging.dead_letters import send_to_dead_letters
 from messaging.envelope import Envelope, InvalidEnvelope
@@ -214,7 +215,10 @@ class MessageWorker(ConsumerMixin):
     def _handle_together(self, batch) -> None:
         envelopes = [envelope for envelope, _, _ in batch]
         with tracer().processing(envelopes, self.queue.name):
-            with self.engine.begin() as connection:
+            with (
+                self.engine.begin() as connection,
+                resuming.deciding(functools.partial(self._decide, connection)),
+            ):
                 after_commit.begin(connection)
                 messages = [(envelope.message_id, envelope.type) for envelope in envelopes]
                 firsts = first_deliveries(connection, self.inbox, messages, self.own_inbox)
@@ -228,11 +232,10 @@ class MessageWorker(ConsumerMixin):
                 # In order; a run of messages of one type with a batch handler goes to it at once.
                 for kind, run in itertools.groupby(handled, key=lambda item: item[0].type):
                     if kind in self.batch_handlers:
-                        together = self.batch_handlers[kind](connection, [envelope for envelope, _ in run])
-                        caused += self._resumed_here(connection, together)
+                        caused += self.batch_handlers[kind](connection, [envelope for envelope, _ in run])
                     else:
                         for envelope, handler in run:
-                            caused += self._resumed_here(connection, handler(connection, envelope))
+                            caused += handler(connection, envelope)
                 caused = self._handled_nearby(connection, caused, envelopes)
                 written = add_to_outbox(connection, self.outbox, caused)
                 committed = after_commit.registered(connection)
@@ -289,9 +292,8 @@ class MessageWorker(ConsumerMixin):
                 ):
                     log.info("duplicate message ignored", extra=envelope.log_fields)
                     return False
-                caused = handler(connection, envelope)
-                if with_nearby:
-                    caused = self._resumed_here(connection, caused)
+                with resuming.deciding(functools.partial(self._decide, connection) if with_nearby else None):
+                    caused = handler(connection, envelope)
                 caused = self._handled_nearby(connection, caused, [envelope], with_nearby)
                 written = add_to_outbox(connection, self.outbox, caused)
                 committed = after_commit.registered(connection)
@@ -299,18 +301,22 @@ class MessageWorker(ConsumerMixin):
             self._log_handled(envelope)
         return True
 
-    def _resumed_here(self, connection, caused: list[Envelope]) -> list[Envelope]:
-        """caused, with each parked task it resumes that this consumer handles decided here and
-        now, in order, and replaced by what that caused (a task resumed in turn included)."""
-        done = []
-        for envelope in caused:
-            handler = self.handlers.get(envelope.type) if envelope.resumed_from else None
-            if handler is None:
-                done.append(envelope)
-            else:
-                parked = dataclasses.replace(envelope, message_id=envelope.resumed_from, resumed_from=None)
-                done += self._resumed_here(connection, handler(connection, parked))
-        return done
+    def _decide(self, connection, resumed: list[Envelope]) -> list[Envelope]:
+        """Parked tasks a handler has just resumed in connection's transaction, decided here and
+        now, in order, each as the message it was parked as (what it causes then names a message
+        that was published) in a process span of its own trace: what they caused. One this
+        consumer has no handler for is sent instead."""
+        caused = []
+        for envelope in resumed:
+            handler = self.handlers.get(envelope.type)
+            if handler is None or envelope.resumed_from is None:
+                caused.append(envelope)
+                continue
+            parked = dataclasses.replace(envelope, message_id=envelope.resumed_from, resumed_from=None)
+            with tracer().processing([parked], self.queue.name):
+                caused += continued(handler(connection, parked), [parked])
+            after_commit.after_commit(connection, functools.partial(self._log_handled, parked))
+        return caused
 
     def _handled_nearby(
         self, connection, caused: list[Envelope], handled: list[Envelope], with_nearby: bool = True

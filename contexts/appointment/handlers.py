@@ -64,19 +64,22 @@ def make_schedule(limits: model.Limits) -> tuple[CustomerTaskHandler, CustomerBa
 
     def schedule_appointments(session: Transaction, ready: list[tuple[Envelope, Customer]]) -> list[Envelope]:
         """appointment.schedule for a batch, in order, with the effects of one task at a time.
-        Each decision resumes the cancels that wait for it."""
+        Each decision resumes the cancels that wait for it, before the next task is decided (a
+        cancel the client sent before a later schedule frees the hour for it)."""
         tasks = [task for task, _ in ready]
         _lock_resources(session, tasks)
         serialize_on_many(session, [_decision_key(task.client_id, task.task_id) for task in tasks])
-        caused = [message for task, customer in ready for message in book(session, task, customer)]
-        decided = {(task.client_id, task.task_id): task for task in tasks}
+        decided = sorted({(task.client_id, task.task_id) for task in tasks})
         insert_many_ignoring_duplicates(
             session,
             decided_schedules,
-            [{"client_id": c, "task_id": t, "decided_at": utcnow()} for c, t in sorted(decided)],
+            [{"client_id": c, "task_id": t, "decided_at": utcnow()} for c, t in decided],
         )
-        waiting = {(client_id, _waiting_for(task_id)): task for (client_id, task_id), task in decided.items()}
-        return caused + replica.resume(session, waiting)
+        caused = []
+        for task, customer in ready:
+            caused += book(session, task, customer)
+            caused += replica.resume(session, {(task.client_id, _waiting_for(task.task_id)): task})
+        return caused
 
     def book(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
         existing = _appointment_of(session, task.client_id, task.task_id)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from sqlalchemy import Table, and_, delete, or_
 
 from contexts.replica.parking import CustomerKey, resumed_task
-from messaging import vocabulary
+from messaging import resuming, vocabulary
 from messaging.after_commit import after_commit
 from messaging.consumer import BatchHandler, Handler
 from messaging.db import Transaction, backend, serialize_on_many, utcnow
@@ -43,20 +43,17 @@ class CustomerEvents:
     def when_customers_changed(self, session: Transaction, events: list[Envelope]) -> list[Envelope]:
         """Apply the events to the replica, then resume the tasks parked for their customers.
 
-        A resumed task is sent again (a new message, caused by the last of the events about its
-        customer), marked resumed: the consumer handling the events decides it in the same
-        transaction, before any later task of its customer (messaging.consumer); on a retry of the
-        events it travels as a message instead, so one that fails cannot take the events down with
-        it. A few statements, however many events there are.
+        A resumed task (caused by the last of the events about its customer) is decided in the
+        same transaction, before any later task of its customer, where a consumer decides it
+        (messaging.resuming); on a retry of the events it travels as a message instead, so one that
+        fails cannot take the events down with it. A few statements, however many events there are.
         """
         last = {(event.client_id, event.payload["customer_id"]): event for event in events}
         serialize_on_many(session, [(self.context, "customer", *key) for key in last])
         written = self.apply_many(session, events)
         after_commit(session, lambda: self._report(events, written))
-        resumed = []
-        for key, task in self._unpark(session, last):
-            resumed.append(resumed_task(task, last[key]))
-        return resumed
+        resumed = [resumed_task(task, last[key]) for key, task in self._unpark(session, last)]
+        return resuming.decided_here(resumed)
 
     def _report(self, events: list[Envelope], written: list[Envelope]) -> None:
         """Say what became of each event (their transaction has committed). Of two copies of one

@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from uuid6 import uuid7
 
-from messaging import vocabulary
+from messaging import resuming, vocabulary
 from messaging.db import (
     Transaction,
     backend,
@@ -77,17 +77,17 @@ class Parking:
 
     def resume(self, session: Transaction, causes: dict[tuple[str, str], Envelope]) -> list[Envelope]:
         """The tasks parked until what causes names ((client_id, waiting_for) -> the message it
-        happened by), oldest first, each sent again as caused by its message; one statement."""
+        happened by), oldest first, each resumed as caused by its message (decided here where a
+        consumer decides it: what it caused then, messaging.resuming); one statement."""
         if not causes:
             return []
         rows = session.execute(self._resume_statement, {**both_of(causes), "pairs": sorted(causes)}).all()
         rows.sort(key=lambda row: row.parked_at)
-        resumed = []
-        for row in rows:
-            resumed.append(
-                resumed_task(Envelope.from_body(row.envelope), causes[row.client_id, row.waiting_for])
-            )
-        return resumed
+        resumed = [
+            resumed_task(Envelope.from_body(row.envelope), causes[row.client_id, row.waiting_for])
+            for row in rows
+        ]
+        return resuming.decided_here(resumed)
 
     def _unpark(
         self, session: Transaction, keys: Iterable[CustomerKey]
@@ -150,9 +150,8 @@ class Parking:
 
 def resumed_task(task: Envelope, cause: Envelope) -> Envelope:
     """A parked task sent again, as a new message caused by cause (in its own trace, which cause's
-    process span notes), marked as resumed from task: the consumer that resumed it handles it in
-    the same transaction, as task, before anything it took after cause, if it can
-    (messaging.consumer)."""
+    process span notes), marked as resumed from task: where a consumer decides resumed tasks, it
+    is decided as task, at once (messaging.resuming)."""
     log.info("resuming parked task", extra=task.log_fields)
     tracer().note(
         cause,

@@ -4,12 +4,15 @@ import dataclasses
 import uuid
 
 import pytest
+from kombu import Connection
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contexts.appointment import handlers, model
+from contexts.appointment import worker as appointment_worker
 from contexts.appointment.tables import appointments, replica
 from messaging import vocabulary
+from messaging.consumer import MessageWorker
 from messaging.db import make_engine
 from messaging.envelope import Envelope
 
@@ -101,3 +104,46 @@ def test_a_batch_has_the_effects_of_one_by_one(engine):
     assert [d[2] for d in described if d[1] == "A-1" and d[0] == "task.result"] == [
         "appointment.scheduled"
     ] * 2
+
+
+def test_a_cancel_a_schedule_in_a_batch_resumes_is_decided_before_the_next_schedule(engine):
+    """Accepted for C-1 in this order: S-1, K (cancel of S-1), S-2 (the same hour, another
+    resource). K reached the context first and waits for S-1; S-1 and S-2 then arrive together:
+    K cancels S-1 before S-2 is decided, so S-2 gets the customer's hour."""
+    spec = appointment_worker.spec({})
+    worker = MessageWorker(
+        Connection("memory://"),
+        spec.queue,
+        spec.handlers,
+        engine,
+        inbox=spec.inbox,
+        outbox=spec.outbox,
+        own_inbox=spec.own_inbox,
+        batch_handlers=spec.batch_handlers,
+    )
+    written = []
+    worker.publish = written.extend
+    at = "2030-12-02T09:00:00+00:00"
+    cancel = Envelope(
+        "appointment.cancel",
+        "K",
+        uuid.uuid4(),
+        "acme",
+        {"customer_id": "C-1", "appointment_task_id": "S-1", "target_accepted": True},
+    )
+    for message in (customer_event("acme", "C-1"), cancel):
+        worker._handle_once(worker.handlers[message.type], message)  # K waits for S-1
+    together = [schedule("acme", "S-1", "C-1", "R-1", at), schedule("acme", "S-2", "C-1", "R-2", at)]
+    worker._handle_together([(message, worker.handlers[message.type], None) for message in together])
+    decided = [
+        Envelope.from_body(row["body"]) for row in written if row["body"]["type"] == vocabulary.TASK_RESULT
+    ]
+    assert [(result.task_id, result.payload["outcome"]) for result in decided] == [
+        ("S-1", "appointment.scheduled"),
+        ("K", "appointment.canceled"),
+        ("S-2", "appointment.scheduled"),
+    ]
+    with Session(engine) as session:
+        assert session.scalars(
+            select(appointments.c.task_id).where(appointments.c.status == "active")
+        ).all() == ["S-2"]

@@ -153,6 +153,9 @@ def test_a_parked_task_keeps_its_trace_and_notes_its_park_and_resume(
     assert "taskgate.parked" in events
     resumed_by = [span for span in spans if "taskgate.resumed" in span.events]
     assert resumed_by and all(span.trace_id != CLIENT_TRACE for span in resumed_by)  # the upsert's trace
+    # Decided where it was resumed, in a process span of its own trace that says the outcome.
+    outcomes = {span.attributes.get("taskgate.outcome") for span in trace if span.kind == "CONSUMER"}
+    assert "appointment.scheduled" in outcomes
     assert callback_attempts(trace) == [204]
 
 

@@ -13,6 +13,7 @@ from messaging.after_commit import after_commit
 from messaging.consumer import PermanentError
 from messaging.envelope import Envelope
 from messaging.nearby import Nearby
+from messaging.resuming import decided_here
 from tests.factories import wait_for
 from tests.integration.plumbing.support import (
     CUSTOMERS,
@@ -105,7 +106,7 @@ def parking_handlers(decided: list[str], *, fail_resumed: int = 0):
         return [task.caused("customer.registered", {"customer_id": "C-1"})]
 
     def erase_handler(session, event):
-        return [resumed_task(task, event) for task in parked]
+        return decided_here([resumed_task(task, event) for task in parked])
 
     return {"customer.upsert": upsert_handler, "customer.erase": erase_handler}
 
