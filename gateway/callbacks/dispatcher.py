@@ -111,19 +111,11 @@ class CallbackDispatcher:
         lease loop to take when there is room. Were the dispatcher stopped meanwhile, they go out
         after their lease, from whichever dispatcher leases them then."""
         leased_at = time.monotonic()
-        fitting, left = [], []
         with self._lock:
             if self._running is None:
                 return
             pool, stop = self._running
-            for chunk in chunks:
-                client_id = chunk[0].client_id
-                room = self._in_flight.total() < self.concurrency
-                if room and self._in_flight[client_id] < self.per_client:
-                    self._in_flight[client_id] += 1
-                    fitting.append(chunk)
-                else:
-                    left.append(chunk)
+            fitting, left = self._count_in(chunks)
         for chunk in fitting:
             try:
                 pool.submit(self._attempt_and_release, chunk, leased_at, stop)
@@ -132,6 +124,19 @@ class CallbackDispatcher:
                     self._in_flight[chunk[0].client_id] -= 1
         if left:
             self._give_back([row.result_id for chunk in left for row in chunk], until)
+
+    def _count_in(self, chunks: list[list]) -> tuple[list[list], list[list]]:
+        """Under self._lock: the chunks that fit the caps, counted in flight, and those that do not."""
+        fitting, left = [], []
+        for chunk in chunks:
+            client_id = chunk[0].client_id
+            room = self._in_flight.total() < self.concurrency
+            if room and self._in_flight[client_id] < self.per_client:
+                self._in_flight[client_id] += 1
+                fitting.append(chunk)
+            else:
+                left.append(chunk)
+        return fitting, left
 
     def _give_back(self, result_ids: list, until) -> None:
         """End this process's lease (until) of deliveries it will not attempt now."""
@@ -270,10 +275,12 @@ class CallbackDispatcher:
                 chunks += more
                 waiting = True
         with self._lock:
-            for chunk in chunks:
-                self._in_flight[chunk[0].client_id] += 1
+            # Counted again: an offer of this process may have taken places since the snapshot.
+            chunks, left = self._count_in(chunks)
             self._waiting = waiting
             missed = waiting and self._released != released
+        if left:
+            self._give_back([row.result_id for chunk in left for row in chunk], wanted["until"])
         if missed:  # a chunk ended meanwhile, before it could know it should wake us
             self.wakeup.notify()
         return chunks

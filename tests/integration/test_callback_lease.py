@@ -13,6 +13,7 @@ from sqlalchemy import event, func, make_url, select, text, update
 from sqlalchemy.orm import Session
 
 from gateway.callbacks import CallbackDispatcher
+from gateway.callbacks import dispatcher as dispatcher_module
 from gateway.callbacks.lease import CHUNK_SIZE
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
@@ -60,10 +61,10 @@ class Submitted(list):
         self.append(chunk)
 
 
-def test_a_fresh_delivery_offered_as_the_lease_loop_fills_its_clients_places_is_given_back(engine):
-    """The offer looks at the client's places inside the recording transaction; by its commit the
-    lease loop may have taken them. The hand-over then keeps the client within its share and
-    gives the delivery back, due at once, instead of attempting one too many."""
+def offered_while_two_are_due(engine):
+    """acme with two deliveries due, and a fresh result of acme being recorded and offered to a
+    running dispatcher (per client 2): the dispatcher, its pool, the offer's after-commit work
+    (the hand-over), and the fresh delivery's result_id."""
     register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
     for number in range(2):  # two deliveries due (retries coming due, say)
         results_for(engine, "acme", f"T-{number}")
@@ -79,16 +80,48 @@ def test_a_fresh_delivery_offered_as_the_lease_loop_fills_its_clients_places_is_
         after_commit.begin(connection)
         record_result(connection, fresh, offer=dispatcher.offer)
         committed = after_commit.registered(connection)
+    return dispatcher, pool, committed, uuid.UUID(fresh.payload["result_id"])
+
+
+def test_a_fresh_delivery_offered_as_the_lease_loop_fills_its_clients_places_is_given_back(engine):
+    """The offer looks at the client's places inside the recording transaction; by its commit the
+    lease loop may have taken them. The hand-over then keeps the client within its share and
+    gives the delivery back, due at once, instead of attempting one too many."""
+    dispatcher, pool, committed, result_id = offered_while_two_are_due(engine)
     for chunk in dispatcher._lease_due():  # meanwhile the lease loop takes acme's two places
         pool.submit(None, chunk)
     for callback in committed:  # then the recording thread hands the offer over
         callback()
-    result_id = uuid.UUID(fresh.payload["result_id"])
     assert dispatcher._in_flight["acme"] == 2
     assert len(pool) == 2 and result_id not in {row.result_id for chunk in pool for row in chunk}
     given_back = delivery(engine, result_id)
     assert (given_back.status, given_back.attempts) == ("pending", 0)
     assert given_back.next_attempt_at <= utcnow()  # due again, for the lease loop when there is room
+
+
+def test_a_lease_that_a_hand_over_overtakes_keeps_the_client_within_its_share(engine, monkeypatch):
+    """The other way round: the lease loop counts the client's places before its transaction, the
+    offer is handed over meanwhile; what the lease took beyond the share is given back."""
+    dispatcher, pool, committed, result_id = offered_while_two_are_due(engine)
+    take = dispatcher_module.take
+
+    def handed_over_meanwhile(*arguments):
+        for callback in committed:
+            callback()
+        return take(*arguments)
+
+    monkeypatch.setattr(dispatcher_module, "take", handed_over_meanwhile)
+    for chunk in dispatcher._lease_due():
+        pool.submit(None, chunk)
+    assert dispatcher._in_flight["acme"] == 2
+    assert result_id in {row.result_id for chunk in pool for row in chunk}  # the fresh one went
+    assert [delivery(engine, row.result_id).attempts for chunk in pool for row in chunk] == [0, 0]
+    assert sum(delivery(engine, r).next_attempt_at <= utcnow() for r in leased_rows(engine)) == 1
+
+
+def leased_rows(engine):
+    with Session(engine) as session:
+        return session.scalars(select(deliveries.c.result_id)).all()
 
 
 def test_a_chunk_stops_at_a_failure_to_record_and_leaves_the_rest_leased(engine, monkeypatch):
