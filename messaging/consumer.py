@@ -314,7 +314,11 @@ class MessageWorker(ConsumerMixin):
                 continue
             parked = dataclasses.replace(envelope, message_id=envelope.resumed_from, resumed_from=None)
             with tracer().processing([parked], self.queue.name):
-                caused += continued(handler(connection, parked), [parked])
+                try:
+                    caused += continued(handler(connection, parked), [parked])
+                except PermanentError as error:  # the task's, not the message's that resumed it: on
+                    # the retry the task travels, and its own delivery is dead-lettered
+                    raise RuntimeError(f"a resumed task cannot be handled: {error}") from error
             after_commit.after_commit(connection, functools.partial(self._log_handled, parked))
         return caused
 

@@ -90,7 +90,7 @@ def test_when_the_nearby_consumer_fails_the_retry_commits_without_it(engine, con
     assert [row["body"].get("handled_by") for row in offered] == [None, None]  # both take the broker
 
 
-def parking_handlers(decided: list[str], *, fail_resumed: int = 0):
+def parking_handlers(decided: list[str], *, fail_resumed: int = 0, failure=RuntimeError):
     """Handlers on the customers queue: an upsert is decided (its task-id noted), except "T-parked",
     which waits until a customer.erase resumes it; resumed, it fails the first fail_resumed times."""
     parked: list[Envelope] = []
@@ -101,7 +101,7 @@ def parking_handlers(decided: list[str], *, fail_resumed: int = 0):
             return []
         if task.task_id == "T-parked" and decided.count("failed") < fail_resumed:
             decided.append("failed")
-            raise RuntimeError("the resumed task fails")
+            raise failure("the resumed task fails")
         decided.append(task.task_id)
         return [task.caused("customer.registered", {"customer_id": "C-1"})]
 
@@ -132,12 +132,17 @@ def test_a_resumed_task_is_decided_right_after_what_resumed_it(engine, connectio
     assert offered[0]["body"]["causation_id"] == str(waits.message_id)
 
 
-def test_a_resumed_task_that_fails_in_place_travels_as_a_message_on_the_retry(engine, connection, broker_url):
+@pytest.mark.parametrize("failure", [RuntimeError, PermanentError])
+def test_a_resumed_task_that_fails_in_place_travels_as_a_message_on_the_retry(
+    engine, connection, broker_url, failure
+):
+    """Whatever the resumed task's handler raises, the message that resumed it commits on the
+    retry (a PermanentError is the task's, not that message's), and the task travels."""
     decided: list[str] = []
     waits = upsert("T-parked")
     erase = Envelope("customer.erase", "T-erase", waits.task_uuid, "acme", {"customer_id": "C-1"})
     offered = []
-    handlers = parking_handlers(decided, fail_resumed=1)
+    handlers = parking_handlers(decided, fail_resumed=1, failure=failure)
     with RunningWorker(broker_url, engine, handlers=handlers, publish=offered.extend, batch_size=1):
         publish_raw(connection, waits, routing_key="customer.upsert")
         wait_for(lambda: count(engine, CUSTOMERS.inbox) == 1, message="the task parked")
