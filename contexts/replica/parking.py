@@ -98,7 +98,7 @@ class Parking:
         keys = set(keys)
         rows = session.execute(self._unpark_statement, {**both_of(keys), "pairs": sorted(keys)}).all()
         taken = [(row, Envelope.from_body(row.envelope)) for row in rows]
-        taken.sort(key=lambda taken: (vocabulary.customer_order(taken[1])[0], taken[0].parked_at))
+        taken.sort(key=lambda pair: (vocabulary.customer_order(pair[1])[0], pair[0].parked_at))
         return [((row.client_id, row.customer_id), task) for row, task in taken]
 
     # -- expiry --------------------------------------------------------------------------------
