@@ -26,6 +26,14 @@ from messaging.tracing import tracer
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 
+# How long a 202 waits for the broker to confirm its task's messages. Waiting keeps the order of
+# acceptance on the broker, whichever webhook process accepted each task: a client that sends its
+# next task after this 202 has it published after this one. Past the wait (the broker failing or
+# blocking publishers), the task is still accepted, and published once the broker takes it; the
+# wait counts from the oldest offer the relay has not published, so a stuck relay delays the
+# first requests only.
+PUBLISH_WAIT_SECONDS = 5.0
+
 
 @bp.post("/v1/clients/<client_id>/tasks")
 def submit_task(client_id: str):
@@ -89,11 +97,18 @@ def _accept(state, client: Client, verify, task_uuid, task: dict, webhook_id: st
             client.client_id, task_uuid, task, webhook_id=webhook_id, sender=client
         )
         if acceptance.created:
-            state.publish(acceptance.messages)
+            _published(state, acceptance.messages)
         if acceptance.sender_current:
             return acceptance
         client, _ = _signed_by(state, client.client_id, verify, fresh=True)
     raise Problem(503, "the client's secrets keep changing; try again", headers=_retry_after(state))
+
+
+def _published(state, messages: list[dict]) -> None:
+    """Hand an accepted task's messages to this process's relay and wait until the broker has them."""
+    published = state.publish(messages)
+    if published is not None and not published.wait(PUBLISH_WAIT_SECONDS):
+        log.warning("a task's messages are not published yet; answering without waiting longer")
 
 
 def _authenticated(state, client_id: str, raw: bytes):

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable
 
+from messaging.outbox import Offered
 from messaging.relay import OutboxRelay
 
 
@@ -23,10 +24,11 @@ class BackgroundRelay:
         self._pid = None
         self._relay: OutboxRelay | None = None
 
-    def offer(self, rows: list[dict]) -> None:
+    def offer(self, rows: list[dict]) -> Offered | None:
+        """OutboxRelay.offer, in this process's relay."""
         if self._pid != os.getpid():
             self._start()
-        self._relay.offer(rows)
+        return self._relay.offer(rows)
 
     def _start(self) -> None:
         with self._lock:

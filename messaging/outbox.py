@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -31,12 +33,24 @@ from messaging.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 PERSISTENT = 2
 
+
+@dataclasses.dataclass(frozen=True)
+class Offered:
+    """Rows offered to a relay (OutboxRelay.offer): done once the broker has confirmed them."""
+
+    done: threading.Event
+    since: float  # time.monotonic() of the oldest offer the relay had not finished by then
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until done, but no longer than timeout after since: a relay that has been stuck that
+        long (a broker blocking its publishers, say) keeps nobody waiting any more."""
+        return self.done.wait(max(0.0, self.since + timeout - time.monotonic()))
+
+
 # Who publishes rows just committed to an outbox: OutboxRelay.offer, or nobody (the sweep will).
-Publish = Callable[[list[dict]], None]
+Publish = Callable[[list[dict]], Offered | None]
 
 
 def make_outbox_table(metadata: MetaData, owner: str) -> Table:

@@ -7,6 +7,7 @@ died after its commit, or runs no relay) are swept from the table once they are 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -31,7 +32,7 @@ from messaging import topology
 from messaging.broker import BatchConfirms
 from messaging.db import UtcDateTime, backend, utcnow
 from messaging.envelope import CONTENT_TYPE
-from messaging.outbox import PERSISTENT
+from messaging.outbox import PERSISTENT, Offered
 from messaging.tracing import tracer
 from messaging.wakeup import Wakeup
 
@@ -124,17 +125,23 @@ class OutboxRelay:
         self._forget = _forget_statement(table, keep=bool(keep_published))
         self._lock = threading.Lock()
         self._offered: list[dict] = []
+        self._offers: list[Offered] = []  # one per offer of the rows in _offered
+        self._publishing: Offered | None = None  # the oldest offer of those being published
         self._published: list = []  # message ids published whose rows are still to be deleted
         self._published_since: datetime | None = None  # when the first of them was published
         self._forget_at = float("inf")
 
-    def offer(self, rows: list[dict]) -> None:
+    def offer(self, rows: list[dict]) -> Offered | None:
         """Rows this process has just committed to the outbox (see add_to_outbox): publish them."""
         if not rows:
-            return
+            return None
+        offered = Offered(threading.Event(), time.monotonic())
         with self._lock:
             self._offered += rows
+            self._offers.append(offered)
+            oldest = self._offers[0] if self._publishing is None else self._publishing
         self.wakeup.notify()
+        return dataclasses.replace(offered, since=oldest.since)
 
     def run(self, stop: threading.Event) -> None:
         """Relay until stop is set; waits for an offer (or the next sweep) when there is nothing to do."""
@@ -166,8 +173,6 @@ class OutboxRelay:
                 backoff = 0.5
             except Exception:
                 log.exception("outbox relay failed; retrying", extra={"outbox": self.table.name})
-                with self._lock:
-                    self._offered.clear()  # their rows stay in the table, for the sweep
                 self.broker.collect()  # start over on a fresh connection and channel
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -178,14 +183,28 @@ class OutboxRelay:
 
     def publish_offered(self) -> int:
         """Publish what was offered, wait for the broker's confirms, and note the message ids for
-        forget_published; returns how many were published."""
+        forget_published; returns how many were published. If the broker fails, what was offered
+        goes first in the next try (a sweep may publish it meanwhile: the inboxes absorb that)."""
         with self._lock:
             rows, self._offered = self._offered, []
+            offers, self._offers = self._offers, []
+            self._publishing = offers[0] if offers else None
         if not rows:
             return 0
         started = utcnow()
-        for start in range(0, len(rows), self.batch_size):
-            self._publish_confirmed(rows[start : start + self.batch_size])
+        try:
+            for start in range(0, len(rows), self.batch_size):
+                self._publish_confirmed(rows[start : start + self.batch_size])
+        except BaseException:
+            with self._lock:
+                self._offered[:0] = rows
+                self._offers[:0] = offers
+                self._publishing = None
+            raise
+        with self._lock:
+            self._publishing = None
+        for offered in offers:
+            offered.done.set()
         if not self._published:
             self._published_since = started
             self._forget_at = time.monotonic() + FORGET_AFTER_SECONDS

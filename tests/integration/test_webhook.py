@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from gateway import create_app
 from gateway.tables import outbox, tasks
 from messaging.db.sqlite import _writer_lock
+from messaging.outbox import Offered
 from tests.backends import sqlite_url
 from tests.conftest import make_settings
 from tests.factories import register_client, signed, upsert_task
@@ -155,6 +156,24 @@ def test_broker_down_is_503_with_retry_after(database_url):
     assert response.headers["Retry-After"].isdigit()
     assert "broker" in problem["detail"]
     assert stored(app) == (0, 0)
+    app.extensions["taskgate"].engine.dispose()
+
+
+def test_the_202_waits_until_the_tasks_messages_are_published(database_url):
+    """A client that sends its next task after this 202 has it published after this one, whichever
+    webhook process takes it: the order of acceptance holds on the broker."""
+    said = []
+
+    def publish(rows):
+        published = Offered(threading.Event(), time.monotonic())
+        threading.Timer(0.2, lambda: (said.append("published"), published.done.set())).start()
+        return published
+
+    app = create_app(make_settings(database_url), publish=publish)
+    secret = register_client(app.extensions["taskgate"].engine)["signing_secret"]
+    assert post(app.test_client(), secret, upsert_task()).status_code == 202
+    said.append("answered")
+    assert said == ["published", "answered"]
     app.extensions["taskgate"].engine.dispose()
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import threading
+import time
 from datetime import timedelta
 
 import amqp
@@ -23,6 +24,7 @@ from tests.factories import wait_for
 from tests.integration.plumbing.support import (
     CUSTOMERS,
     count,
+    declared,
     drain,
     get_one,
     queue_is_drained,
@@ -68,6 +70,64 @@ def test_offered_rows_are_published_from_memory_and_deleted_in_one_statement(eng
     assert relay.relay_batch() == 1
     assert count(engine, CUSTOMERS.outbox) == 0
     assert received_message_ids(connection, 2) == [str(row["message_id"]) for row in offered + left]
+    relay.broker.release()
+
+
+def test_an_offer_is_done_once_the_broker_has_confirmed_its_messages(engine, connection, broker_url):
+    """The webhook waits for it before its 202: a task sent after that 202, through any webhook
+    process, is published after this one."""
+    with Session(engine) as session, session.begin():
+        offered = add_to_outbox(session, CUSTOMERS.outbox, [upsert(task_id="T-1")])
+    relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False))
+    published = relay.offer(offered)
+    assert not published.done.is_set()
+    assert relay.publish_offered() == 1
+    assert published.wait(10)
+    assert received_message_ids(connection, 1) == [str(offered[0]["message_id"])]
+    relay.broker.release()
+
+
+def test_an_offer_the_broker_failed_goes_first_in_the_next_try(engine):
+    """RabbitMQ: an offer is done only once the broker has its messages; one whose publish failed
+    is published first when the relay tries again (on a fresh connection, as its loop does)."""
+    url = backends.require(backends.RABBITMQ_URL, "TASKGATE_TEST_RABBITMQ_URL")
+    backends.empty_broker(url)
+    with declared(url) as connection:
+        with Session(engine) as session, session.begin():
+            rows = add_to_outbox(session, CUSTOMERS.outbox, [upsert(task_id="T-1"), upsert(task_id="T-2")])
+        relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(url, confirm_each=False))
+        try:
+            relay.broker.default_channel.basic_qos(0, 1, False)  # connected
+            relay.broker.connection.sock.close()  # as if the broker had gone away
+            failed = relay.offer(rows[:1])
+            with pytest.raises(OSError):
+                relay.publish_offered()
+            later = relay.offer(rows[1:])
+            assert not failed.done.is_set()
+            assert later.since == failed.since  # its wait is bounded from the failed one's
+            relay.broker.collect()
+            assert relay.publish_offered() == 2
+            assert failed.done.is_set() and later.done.is_set()
+            assert received_message_ids(connection, 2) == [str(row["message_id"]) for row in rows]
+        finally:
+            relay.broker.release()
+
+
+def test_a_stuck_relay_keeps_a_later_offer_waiting_no_longer_than_the_first(engine, broker_url):
+    """The wait counts from the oldest offer the relay has not finished: while the broker blocks
+    publishers, only the first requests wait out their bound, not every request."""
+    with Session(engine) as session, session.begin():
+        rows = add_to_outbox(session, CUSTOMERS.outbox, [upsert(task_id="T-1"), upsert(task_id="T-2")])
+    relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(broker_url, confirm_each=False))
+    first = relay.offer(rows[:1])  # the relay does not run: nothing is published
+    assert not first.wait(0.5)
+    later = relay.offer(rows[1:])
+    assert later.since == first.since
+    waited_from = time.monotonic()
+    assert not later.wait(0.5)
+    assert time.monotonic() - waited_from < 0.25  # its bound had passed already
+    assert relay.publish_offered() == 2
+    assert first.done.is_set() and later.done.is_set()
     relay.broker.release()
 
 
