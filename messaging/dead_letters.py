@@ -202,6 +202,6 @@ def replay(session: Session, table: Table, outbox: Table, dead_letter_id: uuid.U
         raise NotReplayable(
             f"dead letter {dead_letter_id} is not a message taskgate can read: {error}"
         ) from None
-    # The body (and so the message id consumers deduplicate on) stays; the broker message is new.
+    # The same message again: its body and message id (consumers deduplicate on it) stay.
     add_raw_to_outbox(session, outbox, row.exchange, row.routing_key, envelope)
     session.execute(update(table).where(table.c.id == dead_letter_id).values(replayed_at=utcnow()))

@@ -118,8 +118,9 @@ def outbox_row(envelope: Envelope) -> dict:
 def add_raw_to_outbox(
     session: Session, table: Table, exchange: str, routing_key: str, envelope: Envelope
 ) -> None:
-    """Stage envelope for one given exchange and routing key (replaying a dead letter), as a new
-    broker message: the outbox row gets a fresh id, the body keeps the envelope's message_id."""
+    """Stage envelope for one given exchange and routing key (replaying a dead letter) again: the
+    outbox row gets a fresh id (the original's may still be kept), the message published keeps
+    the envelope's message_id."""
     session.execute(
         insert(table).values(
             message_id=uuid7(),

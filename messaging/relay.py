@@ -281,7 +281,7 @@ class OutboxRelay:
             content_type=CONTENT_TYPE,
             content_encoding="utf-8",
             delivery_mode=PERSISTENT,
-            message_id=str(row["message_id"]),
+            message_id=body["message_id"],  # the row's own, but for a dead letter staged again
             correlation_id=body["task_uuid"],
             headers=dict(row["headers"]),
         )

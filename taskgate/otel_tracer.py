@@ -119,7 +119,7 @@ class OpenTelemetryTracer(tracing.Tracer):
                     "messaging.operation.type": "send",
                     "messaging.destination.name": row["exchange"],
                     "messaging.rabbitmq.destination.routing_key": row["routing_key"],
-                    "messaging.message.id": str(row["message_id"]),
+                    "messaging.message.id": body["message_id"],
                     "taskgate.task_id": body["task_id"],
                     "taskgate.task_uuid": body["task_uuid"],
                     "taskgate.client_id": body["client_id"],

@@ -15,7 +15,7 @@ from gateway import worker as gateway_worker
 from messaging import broker, inproc, topology, vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
-from messaging.outbox import add_to_outbox
+from messaging.outbox import add_raw_to_outbox, add_to_outbox
 from messaging.relay import OutboxRelay, _take_statement
 from messaging.wakeup import Wakeup
 from taskgate.runtime import declare_topology
@@ -51,6 +51,19 @@ def test_the_relay_publishes_with_the_contract_properties_and_empties_the_outbox
     assert message.properties["delivery_mode"] == 2
     assert message.headers == {"x-task-id": "T-1", "x-task-uuid": str(task.task_uuid), "x-client-id": "acme"}
     assert Envelope.from_body(message.decode()) == task
+    relay.broker.release()
+
+
+def test_a_message_staged_again_keeps_its_message_id_on_the_broker(engine, connection, broker_url):
+    """A replayed dead letter is a new outbox row, but the broker message is the one that died:
+    its message_id property is its body's, as for every message (CONTRACT.md)."""
+    task = upsert()
+    with Session(engine) as session, session.begin():
+        add_raw_to_outbox(session, CUSTOMERS.outbox, *vocabulary.route(task), task)
+    relay = OutboxRelay(engine, CUSTOMERS.outbox, broker.connect(broker_url), Wakeup())
+    assert relay.relay_batch() == 1
+    message = get_one(connection, CUSTOMERS.queue)
+    assert message.properties["message_id"] == str(task.message_id)
     relay.broker.release()
 
 
