@@ -8,7 +8,7 @@ import dataclasses
 import json
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import Blueprint, request, url_for
 from sqlalchemy.orm import Session
@@ -139,11 +139,11 @@ def _decode_cursor(cursor: str | None) -> tuple | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         received_at, task_uuid = json.loads(raw)
-        after = datetime.fromisoformat(received_at), uuid.UUID(task_uuid)
-        if after[0].tzinfo is None:
+        received_at = datetime.fromisoformat(received_at)
+        if received_at.tzinfo is None:
             raise ValueError("naive time")
-        return after
-    except (ValueError, TypeError, AttributeError, RecursionError, binascii.Error):
+        return received_at.astimezone(UTC), uuid.UUID(task_uuid)  # OverflowError: out of UTC's range
+    except (ValueError, TypeError, AttributeError, RecursionError, OverflowError, binascii.Error):
         raise Problem(
             400, "invalid query", errors={"cursor": ["is not a cursor this API returned"]}
         ) from None

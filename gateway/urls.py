@@ -56,7 +56,9 @@ def resolve_callback_target(url: str, *, allow_private: bool) -> list[str]:
 
 def is_public(ip: IPAddress) -> bool:
     """Whether ip, and the IPv4 address it stands for if any, are globally reachable unicast."""
-    if ip.version == 6 and ip in _LOCAL_NAT64:
+    if ip.version == 6 and (ip in _LOCAL_NAT64 or ip.is_site_local):
+        # Site-local (fec0::/10) is deprecated but still routed inside some networks, and Python
+        # 3.11 counts it as global.
         return False
     return ip.is_global and not ip.is_multicast and all(map(is_public, embedded_ipv4(ip)))
 

@@ -28,6 +28,6 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     else:
         try:
             seconds = (parsedate_to_datetime(value) - now).total_seconds()
-        except (TypeError, ValueError, IndexError):
-            return None
+        except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year or zone
+            return None  # out of range
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)

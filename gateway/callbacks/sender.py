@@ -8,6 +8,7 @@ import http.cookiejar
 import json
 import logging
 import os
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -202,10 +203,13 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+_QUERY = re.compile(r"\?[^\s'\")]*")
+
+
 def _redact(text: str, url: str) -> str:
-    """text without the URL's query or credentials, which may hold secrets."""
+    """text without the URL's query or credentials, which may hold secrets: any query in it, as the
+    libraries may have quoted the URL's anew."""
     parts = urlsplit(url)
-    for secret in (parts.query, parts.password):
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
+    if parts.password:
+        text = text.replace(parts.password, "[redacted]")
+    return _QUERY.sub("?[redacted]", text) if parts.query else text

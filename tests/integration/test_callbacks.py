@@ -1,13 +1,14 @@
 """The callback dispatcher against a stubbed endpoint: retries, 410, Retry-After, what is recorded."""
 
 import random
+import socket
 import uuid
 from datetime import timedelta
 
 import pytest
 import requests
 import responses
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.callbacks import CallbackDispatcher, retry_after_seconds
@@ -15,7 +16,7 @@ from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
-from gateway.tables import deliveries, delivery_attempts
+from gateway.tables import clients, deliveries, delivery_attempts
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
@@ -173,6 +174,39 @@ def test_a_strange_retry_after_does_not_stop_the_attempt_being_recorded(engine, 
     dispatcher(engine).deliver_due()
     row = delivery(engine, result_id)
     assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 503)
+
+
+@pytest.mark.parametrize(
+    "date", ["01 Jan 99999999999999999999 00:00:00 GMT", "Mon, 01 Jan 2020 00:00:00 +99999999999999999999999"]
+)
+def test_a_retry_after_date_out_of_range_does_not_stop_the_attempt_being_recorded(
+    engine, result_id, endpoint, date
+):
+    endpoint.post(URL, status=503, headers={"Retry-After": date})
+    dispatcher(engine).deliver_due()
+    row = delivery(engine, result_id)
+    assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, 503)
+    assert len(attempts(engine, result_id)) == 1
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("secret", ["s3cr3t|x", "s3cr3t x", "s3cr\u00e9t", "s%33cr3t"])
+def test_a_query_secret_is_redacted_however_the_error_quotes_it(engine, result_id, secret):
+    """A real connection error names the URL as the libraries quoted it anew."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(clients).values(callback_url=f"http://127.0.0.1:{closed_port()}/callbacks?token={secret}")
+        )
+    dispatcher(engine).deliver_due()
+    row = delivery(engine, result_id)
+    assert "ConnectionError" in row.last_error
+    assert "s3cr" not in row.last_error, row.last_error
+    assert "s3cr" not in attempts(engine, result_id)[0].error
 
 
 def test_a_response_body_with_nul_bytes_is_recorded(engine, result_id, endpoint):

@@ -131,6 +131,13 @@ def test_a_task_id_outside_the_contract_is_404(client, token):
     assert client.get("/v1/clients/acme/tasks/T%00x", headers=bearer(token)).status_code == 404
 
 
+@pytest.mark.parametrize("received_at", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_a_cursor_whose_time_is_out_of_utcs_range_is_400(client, token, received_at):
+    cursor = base64.urlsafe_b64encode(json.dumps([received_at, str(uuid.uuid4())]).encode()).decode()
+    response = client.get(f"/v1/clients/acme/tasks?cursor={cursor}", headers=bearer(token))
+    assert response.status_code == 400
+
+
 def test_a_cursor_with_a_naive_time_is_400(client, token):
     cursor = base64.urlsafe_b64encode(
         json.dumps(["2026-01-01T00:00:00", str(uuid.uuid4())]).encode()

@@ -17,6 +17,7 @@ from gateway.urls import UnsafeURL, check_callback_url, resolve_callback_target
         "http://169.254.169.254/latest/meta-data",  # cloud metadata, link-local
         "http://[::1]/cb",
         "http://[fe80::1]/cb",
+        "http://[fec0::1]/cb",  # site-local: deprecated, still routed in some networks
         "http://0.0.0.0/cb",
         "http://224.0.0.1/cb",
     ],
