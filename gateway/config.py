@@ -8,6 +8,9 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
 DEFAULT_NAMESPACE = uuid.UUID("8e9f8d72-6645-5ef3-93fb-5e5e41c1dae7")
 DEFAULT_RETRY_SCHEDULE = (0, 5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400)
 
@@ -57,20 +60,20 @@ class Settings:
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("TASKGATE_DATA_DIR", "data"))
         values = {
-            "database_url": env.get("TASKGATE_DATABASE_URL")
+            "database_url": _database_url(env.get("TASKGATE_DATABASE_URL"))
             or f"sqlite:///{(data_dir / 'taskgate.db').absolute()}",
             "broker_url": env.get("TASKGATE_BROKER_URL") or "memory://",
         }
         parsers = {
             "namespace": ("TASKGATE_NAMESPACE", uuid.UUID),
-            "max_body_bytes": ("TASKGATE_MAX_BODY_BYTES", int),
-            "signature_tolerance_seconds": ("TASKGATE_SIGNATURE_TOLERANCE_SECONDS", int),
-            "callback_timeout_seconds": ("TASKGATE_CALLBACK_TIMEOUT_SECONDS", float),
+            "max_body_bytes": ("TASKGATE_MAX_BODY_BYTES", _positive_int),
+            "signature_tolerance_seconds": ("TASKGATE_SIGNATURE_TOLERANCE_SECONDS", _positive_int),
+            "callback_timeout_seconds": ("TASKGATE_CALLBACK_TIMEOUT_SECONDS", _positive_float),
             "callback_retry_schedule": ("TASKGATE_CALLBACK_RETRY_SCHEDULE", _seconds_list),
-            "retry_after_seconds": ("TASKGATE_RETRY_AFTER_SECONDS", int),
-            "log_level": ("TASKGATE_LOG_LEVEL", str.upper),
+            "retry_after_seconds": ("TASKGATE_RETRY_AFTER_SECONDS", _non_negative_int),
+            "log_level": ("TASKGATE_LOG_LEVEL", _log_level),
             "allow_private_callbacks": ("TASKGATE_ALLOW_PRIVATE_CALLBACKS", _flag),
-            "secret_rotation_grace_seconds": ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", int),
+            "secret_rotation_grace_seconds": ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", _non_negative_int),
             "callback_concurrency": ("TASKGATE_CALLBACK_CONCURRENCY", _positive_int),
             "callback_concurrency_per_client": ("TASKGATE_CALLBACK_CONCURRENCY_PER_CLIENT", _positive_int),
             "heartbeat_seconds": ("TASKGATE_HEARTBEAT_SECONDS", _positive_float),
@@ -101,6 +104,16 @@ class Settings:
         return None
 
 
+def _database_url(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        make_url(text).get_dialect()
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise ValueError(f"TASKGATE_DATABASE_URL: not a database URL SQLAlchemy knows ({error})") from None
+    return text
+
+
 def _flag(text: str) -> bool:
     if text.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -116,18 +129,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# The longest wait a duration setting may ask for (the standard schedule's longest is a day).
+MAX_SECONDS = 30 * 86400
+
+
 def _seconds_list(text: str) -> tuple[float, ...]:
     schedule = tuple(float(part) for part in text.split(",") if part.strip())
-    if not schedule or any(seconds < 0 for seconds in schedule):
-        raise ValueError("expected comma-separated non-negative seconds")
+    if not schedule or not all(0 <= seconds <= MAX_SECONDS for seconds in schedule):  # nan fails too
+        raise ValueError(f"expected comma-separated seconds, each from 0 to {MAX_SECONDS}")
     return schedule
 
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise ValueError("must be a positive number")
+    if not 0 < value <= MAX_SECONDS:  # nan fails too
+        raise ValueError(f"must be a number of seconds above 0, at most {MAX_SECONDS}")
     return value
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
 
 
 def _non_negative_int(text: str) -> int:

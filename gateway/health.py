@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint
-from sqlalchemy import text
+from sqlalchemy import exc, select
 
 from gateway.state import current_state
+from gateway.tables import clients
 from messaging import broker
-from messaging.db import is_unavailable, read_only
+from messaging.db import read_only
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 
@@ -33,11 +38,12 @@ def readyz():
 
 
 def _database_ok(engine) -> bool:
+    """Whether the database answers with the gateway's tables: not a file SQLite made empty (a data
+    directory other than the workers'), nor one that is not a database, nor one never migrated."""
     try:
         with read_only(engine).connect() as connection:
-            connection.execute(text("SELECT 1"))
+            connection.execute(select(clients.c.client_id).limit(1))
         return True
-    except Exception as error:
-        if is_unavailable(error):
-            return False
-        raise
+    except exc.DBAPIError as error:
+        log.warning("readiness: the database is not usable (%s)", type(error.orig).__name__)
+        return False

@@ -13,6 +13,7 @@ from gateway.config import Settings
 from gateway.overview import Overview, read_overview
 from messaging import broker
 from messaging.db import is_unavailable
+from taskgate import database
 from taskgate.registry import overview_sources
 
 
@@ -64,6 +65,8 @@ class Status:
 def read_status(settings: Settings, engine: Engine) -> Status:
     broker_state = "ok" if broker.is_reachable(settings.broker_url, timeout=2.0) else "down"
     try:
+        if not database.is_current(engine):
+            return Status("not migrated (taskgate db upgrade)", broker_state, None)
         with engine.connect() as connection:
             overview = read_overview(connection, overview_sources())
     except SQLAlchemyError as error:

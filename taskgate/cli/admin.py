@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, timedelta
 
 import click
+from alembic.util.exc import CommandError
 from sqlalchemy.orm import Session
 
 from gateway import deliveries as delivery_store
@@ -32,7 +33,10 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(settings: Settings, revision: str) -> None:
     """Apply migrations up to REVISION."""
-    database.upgrade(settings.database_url, revision)
+    try:
+        database.upgrade(settings.database_url, revision)
+    except CommandError as error:  # e.g. no such revision
+        raise click.ClickException(str(error)) from None
     click.echo(f"database upgraded to {revision}")
 
 

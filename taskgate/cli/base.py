@@ -104,10 +104,13 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def until_signalled(runtime: Runtime, stop: threading.Event) -> None:
+def until_signalled(runtime: Runtime, stop: threading.Event) -> bool:
+    """Wait for a stop signal; True if a loop crashed first (the process must then exit non-zero,
+    for its supervisor to start it again)."""
     while not stop.wait(0.5):
         if runtime.stopping.is_set():  # a loop crashed
-            break
+            return True
+    return False
 
 
 def stopped_while_starting(runtime: Runtime | None) -> None:

@@ -7,6 +7,7 @@ import json
 import click
 
 from gateway.config import Settings
+from taskgate import database
 from taskgate.cli.base import (
     command_engine,
     main,
@@ -48,7 +49,10 @@ def _run(settings: Settings, callbacks, check) -> None:
     if callbacks is not None:
         received = [json.loads(line) for line in callbacks if line.strip()]
         received = [body.get("data", body) for body in received]
-    with command_engine(settings).connect() as connection:
+    engine = command_engine(settings)
+    if not database.is_current(engine):
+        raise click.ClickException("the database schema is not current: run `taskgate db upgrade` first")
+    with engine.connect() as connection:
         report = check(connection, received)
     click.echo(report.summary())
     for problem in report.problems[:50]:

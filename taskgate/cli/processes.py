@@ -24,7 +24,7 @@ from taskgate.cli.base import (
     wait_for_schema,
 )
 from taskgate.memory import limit_malloc_arenas
-from taskgate.registry import NAMES, overview_sources
+from taskgate.registry import NAMES, overview_sources, spec
 from taskgate.runtime import Runtime
 
 
@@ -34,6 +34,7 @@ from taskgate.runtime import Runtime
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int) -> None:
     """HTTP and every worker in one process."""
+    check_context_settings(NAMES)
     stoppable_start()
     limit_malloc_arenas()
     runtime = None
@@ -53,7 +54,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
         tracing.instrument_app(app)
         from taskgate.http_server import http_server
 
-        server = http_server(app, settings, host, port)
+        try:
+            server = http_server(app, settings, host, port)
+        except OSError as error:  # the port is taken, say: stop the workers, whose heartbeat goes too
+            runtime.stop()
+            raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
         http = threading.Thread(target=server.run, name="http", daemon=True)
         http.start()
         stop = stop_on_signals()
@@ -67,11 +72,13 @@ def serve(settings: Settings, host: str, port: int) -> None:
         engine.url.render_as_string(hide_password=True),
         settings.broker_url.split("@")[-1],
     )
-    until_signalled(runtime, stop)
+    crashed = until_signalled(runtime, stop)
     log.info("stopping")
     server.close()
     runtime.stop()
     log.info("stopped")
+    if crashed:
+        sys.exit(1)
 
 
 @main.command()
@@ -86,6 +93,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 @click.pass_obj
 def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     """Consumers (and outbox relays) of the given contexts, without HTTP."""
+    check_context_settings(contexts)
     stoppable_start()
     limit_malloc_arenas()
     runtime = None
@@ -101,9 +109,21 @@ def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
         stopped_while_starting(runtime)
         return
     log.info("worker running: %s", ", ".join(contexts))
-    until_signalled(runtime, stop)
+    crashed = until_signalled(runtime, stop)
     runtime.stop()
     log.info("worker stopped")
+    if crashed:
+        sys.exit(1)
+
+
+def check_context_settings(contexts) -> None:
+    """The contexts' own TASKGATE_* settings, read before anything starts: a bad one is a usage
+    error naming its variable."""
+    try:
+        for name in contexts:
+            spec(name)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 @main.command()

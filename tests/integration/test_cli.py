@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import threading
+from types import SimpleNamespace
 
+import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine, select
 
 from taskgate.cli import main
-from tests.e2e.helpers import BIN, free_port
+from taskgate.cli.base import until_signalled
+from taskgate.tables import processes
+from tests.e2e.helpers import BIN, environment, free_port
 from tests.factories import upsert_task
 
 TASK = json.dumps(upsert_task("T-1"))
@@ -49,3 +56,81 @@ def test_migrating_prints_one_line_at_the_default_log_level(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert (done.stdout, done.stderr) == ("database upgraded to head\n", "")
+
+
+def unmigrated(tmp_path) -> dict[str, str]:
+    """A database never migrated: a new data directory, as on a first install or another cwd."""
+    return {"TASKGATE_DATABASE_URL": f"sqlite:///{tmp_path}/fresh/taskgate.db"}
+
+
+@pytest.mark.parametrize("arguments", [["check-order"], ["check-visits"]])
+def test_a_check_on_an_unmigrated_database_says_so_in_one_line(tmp_path, arguments):
+    result = CliRunner().invoke(main, arguments, env=unmigrated(tmp_path))
+    assert result.exit_code == 1
+    assert result.output == "Error: the database schema is not current: run `taskgate db upgrade` first\n"
+
+
+def test_status_of_an_unmigrated_database_is_not_healthy(tmp_path):
+    result = CliRunner().invoke(main, ["status", "--json"], env=unmigrated(tmp_path))
+    assert result.exit_code == 1
+    assert json.loads(result.output)["database"].startswith("not migrated")
+
+
+def test_upgrading_to_an_unknown_revision_says_so_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["db", "upgrade", "--revision", "nonsense"], env=unmigrated(tmp_path))
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "nonsense" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"TASKGATE_LOG_LEVEL": "VERBOSE"}, {"TASKGATE_DATABASE_URL": "notaurl"}],
+    ids=lambda env: next(iter(env)),
+)
+def test_a_bad_setting_is_a_usage_error_naming_it(env):
+    result = CliRunner().invoke(main, ["clients", "list"], env=env)
+    assert result.exit_code == 2
+    assert next(iter(env)) in result.output
+
+
+def test_a_bad_context_setting_is_a_usage_error_before_anything_starts(tmp_path):
+    env = {**unmigrated(tmp_path), "TASKGATE_WAIT_TIMEOUT_SECONDS": "an hour"}
+    result = CliRunner().invoke(main, ["worker", "--context", "appointment"], env=env)
+    assert result.exit_code == 2
+    assert "TASKGATE_WAIT_TIMEOUT_SECONDS" in result.output
+    assert not (tmp_path / "fresh").exists()  # refused before touching the database
+
+
+def test_a_process_whose_loop_crashed_is_told_to_exit_non_zero():
+    """`serve` and `worker` exit 1 when until_signalled says a loop crashed, so that a supervisor
+    (systemd's Restart=on-failure, say) starts them again."""
+    crashed = SimpleNamespace(stopping=threading.Event())
+    crashed.stopping.set()
+    assert until_signalled(crashed, threading.Event()) is True
+    signalled = threading.Event()
+    signalled.set()
+    assert until_signalled(SimpleNamespace(stopping=threading.Event()), signalled) is False
+
+
+def test_serve_on_a_busy_port_says_so_and_leaves_no_heartbeat_behind(tmp_path):
+    """Else `taskgate status` would show a dead process for a day."""
+    url = f"sqlite:///{tmp_path}/taskgate.db"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [str(BIN / "taskgate"), "serve", "--port", str(port)],
+            env=environment(TASKGATE_DATABASE_URL=url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(select(processes.c.process_id)).all() == []
+    engine.dispose()

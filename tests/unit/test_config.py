@@ -37,6 +37,19 @@ def test_values_from_the_environment():
         ("TASKGATE_MAX_BODY_BYTES", "big"),
         ("TASKGATE_NAMESPACE", "x"),
         ("TASKGATE_BATCH_LINGER_MS", "-5"),
+        # Values that parse but make no sense: refused at start rather than failing every request
+        # or callback (found by a hunt: a schedule with inf left attempts unrecorded).
+        ("TASKGATE_MAX_BODY_BYTES", "0"),
+        ("TASKGATE_SIGNATURE_TOLERANCE_SECONDS", "-1"),
+        ("TASKGATE_CALLBACK_TIMEOUT_SECONDS", "0"),
+        ("TASKGATE_CALLBACK_TIMEOUT_SECONDS", "nan"),
+        ("TASKGATE_CALLBACK_RETRY_SCHEDULE", "0,inf"),
+        ("TASKGATE_CALLBACK_RETRY_SCHEDULE", "0,nan"),
+        ("TASKGATE_RETRY_AFTER_SECONDS", "-5"),
+        ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", "-5"),
+        ("TASKGATE_HEARTBEAT_SECONDS", "inf"),
+        ("TASKGATE_HEARTBEAT_SECONDS", "1e12"),
+        ("TASKGATE_LOG_LEVEL", "VERBOSE"),
     ],
 )
 def test_a_bad_value_names_its_variable(name, value):
