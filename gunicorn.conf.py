@@ -3,7 +3,7 @@ directory. Command-line options (e.g. --bind, --workers) take precedence."""
 
 import multiprocessing
 import os
-import shutil
+from pathlib import Path
 
 bind = os.environ.get("TASKGATE_HTTP_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("TASKGATE_HTTP_WORKERS", multiprocessing.cpu_count() * 2 + 1))
@@ -19,11 +19,26 @@ max_requests_jitter = 1_000
 
 
 def on_starting(server):
-    """With PROMETHEUS_MULTIPROC_DIR set, /metrics sums every worker: start from an empty directory."""
+    """With PROMETHEUS_MULTIPROC_DIR set, /metrics sums the files of every process of the host: those
+    of processes no longer running are an earlier run's; the `taskgate worker` processes that run
+    beside gunicorn keep theirs."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
-        shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
+        for path in Path(directory).glob("*.db"):  # <kind>_<pid>.db
+            pid = path.stem.rsplit("_", 1)[-1]
+            if pid.isdigit() and not _running(int(pid)):
+                path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def post_fork(server, worker):

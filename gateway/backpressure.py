@@ -48,6 +48,7 @@ class Backpressure:
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self._reason: str | None = None
+        self._tripped: str | None = None  # the limit that the backlog went over, until it drains
         self._counts = _counts_query(self.outboxes, self.limits)
         self.per_client = max_undelivered_per_client
         self._client_count = select(
@@ -103,13 +104,15 @@ class Backpressure:
             if not limit:
                 continue
             count = counts[name]
-            # Once over the limit, refusing goes on until the backlog is below resume_ratio of it.
-            if count > limit or (self._reason and count >= limit * self.resume_ratio):
-                if self._reason is None:
+            # Once over its limit, refusing goes on until that backlog is below resume_ratio of it.
+            if count > limit or (self._tripped == name and count >= limit * self.resume_ratio):
+                if self._tripped is None:
                     log.warning("refusing new tasks: %s backlog over %d", name, limit)
+                self._tripped = name
                 return f"taskgate is behind ({name} backlog over {limit}); try again later"
-        if self._reason is not None:
+        if self._tripped is not None:
             log.info("accepting new tasks again: the backlog drained")
+        self._tripped = None
         return None
 
 

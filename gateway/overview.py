@@ -51,6 +51,10 @@ class Overview:
         return max((b.oldest_age_seconds(self.read_at) for b in self.outboxes.values()), default=0.0)
 
 
+# Tasks parked before their reason was recorded (migration 0011) waited for their customer.
+_WAITING_REASON = func.coalesce(tasks.c.waiting_reason, vocabulary.UNKNOWN_CUSTOMER)
+
+
 def read_overview(connection: Connection, sources: Sources) -> Overview:
     def count(table: Table, *conditions) -> int:
         return connection.execute(select(func.count()).select_from(table).where(*conditions)).scalar_one()
@@ -68,9 +72,9 @@ def read_overview(connection: Connection, sources: Sources) -> Overview:
         outboxes={name: backlog(connection, table) for name, table in sources.outboxes.items()},
         waiting_by_reason=dict(
             connection.execute(
-                select(func.coalesce(tasks.c.waiting_reason, vocabulary.UNKNOWN_CUSTOMER), func.count())
+                select(_WAITING_REASON, func.count())
                 .where(tasks.c.status == vocabulary.WAITING)
-                .group_by(tasks.c.waiting_reason)
+                .group_by(_WAITING_REASON)
             ).all()
         ),
         deliveries_pending=delivery_counts.get("pending", 0),

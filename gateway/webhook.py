@@ -66,6 +66,12 @@ def submit_task(client_id: str):
             _signed_by(state, client_id, verify, fresh=True)
         if replay_of is not None:
             return _replayed(state, client_id, replay_of, body)
+        # So is a task sent again under a new webhook-id: it is not a new task (CONTRACT §3: 200).
+        with state.reader.connect() as connection:
+            existing = find_task(connection, client_id, task_uuid=task_uuid)
+        if existing is not None and existing["content_sha256"] == content_digest(task):
+            log.info("task replayed", extra=fields)
+            return task_representation(existing, self_url), 200
         raise refusal
     try:
         acceptance = _accept(state, client, verify, task_uuid, task, webhook_id)

@@ -176,3 +176,54 @@ def test_the_backlog_counts_read_few_rows_however_many_tasks_are_done(postgres_d
         assert read == 0, f"counting the backlog scanned {read} rows"
     finally:
         engine.dispose()
+
+
+def undelivered(app, count: int) -> None:
+    """count tasks of acme whose result waits for its callback (a pending delivery)."""
+    state = app.extensions["taskgate"]
+    for number in range(count):
+        identity = task_uuid(state.settings.namespace, "acme", f"R-{number}")
+        cause = Envelope("customer.upsert", f"R-{number}", identity, "acme", {})
+        result = vocabulary.result(
+            cause, context="customers", outcome="customer.registered", status="succeeded"
+        )
+        with Session(state.engine) as session, session.begin():
+            accept_task(session, "acme", identity, upsert_task(task_id=f"R-{number}"))
+            record_result(session, result)
+
+
+@pytest.mark.parametrize(
+    "limits", [{"max_undelivered_per_client": 2}, {"max_undelivered_callbacks": 2}], ids=["client", "global"]
+)
+def test_a_task_sent_again_under_a_new_webhook_id_is_answered_while_new_ones_are_refused(
+    database_url, limits
+):
+    """CONTRACT §3: the same task with the same content again is a 200; it is not a new task."""
+    app = make_app(database_url, max_outbox_backlog=0, **limits)
+    sender = Sender(app)
+    raw, headers = signed(sender.secret, upsert_task(task_id="T-first"), webhook_id="msg_first")
+    assert sender.http.post("/v1/clients/acme/tasks", data=raw, headers=headers).status_code == 202
+    undelivered(app, 3)
+    assert sender.send().status_code in (429, 503)  # a new task
+    raw, headers = signed(sender.secret, upsert_task(task_id="T-first"), webhook_id="msg_retry")
+    again = sender.http.post("/v1/clients/acme/tasks", data=raw, headers=headers)
+    assert again.status_code == 200
+    assert again.get_json()["task_id"] == "T-first"
+    app.extensions["taskgate"].engine.dispose()
+
+
+def test_only_the_limit_that_was_exceeded_refuses_until_below_80_percent(database_url):
+    """The undelivered callbacks, at 90 % of their limit but never over it, do not keep the
+    refusal the outbox's backlog began going once that backlog is gone."""
+    app = make_app(database_url, max_outbox_backlog=2, max_undelivered_callbacks=10, max_unfinished_tasks=0)
+    state = app.extensions["taskgate"]
+    sender = Sender(app)
+    undelivered(app, 9)
+    with state.engine.begin() as connection:
+        connection.execute(update(outbox).values(published_at=utcnow()))
+    codes = [sender.send().status_code for _ in range(4)]  # nobody publishes this app's outbox
+    assert codes[-1] == 503
+    with state.engine.begin() as connection:  # the relay catches up
+        connection.execute(update(outbox).values(published_at=utcnow()))
+    assert sender.send().status_code == 202
+    state.engine.dispose()

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
 
 from contexts.survey import tables as survey_tables
 from gateway import create_app
+from gateway.identity import task_uuid
+from gateway.intake import accept_task
 from gateway.tables import deliveries
+from gateway.tables import tasks as gateway_tasks
+from messaging import vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.heartbeat import Heartbeat, list_processes
 from taskgate import tables
 from taskgate.cli import main
 from taskgate.registry import NAMES, overview_sources
 from tests.conftest import make_settings
-from tests.factories import survey_task, upsert_task, wait_for
+from tests.factories import register_client, survey_task, upsert_task, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def scrape(app) -> dict[tuple[str, tuple], float]:
@@ -168,3 +181,62 @@ def test_status_fails_when_a_process_is_stale(gateway, status_env):
     assert result.exit_code == 1
     assert result.output.startswith("NOT HEALTHY")
     assert "STALE" in result.output
+
+
+def test_waiting_tasks_without_a_stored_reason_count_with_those_that_have_it(database_url):
+    """Tasks parked before migration 0011 stored no reason: they waited for their customer, and
+    count in taskgate_tasks_waiting{reason="unknown_customer"} with those parked since."""
+    app = create_app(make_settings(database_url))
+    engine = app.extensions["taskgate"].engine
+    register_client(engine)
+    namespace = app.extensions["taskgate"].settings.namespace
+    with Session(engine) as session, session.begin():
+        for number in range(5):
+            task = upsert_task(task_id=f"W-{number}", customer_id=f"C-{number}")
+            accept_task(session, "acme", task_uuid(namespace, "acme", f"W-{number}"), task)
+    with engine.begin() as connection:
+        for number in range(5):
+            connection.execute(
+                update(gateway_tasks)
+                .where(gateway_tasks.c.task_id == f"W-{number}")
+                .values(
+                    status=vocabulary.WAITING,
+                    waiting_reason=vocabulary.UNKNOWN_CUSTOMER if number < 3 else None,
+                )
+            )
+    assert value(scrape(app), "taskgate_tasks_waiting", reason="unknown_customer") == 5
+    engine.dispose()
+
+
+RUNNING_WORKER = """
+import sys
+from gateway.metrics import DELIVERY_ATTEMPTS
+DELIVERY_ATTEMPTS.labels("delivered").inc()
+print("counted", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_gunicorn_starting_keeps_the_metrics_of_the_workers_running_beside_it(tmp_path, monkeypatch):
+    """One PROMETHEUS_MULTIPROC_DIR per host sums every process: gunicorn (re)starting removes an
+    earlier run's files, not those of the `taskgate worker` processes that run on."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    (directory / "counter_999999999.db").write_bytes(b"")  # a process long gone
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    with subprocess.Popen(
+        [sys.executable, "-c", RUNNING_WORKER],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as worker:  # leaving closes its stdin: it ends
+        assert worker.stdout.readline().strip() == "counted"
+        spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
+        conf = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(conf)
+        conf.on_starting(None)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(directory))
+        assert registry.get_sample_value("taskgate_delivery_attempts_total", {"outcome": "delivered"}) == 1
+        assert not (directory / "counter_999999999.db").exists()
