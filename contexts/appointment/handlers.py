@@ -262,6 +262,20 @@ _DECIDED = select(decided_schedules.c.task_id).where(
 replica.on_expiry(vocabulary.TARGET_UNDECIDED, _not_found)
 
 
+def _failed_for_want_of_customer(session: Transaction, schedules: list[Envelope]) -> list[Envelope]:
+    """Schedules the sweeper failed are decided: a cancel of one, waiting or sent later, finds
+    nothing to cancel at once (`not_found`) instead of waiting out a timeout of its own."""
+    keys = sorted({(task.client_id, task.task_id) for task in schedules})
+    serialize_on_many(session, [_decision_key(*key) for key in keys])
+    insert_many_ignoring_duplicates(
+        session, decided_schedules, [{"client_id": c, "task_id": t, "decided_at": utcnow()} for c, t in keys]
+    )
+    return replica.resume(session, {(task.client_id, _waiting_for(task.task_id)): task for task in schedules})
+
+
+replica.on_failed("appointment.schedule", _failed_for_want_of_customer)
+
+
 def build_handlers(
     limits: model.Limits, visits: ReservationSide | None = None
 ) -> tuple[dict[str, Handler], dict[str, BatchHandler]]:

@@ -100,6 +100,7 @@ class CustomerReplica(CustomerEvents, Parking):
         )
         # What a task that waited too long for something else than its customer ends with, by reason.
         self._expiry_answers: dict[str, Callable[[Envelope], Envelope]] = {}
+        self._failure_hooks: dict[str, Callable[[Transaction, list[Envelope]], list[Envelope]]] = {}
         # Built once: only the parameters change from call to call.
         customers, parked = self.customers, self.parked
         self._find = select(

@@ -75,6 +75,14 @@ class Parking:
         handlers are built, so that every process's sweeper knows it)."""
         self._expiry_answers[reason] = answer
 
+    def on_failed(
+        self, task_type: str, decided: Callable[[Transaction, list[Envelope]], list[Envelope]]
+    ) -> None:
+        """What else is done, in the sweeper's transaction, when tasks of task_type fail because their
+        customer's copy did not catch up in time: decided(session, tasks) -> the messages it causes
+        (e.g. the cancels that waited for them, resumed: there is nothing left to cancel)."""
+        self._failure_hooks[task_type] = decided
+
     def resume(self, session: Transaction, causes: dict[tuple[str, str], Envelope]) -> list[Envelope]:
         """The tasks parked until what causes names ((client_id, waiting_for) -> the message it
         happened by), oldest first, each resumed as caused by its message (decided here where a
@@ -126,6 +134,7 @@ class Parking:
             rows = [row for row in rows if row.message_id in taken]
         tasks = [(Envelope.from_body(row.envelope), row.reason) for row in rows]
         answers = []
+        failed: dict[str, list[Envelope]] = {}
         for task, reason in tasks:
             if reason in self._expiry_answers:
                 log.warning("waited too long (%s)", reason, extra=task.log_fields)
@@ -135,12 +144,16 @@ class Parking:
             # or not the context has had the customer at all; only one never upserted is unknown.
             _, needs = vocabulary.customer_order(task)
             reason = vocabulary.CUSTOMER_OUTDATED if needs else vocabulary.UNKNOWN_CUSTOMER
+            failed.setdefault(task.type, []).append(task)
             log.warning(
                 "the customer's copy did not catch up in time (%s); failing the task",
                 reason,
                 extra=task.log_fields,
             )
             answers.append(vocabulary.failure(task, context=self.context, reason=reason))
+        for task_type, tasks_failed in failed.items():
+            if task_type in self._failure_hooks:
+                answers += self._failure_hooks[task_type](session, tasks_failed)
         return answers
 
     def seconds_to_next_expiry(self, session: Transaction, timeout: timedelta) -> float | None:

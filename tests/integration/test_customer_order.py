@@ -256,3 +256,50 @@ def test_a_cancel_still_waiting_after_the_timeout_is_not_found(engine, appointme
         "appointment.rejected",
         {"reason": "not_found"},
     )
+
+
+def expire_parked(engine) -> list[Envelope]:
+    """The appointment sweeper, as if every parked task's wait had run out."""
+    with Session(engine) as session, session.begin():
+        session.execute(update(appointment_replica.parked).values(parked_at=utcnow() - timedelta(hours=2)))
+    with Session(engine) as session, session.begin():
+        return appointment_replica.fail_expired(session, timedelta(hours=1))
+
+
+def test_a_cancel_of_a_schedule_that_failed_waiting_for_its_customer_is_not_found_at_once(
+    engine, appointment_handlers
+):
+    schedule = accept(engine, schedule_task("A-1", "2027-01-04T09:00:00Z", customer_id="C-404"))
+    [waiting] = run(engine, appointment_handlers["appointment.schedule"], schedule)  # never upserted
+    assert waiting.payload["reason"] == "unknown_customer"
+    [failure] = expire_parked(engine)
+    assert failure.payload["result"] == {"reason": "unknown_customer"}
+
+    cancel = accept(engine, cancel_task("X-1", "A-1", customer_id="C-404"))  # sent after the failure
+    [answer] = run(engine, appointment_handlers["appointment.cancel"], cancel)
+    assert (answer.payload["outcome"], answer.payload["result"]) == (
+        "appointment.rejected",
+        {"reason": "not_found"},
+    )
+
+
+def test_a_cancel_waiting_for_a_schedule_the_sweeper_fails_is_resumed_and_not_found(
+    engine, appointment_handlers
+):
+    schedule = accept(engine, schedule_task("A-1", "2027-01-04T09:00:00Z", customer_id="C-404"))
+    cancel = accept(engine, cancel_task("X-1", "A-1", customer_id="C-404"))
+    run(engine, appointment_handlers["appointment.schedule"], schedule)
+    [status] = run(engine, appointment_handlers["appointment.cancel"], cancel)
+    assert status.payload["reason"] == "target_undecided"
+    with Session(engine) as session, session.begin():  # only the schedule's wait has run out
+        session.execute(
+            update(appointment_replica.parked)
+            .where(appointment_replica.parked.c.message_id == schedule.message_id)
+            .values(parked_at=utcnow() - timedelta(hours=2))
+        )
+    with Session(engine) as session, session.begin():
+        failure, resumed = appointment_replica.fail_expired(session, timedelta(hours=1))
+    assert failure.payload["result"] == {"reason": "unknown_customer"}
+    assert (resumed.type, resumed.task_id) == ("appointment.cancel", "X-1")
+    [answer] = run(engine, appointment_handlers["appointment.cancel"], resumed)
+    assert answer.payload["result"] == {"reason": "not_found"}
