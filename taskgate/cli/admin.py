@@ -7,7 +7,6 @@ import sys
 from datetime import UTC, timedelta
 
 import click
-from alembic.util.exc import CommandError
 from sqlalchemy.orm import Session
 
 from gateway import deliveries as delivery_store
@@ -33,6 +32,8 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(settings: Settings, revision: str) -> None:
     """Apply migrations up to REVISION."""
+    from alembic.util.exc import CommandError  # not at import: serve and worker never load alembic
+
     try:
         database.upgrade(settings.database_url, revision)
     except CommandError as error:  # e.g. no such revision
