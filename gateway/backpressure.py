@@ -48,7 +48,7 @@ class Backpressure:
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self._reason: str | None = None
-        self._tripped: str | None = None  # the limit that the backlog went over, until it drains
+        self._tripped: set[str] = set()  # the limits their backlogs went over, until each drains
         self._counts = _counts_query(self.outboxes, self.limits)
         self.per_client = max_undelivered_per_client
         self._client_count = select(
@@ -100,20 +100,21 @@ class Backpressure:
     def _check(self) -> str | None:
         with read_only(self.engine).connect() as connection:
             counts = connection.execute(self._counts, {"since": utcnow() - UNFINISHED_WINDOW}).one()._asdict()
+        tripped, reason = set(), None
         for name, limit in self.limits.items():
             if not limit:
                 continue
             count = counts[name]
             # Once over its limit, refusing goes on until that backlog is below resume_ratio of it.
-            if count > limit or (self._tripped == name and count >= limit * self.resume_ratio):
-                if self._tripped is None:
+            if count > limit or (name in self._tripped and count >= limit * self.resume_ratio):
+                if name not in self._tripped:
                     log.warning("refusing new tasks: %s backlog over %d", name, limit)
-                self._tripped = name
-                return f"taskgate is behind ({name} backlog over {limit}); try again later"
-        if self._tripped is not None:
+                tripped.add(name)
+                reason = reason or f"taskgate is behind ({name} backlog over {limit}); try again later"
+        if self._tripped and not tripped:
             log.info("accepting new tasks again: the backlog drained")
-        self._tripped = None
-        return None
+        self._tripped = tripped
+        return reason
 
 
 def _counts_query(outboxes: list[Table], limits: dict[str, int]):

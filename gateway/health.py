@@ -44,6 +44,8 @@ def _database_ok(engine) -> bool:
         with read_only(engine).connect() as connection:
             connection.execute(select(clients.c.client_id).limit(1))
         return True
-    except exc.DBAPIError as error:
-        log.warning("readiness: the database is not usable (%s)", type(error.orig).__name__)
+    except (exc.DBAPIError, exc.TimeoutError) as error:  # TimeoutError: no pooled connection free
+        log.warning(
+            "readiness: the database is not usable (%s)", type(getattr(error, "orig", error)).__name__
+        )
         return False

@@ -72,12 +72,13 @@ def submit_task(client_id: str):
         if existing is not None and existing["content_sha256"] == content_digest(task):
             log.info("task replayed", extra=fields)
             return task_representation(existing, self_url), 200
+        if existing is not None:
+            raise _conflict(task, fields)
         raise refusal
     try:
         acceptance = _accept(state, client, verify, task_uuid, task, webhook_id)
     except TaskConflict:
-        log.info("task-id reused with other content", extra=fields)
-        raise Problem(409, f"task {task['task_id']!r} was already submitted with different content") from None
+        raise _conflict(task, fields) from None
     if acceptance.replay_of is not None:
         return _replayed(state, client_id, acceptance.replay_of, body)
     if not acceptance.created:
@@ -108,6 +109,11 @@ def _accept(state, client: Client, verify, task_uuid, task: dict, webhook_id: st
             return acceptance
         client, _ = _signed_by(state, client.client_id, verify, fresh=True)
     raise Problem(503, "the client's secrets keep changing; try again", headers=_retry_after(state))
+
+
+def _conflict(task: dict, fields: dict) -> Problem:
+    log.info("task-id reused with other content", extra=fields)
+    return Problem(409, f"task {task['task_id']!r} was already submitted with different content")
 
 
 def _published(state, messages: list[dict]) -> None:

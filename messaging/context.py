@@ -45,7 +45,13 @@ class ContextSpec:
     own_inbox: frozenset[str] = frozenset()
 
 
-def env_int(environ: Mapping[str, str] | None, name: str, default: int, minimum: int = 0) -> int:
+# The longest a duration setting of a context may be: beyond, dates it computes overflow.
+MAX_SECONDS = 30 * 86400
+
+
+def env_int(
+    environ: Mapping[str, str] | None, name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     """An integer setting from the environment, with a clear error naming the variable."""
     raw = (os.environ if environ is None else environ).get(name)
     if not raw:
@@ -56,11 +62,15 @@ def env_int(environ: Mapping[str, str] | None, name: str, default: int, minimum:
         raise ValueError(f"{name}: expected an integer, got {raw!r}") from None
     if value < minimum:
         raise ValueError(f"{name}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: must be at most {maximum}")
     return value
 
 
 def wait_timeout(environ: Mapping[str, str] | None) -> timedelta:
     """How long a task waits for its customer: TASKGATE_WAIT_TIMEOUT_SECONDS."""
     return timedelta(
-        seconds=env_int(environ, "TASKGATE_WAIT_TIMEOUT_SECONDS", DEFAULT_WAIT_TIMEOUT_SECONDS, 1)
+        seconds=env_int(
+            environ, "TASKGATE_WAIT_TIMEOUT_SECONDS", DEFAULT_WAIT_TIMEOUT_SECONDS, 1, MAX_SECONDS
+        )
     )

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from messaging import vocabulary
 from messaging.after_commit import after_commit
 from messaging.consumer import Handler
-from messaging.context import env_int
+from messaging.context import MAX_SECONDS, env_int
 from messaging.db import JsonDocument, Transaction, UtcDateTime, backend, serialize_on, utcnow
 from messaging.deadlines import DeadlineSweeper
 from messaging.envelope import Envelope
@@ -215,4 +215,6 @@ def hold_sweeper(engine: Engine, side: ReservationSide, outbox: Table, publish: 
 
 def ttl(environ) -> timedelta:
     """How long a hold lives unconfirmed: TASKGATE_RESERVATION_TTL_SECONDS."""
-    return timedelta(seconds=env_int(environ, "TASKGATE_RESERVATION_TTL_SECONDS", DEFAULT_TTL_SECONDS, 1))
+    return timedelta(
+        seconds=env_int(environ, "TASKGATE_RESERVATION_TTL_SECONDS", DEFAULT_TTL_SECONDS, 1, MAX_SECONDS)
+    )

@@ -203,13 +203,14 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-_QUERY = re.compile(r"\?[^\s'\")]*")
+_QUERY = re.compile(r"\?\S*")
 
 
 def _redact(text: str, url: str) -> str:
     """text without the URL's query or credentials, which may hold secrets: any query in it, as the
     libraries may have quoted the URL's anew."""
     parts = urlsplit(url)
-    if parts.password:
-        text = text.replace(parts.password, "[redacted]")
+    for secret in (parts.query, parts.password):
+        if secret:
+            text = text.replace(secret, "[redacted]")
     return _QUERY.sub("?[redacted]", text) if parts.query else text

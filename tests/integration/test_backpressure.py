@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import responses
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway import create_app
@@ -17,7 +17,7 @@ from gateway.callbacks import CallbackDispatcher
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
-from gateway.tables import outbox, tasks
+from gateway.tables import deliveries, outbox, tasks
 from messaging import broker, vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
@@ -227,3 +227,42 @@ def test_only_the_limit_that_was_exceeded_refuses_until_below_80_percent(databas
         connection.execute(update(outbox).values(published_at=utcnow()))
     assert sender.send().status_code == 202
     state.engine.dispose()
+
+
+def test_each_limit_exceeded_keeps_refusing_until_its_own_backlog_is_below_80_percent(database_url):
+    """Two limits over at once: the outbox draining does not end the refusal the undelivered
+    callbacks began, while they stay above 80 % of theirs."""
+    app = make_app(database_url, max_outbox_backlog=2, max_undelivered_callbacks=10, max_unfinished_tasks=0)
+    state = app.extensions["taskgate"]
+    backpressure = state.backpressure
+    register_client(state.engine)
+    undelivered(app, 11)
+    with state.engine.begin() as connection:
+        connection.execute(update(outbox).values(published_at=utcnow()))
+    assert "undelivered" in backpressure.reason_to_refuse()
+    with Session(state.engine) as session, session.begin():  # the outbox goes over too
+        for number in range(3):
+            task = upsert_task(task_id=f"O-{number}")
+            accept_task(session, "acme", task_uuid(state.settings.namespace, "acme", f"O-{number}"), task)
+    assert backpressure.reason_to_refuse() is not None
+    with state.engine.begin() as connection:  # 2 callbacks delivered (9 of 10), the outbox drains
+        delivered = connection.execute(select(deliveries.c.result_id).limit(2)).scalars().all()
+        connection.execute(
+            update(deliveries).where(deliveries.c.result_id.in_(delivered)).values(status="delivered")
+        )
+        connection.execute(update(outbox).values(published_at=utcnow()))
+    assert "undelivered" in backpressure.reason_to_refuse()
+    state.engine.dispose()
+
+
+def test_a_task_id_reused_with_other_content_is_409_while_new_tasks_are_refused(database_url):
+    app = make_app(database_url, max_outbox_backlog=0, max_undelivered_per_client=2)
+    sender = Sender(app)
+    raw, headers = signed(sender.secret, upsert_task(task_id="T-first"), webhook_id="msg_first")
+    assert sender.http.post("/v1/clients/acme/tasks", data=raw, headers=headers).status_code == 202
+    undelivered(app, 3)
+    other = upsert_task(task_id="T-first")
+    other["payload"]["name"] = "Someone Else"
+    raw, headers = signed(sender.secret, other, webhook_id="msg_other")
+    assert sender.http.post("/v1/clients/acme/tasks", data=raw, headers=headers).status_code == 409
+    app.extensions["taskgate"].engine.dispose()

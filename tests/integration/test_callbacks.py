@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway.callbacks import CallbackDispatcher, retry_after_seconds
+from gateway.callbacks.sender import _redact
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
@@ -207,6 +208,13 @@ def test_a_query_secret_is_redacted_however_the_error_quotes_it(engine, result_i
     assert "ConnectionError" in row.last_error
     assert "s3cr" not in row.last_error, row.last_error
     assert "s3cr" not in attempts(engine, result_id)[0].error
+
+
+def test_a_query_requests_leaves_partly_unquoted_is_redacted_whole():
+    """requests leaves ')' and quotes unquoted in a URL, and urllib3 names the URL in its errors."""
+    url = "https://example.com/cb?sig=s3cr3t)tail"
+    text = "Max retries exceeded with url: /cb?sig=s3cr3t)tail (Caused by NewConnectionError('x'))"
+    assert "s3cr3t" not in _redact(text, url) and "tail" not in _redact(text, url)
 
 
 def test_a_response_body_with_nul_bytes_is_recorded(engine, result_id, endpoint):

@@ -1,6 +1,8 @@
 import pytest
 
+from contexts.reservations import ttl as reservation_ttl
 from gateway.config import DEFAULT_RETRY_SCHEDULE, Settings
+from messaging.context import wait_timeout
 
 
 def test_defaults_are_embedded(tmp_path):
@@ -55,3 +57,16 @@ def test_values_from_the_environment():
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ValueError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TASKGATE_WAIT_TIMEOUT_SECONDS", "99999999999"),
+        ("TASKGATE_RESERVATION_TTL_SECONDS", "10000000000000000"),
+    ],
+)
+def test_a_contexts_duration_beyond_30_days_names_its_variable(name, value):
+    """Beyond, the dates a sweeper computes overflow on every pass."""
+    with pytest.raises(ValueError, match=name):
+        (wait_timeout if name == "TASKGATE_WAIT_TIMEOUT_SECONDS" else reservation_ttl)({name: value})
