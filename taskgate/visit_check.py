@@ -88,7 +88,7 @@ def _check_visits(connection: Connection, visit_tasks, visit_rows, outcomes, rep
                 report.problem(
                     f"visit {key} is booked with {taken[0]} desk slots and {taken[1]} positions taken"
                 )
-        elif row.state in ("rejected", "canceled"):
+        elif row.state in ("rejected", "canceled", "failed"):
             if taken != (0, 0):
                 report.problem(
                     f"visit {key} is {row.state} but still takes {taken[0]} desk slots, {taken[1]} positions"
@@ -96,9 +96,12 @@ def _check_visits(connection: Connection, visit_tasks, visit_rows, outcomes, rep
         else:
             report.problem(f"visit {key} has not ended: {row.state}")
         outcome = outcomes.get(key, (None,))[0]
-        expected = {"booked": "visit.booked", "canceled": "visit.booked", "rejected": "visit.rejected"}.get(
-            row.state
-        )
+        expected = {
+            "booked": "visit.booked",
+            "canceled": "visit.booked",
+            "rejected": "visit.rejected",
+            "failed": "visits.failed",
+        }.get(row.state)
         if outcome is not None and outcome != expected:
             report.problem(f"visit {key} is {row.state} but its task's result is {outcome}")
     for key, task in visit_tasks.items():
@@ -129,12 +132,17 @@ def _check_cancels(visit_tasks, visit_rows, outcomes, report: CheckReport) -> No
             continue  # names no visit.book accepted before it for this customer
         report.checked["cancels after their visit"] += 1
         visit, (outcome, result) = visit_rows.get(target), outcomes[key]
-        if visit is None or visit.state not in ("canceled", "rejected"):
+        if visit is None or visit.state not in ("canceled", "rejected", "failed"):
             report.problem(f"visit.cancel {key}: its visit {target} is {visit.state if visit else 'missing'}")
         elif visit.state == "canceled" and outcome != "visit.canceled":
             report.problem(f"visit.cancel {key}: its visit was canceled but it answered {outcome}")
-        elif visit.state == "rejected" and (outcome, result) != ("visit.rejected", {"reason": "not_found"}):
-            report.problem(f"visit.cancel {key}: its visit was rejected but it answered {outcome} {result}")
+        elif visit.state in ("rejected", "failed") and (outcome, result) != (
+            "visit.rejected",
+            {"reason": "not_found"},
+        ):
+            report.problem(
+                f"visit.cancel {key}: its visit was {visit.state} but it answered {outcome} {result}"
+            )
 
 
 def _check_holds(connection: Connection, slack: timedelta, report: CheckReport) -> None:

@@ -182,6 +182,39 @@ def _locked(session: Transaction, client_id: str, visit_id: uuid.UUID):
 # A cancel still waiting for its visit when the wait times out: nothing to cancel.
 replica.on_expiry(vocabulary.TARGET_UNDECIDED, _not_found)
 
+
+def _failed_for_want_of_customer(session: Transaction, books: list[Envelope]) -> list[Envelope]:
+    """visit.book tasks the sweeper failed are decided: kept as failed visits (no side was asked),
+    so that a visit.cancel of one, waiting or sent later, is not_found at once."""
+    resumed = []
+    for task in sorted(books, key=lambda book: (book.client_id, book.task_id)):
+        serialize_on(session, CONTEXT, "visit", task.client_id, task.task_id)
+        now = utcnow()
+        insert_ignoring_duplicates(
+            session,
+            visits,
+            {
+                "visit_id": uuid7(),
+                "client_id": task.client_id,
+                "task_id": task.task_id,
+                "customer_id": task.payload["customer_id"],
+                "state": model.FAILED,
+                **dict(model.Visit().sides),
+                "appointment_id": None,
+                "job_id": None,
+                "reason": None,
+                "book_task": task.to_body(),
+                "cancel_task": None,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        resumed += replica.resume(session, {(task.client_id, _waiting_for(task.task_id)): task})
+    return resumed
+
+
+replica.on_failed("visit.book", _failed_for_want_of_customer)
+
 HANDLERS: dict[str, Handler] = {
     "visit.book": replica.needs_customer(book_visit),
     "visit.cancel": cancel_visit,

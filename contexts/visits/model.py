@@ -28,8 +28,9 @@ BOOKED = "booked"
 RELEASING = "releasing"
 REJECTED = "rejected"
 CANCELED = "canceled"
-DECIDED = (BOOKED, REJECTED)  # what a visit.cancel waits for
-ENDED = (REJECTED, CANCELED)
+FAILED = "failed"  # its customer's copy did not catch up in time: no side was ever asked
+DECIDED = (BOOKED, REJECTED, FAILED)  # what a visit.cancel waits for
+ENDED = (REJECTED, CANCELED, FAILED)
 
 _RANK = {PENDING: 0, HELD: 1, REFUSED: 1, CONFIRMED: 2, EXPIRED: 2, RELEASED: 3}
 

@@ -20,6 +20,8 @@ from contexts.appointment.tables import replica as appointment_replica
 from contexts.customers.handlers import upsert_customers
 from contexts.customers.tables import customers
 from contexts.survey.tables import replica
+from contexts.visits import handlers as visits
+from contexts.visits.tables import replica as visits_replica
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
@@ -27,7 +29,15 @@ from gateway.tables import outbox, tasks
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
-from tests.factories import cancel_task, register_client, schedule_task, survey_task, upsert_task
+from tests.factories import (
+    cancel_task,
+    register_client,
+    schedule_task,
+    survey_task,
+    upsert_task,
+    visit_cancel_task,
+    visit_task,
+)
 
 
 @pytest.fixture
@@ -303,3 +313,32 @@ def test_a_cancel_waiting_for_a_schedule_the_sweeper_fails_is_resumed_and_not_fo
     assert (resumed.type, resumed.task_id) == ("appointment.cancel", "X-1")
     [answer] = run(engine, appointment_handlers["appointment.cancel"], resumed)
     assert answer.payload["result"] == {"reason": "not_found"}
+
+
+def test_a_visit_cancel_of_a_visit_that_failed_waiting_for_its_customer_is_not_found_at_once(engine):
+    """Waiting when the book fails, or sent after: not_found at once, not after a timeout of its own."""
+    book = accept(engine, visit_task("V-1", "2027-01-04T09:00:00Z", customer_id="C-404"))
+    waiting = accept(engine, visit_cancel_task("X-1", "V-1", customer_id="C-404"))
+    later = accept(engine, visit_cancel_task("X-2", "V-1", customer_id="C-404"))
+    run(engine, visits.HANDLERS["visit.book"], book)  # never upserted: it waits
+    [status] = run(engine, visits.HANDLERS["visit.cancel"], waiting)
+    assert status.payload["reason"] == "target_undecided"
+    with Session(engine) as session, session.begin():  # only the book's wait has run out
+        session.execute(
+            update(visits_replica.parked)
+            .where(visits_replica.parked.c.message_id == book.message_id)
+            .values(parked_at=utcnow() - timedelta(hours=2))
+        )
+    with Session(engine) as session, session.begin():
+        failure, resumed = visits_replica.fail_expired(session, timedelta(hours=1))
+    assert (failure.payload["outcome"], failure.payload["result"]) == (
+        "visits.failed",
+        {"reason": "unknown_customer"},
+    )
+    assert (resumed.type, resumed.task_id) == ("visit.cancel", "X-1")
+    for cancel in (resumed, later):
+        [answer] = run(engine, visits.HANDLERS["visit.cancel"], cancel)
+        assert (answer.payload["outcome"], answer.payload["result"]) == (
+            "visit.rejected",
+            {"reason": "not_found"},
+        )
