@@ -23,27 +23,7 @@ def book_visit(session: Transaction, task: Envelope, customer: Customer) -> list
     serialize_on(session, CONTEXT, "visit", task.client_id, task.task_id)
     if _visit_of(session, task.client_id, task.task_id) is not None:  # the same task again
         return []
-    visit_id, now = uuid7(), utcnow()
-    visit = model.Visit()
-    insert_ignoring_duplicates(
-        session,
-        visits,
-        {
-            "visit_id": visit_id,
-            "client_id": task.client_id,
-            "task_id": task.task_id,
-            "customer_id": customer.customer_id,
-            "state": visit.state,
-            **dict(visit.sides),
-            "appointment_id": None,
-            "job_id": None,
-            "reason": None,
-            "book_task": task.to_body(),
-            "cancel_task": None,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    visit_id = _add_visit(session, task, customer.customer_id, model.HOLDING)
     payload = {
         key: task.payload[key] for key in ("vin", "resource_id", "position", "starts_at", "duration_minutes")
     }
@@ -146,6 +126,31 @@ def _waiting_for(task_id: str) -> str:
     return f"visit:{task_id}"
 
 
+def _add_visit(session: Transaction, book: Envelope, customer_id: str, state: str) -> uuid.UUID:
+    """The visit a visit.book asks for, in state, no side asked yet; its id."""
+    visit_id, now = uuid7(), utcnow()
+    insert_ignoring_duplicates(
+        session,
+        visits,
+        {
+            "visit_id": visit_id,
+            "client_id": book.client_id,
+            "task_id": book.task_id,
+            "customer_id": customer_id,
+            "state": state,
+            **dict(model.Visit().sides),
+            "appointment_id": None,
+            "job_id": None,
+            "reason": None,
+            "book_task": book.to_body(),
+            "cancel_task": None,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    return visit_id
+
+
 def _visit(row) -> model.Visit:
     return model.Visit(
         state=row.state,
@@ -189,26 +194,7 @@ def _failed_for_want_of_customer(session: Transaction, books: list[Envelope]) ->
     resumed = []
     for task in sorted(books, key=lambda book: (book.client_id, book.task_id)):
         serialize_on(session, CONTEXT, "visit", task.client_id, task.task_id)
-        now = utcnow()
-        insert_ignoring_duplicates(
-            session,
-            visits,
-            {
-                "visit_id": uuid7(),
-                "client_id": task.client_id,
-                "task_id": task.task_id,
-                "customer_id": task.payload["customer_id"],
-                "state": model.FAILED,
-                **dict(model.Visit().sides),
-                "appointment_id": None,
-                "job_id": None,
-                "reason": None,
-                "book_task": task.to_body(),
-                "cancel_task": None,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
+        _add_visit(session, task, task.payload["customer_id"], model.FAILED)
         resumed += replica.resume(session, {(task.client_id, _waiting_for(task.task_id)): task})
     return resumed
 

@@ -276,6 +276,18 @@ def expire_parked(engine) -> list[Envelope]:
         return appointment_replica.fail_expired(session, timedelta(hours=1))
 
 
+def expire_the_wait_of(parking, engine, task: Envelope) -> list[Envelope]:
+    """The sweeper of parking's context, once task's wait (and only its) has run out."""
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(parking.parked)
+            .where(parking.parked.c.message_id == task.message_id)
+            .values(parked_at=utcnow() - timedelta(hours=2))
+        )
+    with Session(engine) as session, session.begin():
+        return parking.fail_expired(session, timedelta(hours=1))
+
+
 def test_a_cancel_of_a_schedule_that_failed_waiting_for_its_customer_is_not_found_at_once(
     engine, appointment_handlers
 ):
@@ -301,14 +313,7 @@ def test_a_cancel_waiting_for_a_schedule_the_sweeper_fails_is_resumed_and_not_fo
     run(engine, appointment_handlers["appointment.schedule"], schedule)
     [status] = run(engine, appointment_handlers["appointment.cancel"], cancel)
     assert status.payload["reason"] == "target_undecided"
-    with Session(engine) as session, session.begin():  # only the schedule's wait has run out
-        session.execute(
-            update(appointment_replica.parked)
-            .where(appointment_replica.parked.c.message_id == schedule.message_id)
-            .values(parked_at=utcnow() - timedelta(hours=2))
-        )
-    with Session(engine) as session, session.begin():
-        failure, resumed = appointment_replica.fail_expired(session, timedelta(hours=1))
+    failure, resumed = expire_the_wait_of(appointment_replica, engine, schedule)
     assert failure.payload["result"] == {"reason": "unknown_customer"}
     assert (resumed.type, resumed.task_id) == ("appointment.cancel", "X-1")
     [answer] = run(engine, appointment_handlers["appointment.cancel"], resumed)
@@ -323,14 +328,7 @@ def test_a_visit_cancel_of_a_visit_that_failed_waiting_for_its_customer_is_not_f
     run(engine, visits.HANDLERS["visit.book"], book)  # never upserted: it waits
     [status] = run(engine, visits.HANDLERS["visit.cancel"], waiting)
     assert status.payload["reason"] == "target_undecided"
-    with Session(engine) as session, session.begin():  # only the book's wait has run out
-        session.execute(
-            update(visits_replica.parked)
-            .where(visits_replica.parked.c.message_id == book.message_id)
-            .values(parked_at=utcnow() - timedelta(hours=2))
-        )
-    with Session(engine) as session, session.begin():
-        failure, resumed = visits_replica.fail_expired(session, timedelta(hours=1))
+    failure, resumed = expire_the_wait_of(visits_replica, engine, book)
     assert (failure.payload["outcome"], failure.payload["result"]) == (
         "visits.failed",
         {"reason": "unknown_customer"},
