@@ -10,14 +10,14 @@ from messaging import topology, vocabulary
 from messaging.context import ContextSpec
 
 NAME = "gateway"
-# Each context's results and statuses, but not those recorded where they were decided (routed
-# under "handled.": see messaging.nearby), and the visits' steps.
+# Each context's results and statuses (those recorded where they were decided are not published:
+# see messaging.nearby), and the visits' steps.
 QUEUE = topology.queue(
     "gateway.results",
     [*((topology.results, f"{context}.#") for context in vocabulary.CONTEXTS), (topology.events, "visit.#")],
 )
 # Bindings of earlier releases, removed when the topology is declared: every result ("#"), also
-# those the queue's consumers then only acked.
+# those published under "handled." once recorded in place (left in an outbox at an upgrade).
 RETIRED_BINDINGS = [(topology.results, "#")]
 METADATA = tables.metadata
 HANDLERS = {

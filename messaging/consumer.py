@@ -7,7 +7,7 @@ batch handler go to it at once); if the batch fails, its messages are handled on
 
 A consumer of the same process and database (messaging.nearby) may handle the messages a
 transaction causes in that transaction (not on a retry: were its part what fails, the message's
-own effects still commit); a message marked as handled by this consumer's queue is only acked.
+own effects still commit); what it handled is not published.
 Likewise a parked task that a handler resumes is decided at once, in the handler's transaction,
 before anything handled after it (messaging.resuming; not on a retry either: it then travels as a
 message).
@@ -136,8 +136,7 @@ class MessageWorker(ConsumerMixin):
         # What has arrived goes in one batch; under load (the last batch held more than one
         # message), so does what arrives within the linger.
         deadline = time.monotonic() + (self.linger if self._last_batch_size > 1 else 0.0)
-        # As many deliveries as the batch has room for, whatever they are: a steady flow of messages
-        # that are only acked (handled where they were written) must not hold back those taken.
+        # As many deliveries as the batch has room for, whatever they are (some may be dead-lettered).
         for _ in range(self.batch_size - len(self._batch)):
             try:
                 self._consuming.drain_events(timeout=max(0.0, deadline - time.monotonic()))
@@ -161,9 +160,6 @@ class MessageWorker(ConsumerMixin):
             envelope = Envelope.from_body(body)
         except InvalidEnvelope as error:
             self._rejected.append((message, f"invalid envelope: {error}", None))
-            return None
-        if self.queue.name in envelope.handled_by:  # in the transaction that wrote it
-            message.ack()
             return None
         handler = self.handlers.get(envelope.type)
         if handler is None:

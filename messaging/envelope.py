@@ -30,9 +30,6 @@ class Envelope:
     occurred_at: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
     # W3C trace context (traceparent, tracestate) to continue from; empty when tracing is off.
     trace: dict[str, str] = dataclasses.field(default_factory=dict)
-    # The queues whose consumer already handled the message, in the transaction that wrote it
-    # (MessageWorker's nearby consumer): they take it from the broker only to ack it.
-    handled_by: tuple[str, ...] = ()
     # A parked task sent again: the id of the message it was parked as. The consumer of its context
     # that resumed it handles it at once, in the same transaction and under that id (what it causes
     # then names a message that was published); it travels as this new message only otherwise. Not sent.
@@ -87,8 +84,6 @@ class Envelope:
         }
         if self.trace:
             body["trace"] = self.trace
-        if self.handled_by:
-            body["handled_by"] = list(self.handled_by)
         return body
 
     @classmethod
@@ -113,7 +108,6 @@ class Envelope:
                 causation_id=uuid.UUID(causation) if causation else None,
                 occurred_at=datetime.fromisoformat(_text(body, "occurred_at")),
                 trace=_trace(body.get("trace")),
-                handled_by=_names(body.get("handled_by", [])),
             )
         except KeyError as missing:
             raise InvalidEnvelope(f"missing field {missing}") from None
@@ -128,12 +122,6 @@ def _trace(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {key: value[key] for key in TRACE_HEADERS if isinstance(value.get(key), str)}
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise InvalidEnvelope("handled_by must be a list of strings")
-    return tuple(value)
 
 
 def _text(body: dict[str, Any], key: str) -> str:

@@ -1,8 +1,7 @@
 """A consumer in the same process and on the same database as a context's handlers (nearby):
 it handles the messages a transaction causes in that transaction, instead of taking them from its
-queue once the relay has published them. They are published all the same, marked as handled by
-its queue and routed where its bindings leave them out (messaging.vocabulary.route); should one
-reach it all the same, its consumers only ack it (messaging.consumer)."""
+queue once the relay has published them. What it handled is not published: nothing else consumes
+it, and it would cost an outbox row, a publish and its confirm."""
 
 from __future__ import annotations
 
@@ -16,18 +15,12 @@ from messaging.envelope import Envelope
 
 @dataclasses.dataclass(frozen=True)
 class Nearby:
-    """handle(transaction, caused) handles, in the transaction that caused them, what the consumer
-    of queue would take from it, and returns the ids of the messages it handled."""
+    """handle(transaction, caused) handles, in the transaction that caused them, what the nearby
+    consumer would take from its queue, and returns the ids of the messages it handled."""
 
-    queue: str
     handle: Callable[[Transaction, list[Envelope]], set[uuid.UUID]]
 
     def take(self, transaction: Transaction, caused: list[Envelope]) -> list[Envelope]:
-        """caused, those handled here in transaction marked as handled by this consumer's queue."""
+        """caused, without those handled here in transaction."""
         taken = self.handle(transaction, caused) if caused else set()
-        return [
-            dataclasses.replace(envelope, handled_by=(*envelope.handled_by, self.queue))
-            if envelope.message_id in taken
-            else envelope
-            for envelope in caused
-        ]
+        return [envelope for envelope in caused if envelope.message_id not in taken]

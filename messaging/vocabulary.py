@@ -66,14 +66,7 @@ RESULT_STATUSES = frozenset({SUCCEEDED, REJECTED, FAILED})
 
 
 def route(envelope: Envelope) -> tuple[str, str]:
-    """The (exchange, routing key) an envelope is published to. A message already handled in the
-    transaction that wrote it (handled_by) is published all the same, for whoever else listens,
-    under "handled.<its key>", which the bindings of the queues that handled it leave out."""
-    exchange, key = _route(envelope)
-    return exchange, f"handled.{key}" if envelope.handled_by else key
-
-
-def _route(envelope: Envelope) -> tuple[str, str]:
+    """The (exchange, routing key) an envelope is published to."""
     if envelope.type in TASK_TYPES:
         return TASKS_EXCHANGE, envelope.type
     if envelope.type == VISIT_ANSWER:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping
 from sqlalchemy import Engine, Table
 
 from gateway import tables as gateway_tables
-from gateway import worker as gateway_worker
 from gateway.callbacks import CallbackDispatcher
 from gateway.config import Settings
 from gateway.housekeeping import run_housekeeping
@@ -101,7 +100,7 @@ class Runtime:
             dispatcher = self._dispatcher()
             # With the gateway here, each context's transaction records the results it decides.
             recording = functools.partial(record_in_place, offer=dispatcher.offer)
-            nearby = Nearby(gateway_worker.QUEUE.name, recording)
+            nearby = Nearby(recording)
         for name in contexts:
             spec = registry.spec(name, self.environ)
             if name == "gateway":

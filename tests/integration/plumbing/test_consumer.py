@@ -1,6 +1,5 @@
 """The message worker on the in-process broker and on RabbitMQ: inbox, batches, dead letters, acks."""
 
-import dataclasses
 import json
 
 import pytest
@@ -51,7 +50,7 @@ def test_a_consumer_offers_its_relay_the_rows_it_wrote_once_committed(engine, co
     assert all(row["body"]["causation_id"] == str(task.message_id) for row in rows)
 
 
-def test_a_nearby_consumer_handles_what_a_transaction_caused_in_it_and_the_copy_is_marked(
+def test_a_nearby_consumer_handles_what_a_transaction_caused_in_it_and_it_is_not_published(
     engine, connection, broker_url
 ):
     seen = []  # per call of the nearby consumer: the types, and whether the inbox row is already there
@@ -62,15 +61,12 @@ def test_a_nearby_consumer_handles_what_a_transaction_caused_in_it_and_the_copy_
         return {envelope.message_id for envelope in caused if envelope.type == "task.result"}
 
     offered = []
-    nearby = Nearby("taskgate.gateway.results", handle)
+    nearby = Nearby(handle)
     with RunningWorker(broker_url, engine, publish=offered.extend, nearby=nearby):
         publish_raw(connection, upsert())
         wait_for(lambda: offered, message="an offer")
     assert seen == [(["customer.registered", "task.result"], 1)]  # in the handling transaction
-    assert {row["body"]["type"]: row["body"].get("handled_by") for row in offered} == {
-        "customer.registered": None,
-        "task.result": ["taskgate.gateway.results"],
-    }
+    assert [row["body"]["type"] for row in offered] == ["customer.registered"]
 
 
 def test_when_the_nearby_consumer_fails_the_retry_commits_without_it(engine, connection, broker_url):
@@ -81,13 +77,13 @@ def test_when_the_nearby_consumer_fails_the_retry_commits_without_it(engine, con
         raise RuntimeError("the nearby consumer's part fails")
 
     offered = []
-    nearby = Nearby("taskgate.gateway.results", failing)
+    nearby = Nearby(failing)
     with RunningWorker(broker_url, engine, publish=offered.extend, nearby=nearby):
         publish_raw(connection, upsert())
         wait_for(lambda: offered, message="an offer")
     assert calls == [["customer.registered", "task.result"]]  # the first try only
     assert count(engine, customers_tables.customers) == 1  # the message's own effects committed
-    assert [row["body"].get("handled_by") for row in offered] == [None, None]  # both take the broker
+    assert [row["body"]["type"] for row in offered] == ["customer.registered", "task.result"]  # both travel
 
 
 def parking_handlers(decided: list[str], *, fail_resumed: int = 0, failure=RuntimeError):
@@ -152,17 +148,6 @@ def test_a_resumed_task_that_fails_in_place_travels_as_a_message_on_the_retry(
     [row] = offered
     assert (row["body"]["type"], row["body"]["task_id"]) == ("customer.upsert", "T-parked")
     assert row["body"]["causation_id"] == str(erase.message_id)
-
-
-def test_a_message_handled_by_its_queue_where_it_was_written_is_only_acked(engine, connection, broker_url):
-    with RunningWorker(broker_url, engine):
-        handled = dataclasses.replace(upsert(customer_id="C-9"), handled_by=(CUSTOMERS.queue.name,))
-        publish_raw(connection, handled)
-        publish_raw(connection, upsert("T-2"))
-        wait_for(lambda: count(engine, CUSTOMERS.inbox) == 1)
-        wait_for(lambda: queue_is_drained(connection), message="both acked")
-    assert count(engine, CUSTOMERS.inbox) == 1
-    assert count(engine, customers_tables.customers) == 1  # C-1, not C-9
 
 
 @pytest.mark.parametrize(
