@@ -125,21 +125,35 @@ def validate_task(body: object) -> dict:
 MAX_NESTING = 32  # a task is a few levels deep; far deeper is an attack on the parsers' recursion
 
 
-def unfit_json(value: object) -> str | None:
-    """Why a parsed body cannot be taken as it is (nested too deeply, or text no database stores:
-    NUL or a lone surrogate), or None. Walks the body without recursion."""
-    pending = [(value, 1)]
+class TooDeep(ValueError):
+    """A body nested deeper than MAX_NESTING."""
+
+
+def unstorable_text(value: object) -> dict[str, list[str]]:
+    """Where a parsed body holds text no database stores (NUL, or a lone surrogate), as 422 errors
+    by the field's dotted path (a key's own text counts as its field's); raises TooDeep for a
+    body nested deeper than MAX_NESTING. Walks the body without recursion."""
+    errors: dict[str, list[str]] = {}
+    pending = [(value, "", 1)]
     while pending:
-        item, depth = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item or (not item.isascii() and _has_surrogate(item)):
-                return "the body holds a NUL character or an unpaired surrogate"
-        elif isinstance(item, dict | list):
+        item, path, depth = pending.pop()
+        if isinstance(item, dict | list):
             if depth > MAX_NESTING:
-                return f"the body is nested deeper than {MAX_NESTING} levels"
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-    return None
+                raise TooDeep(f"the body is nested deeper than {MAX_NESTING} levels")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                field = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and _unstorable(key):
+                    errors[path or "body"] = ["a key holds a NUL character or an unpaired surrogate"]
+                    continue
+                pending.append((child, field, depth + 1))
+        elif isinstance(item, str) and _unstorable(item):
+            errors[path or "body"] = ["holds a NUL character or an unpaired surrogate"]
+    return errors
+
+
+def _unstorable(text: str) -> bool:
+    return "\x00" in text or (not text.isascii() and _has_surrogate(text))
 
 
 def _has_surrogate(text: str) -> bool:

@@ -53,7 +53,7 @@ def verify(secrets_: list[str], headers, body: bytes, *, now: float, tolerance: 
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         raise SignatureError("webhook-timestamp is not unix seconds")
     sent_at = int(timestamp)
-    if abs(now - sent_at) > tolerance:
+    if abs(int(now) - sent_at) > tolerance:  # in whole seconds, as the header counts them
         raise SignatureError("webhook-timestamp is outside the tolerance window")
     offered = [part.encode() for part in signatures.split(" ") if part.startswith("v1,")]
     for secret in secrets_:

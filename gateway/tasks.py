@@ -83,19 +83,9 @@ def get_timeline(client_id: str, task_id: str):
 
 @bp.get("/v1/clients/<client_id>/tasks")
 def get_tasks(client_id: str):
-    status = request.args.get("status") or None
-    if status is not None and status not in TASK_STATUSES:
-        raise Problem(422, "invalid query", errors={"status": [f"must be one of {', '.join(TASK_STATUSES)}"]})
-    try:
-        limit = int(request.args.get("limit") or 50)  # left empty (`?limit=`): the default
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValueError
-    except ValueError:
-        raise Problem(
-            422, "invalid query", errors={"limit": [f"must be an integer from 1 to {MAX_LIMIT}"]}
-        ) from None
     with Session(current_state().reader) as session:
-        _authorize(session, client_id)
+        _authorize(session, client_id)  # first: another client learns nothing, not even of its query
+        status, limit = _status_and_limit()
         after = _decode_cursor(request.args.get("cursor"))
         items, last = list_tasks(session, client_id, status=status, limit=limit, after=after)
     next_cursor = _encode_cursor(last) if last else None
@@ -125,6 +115,21 @@ def get_delivery(client_id: str, result_id: str):
     if delivery is None:
         raise Problem(404, f"no delivery {result_id!r}")
     return schemas.DeliveryDetail().dump(delivery)
+
+
+def _status_and_limit() -> tuple[str | None, int]:
+    status = request.args.get("status") or None
+    if status is not None and status not in TASK_STATUSES:
+        raise Problem(422, "invalid query", errors={"status": [f"must be one of {', '.join(TASK_STATUSES)}"]})
+    try:
+        limit = int(request.args.get("limit") or 50)  # left empty (`?limit=`): the default
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError
+    except ValueError:
+        raise Problem(
+            422, "invalid query", errors={"limit": [f"must be an integer from 1 to {MAX_LIMIT}"]}
+        ) from None
+    return status, limit
 
 
 def _encode_cursor(key: tuple) -> str:

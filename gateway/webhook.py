@@ -7,8 +7,9 @@ import logging
 import re
 import time
 
-from flask import Blueprint, g, request, url_for
+from flask import Blueprint, current_app, g, request, url_for
 from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import signatures
 from gateway.clients import Client
@@ -17,7 +18,7 @@ from gateway.intake import Acceptance, TaskConflict, content_digest, sender_and_
 from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
 from gateway.representations import task_representation
-from gateway.schemas import CLIENT_ID, unfit_json, validate_task
+from gateway.schemas import CLIENT_ID, unstorable_text, validate_task
 from gateway.state import current_state
 from gateway.task_reads import find_task
 from messaging.db import read_only
@@ -40,7 +41,7 @@ def submit_task(client_id: str):
     state = current_state()
     if request.mimetype != "application/json":
         raise Problem(415, "Content-Type must be application/json")
-    raw = request.get_data(cache=False)  # bounded by MAX_CONTENT_LENGTH: 413 before reading more
+    raw = _body()
     client, webhook_id, verify = _authenticated(state, client_id, raw)
     g.known_client = client_id
     body = _parsed(raw)
@@ -64,8 +65,8 @@ def submit_task(client_id: str):
             raise _unauthenticated(state, client_id)
         if stored != client:
             _signed_by(state, client_id, verify, fresh=True)
-        if replay_of is not None:
-            return _replayed(state, client_id, replay_of, body)
+        if replay_of is not None and (answer := _replayed(state, client_id, replay_of, body)):
+            return answer
         # So is a task sent again under a new webhook-id: it is not a new task (CONTRACT §3: 200).
         with state.reader.connect() as connection:
             existing = find_task(connection, client_id, task_uuid=task_uuid)
@@ -77,10 +78,14 @@ def submit_task(client_id: str):
         raise refusal
     try:
         acceptance = _accept(state, client, verify, task_uuid, task, webhook_id)
+        if acceptance.replay_of is not None:
+            if answer := _replayed(state, client_id, acceptance.replay_of, body):
+                return answer
+            # Another task under a webhook-id used before: a request like any other (CONTRACT §3
+            # answers by task_id alone), its webhook-id not remembered twice.
+            acceptance = _accept(state, client, verify, task_uuid, task, None)
     except TaskConflict:
         raise _conflict(task, fields) from None
-    if acceptance.replay_of is not None:
-        return _replayed(state, client_id, acceptance.replay_of, body)
     if not acceptance.created:
         log.info("task replayed", extra=fields)
         with state.reader.connect() as connection:
@@ -95,7 +100,20 @@ def submit_task(client_id: str):
     return body, 202, {"Location": self_url}
 
 
-def _accept(state, client: Client, verify, task_uuid, task: dict, webhook_id: str) -> Acceptance:
+def _body() -> bytes:
+    """The raw body, 413 past MAX_CONTENT_LENGTH before more is read. One of no stated length
+    (chunked, as gunicorn hands it on) is read to one byte past the limit: Werkzeug's capped
+    stream would end it at the limit without a word, and the signature check would refuse it."""
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    raw = request.environ["wsgi.input"].read(limit + 1)
+    if len(raw) > limit:
+        raise RequestEntityTooLarge()
+    return raw
+
+
+def _accept(state, client: Client, verify, task_uuid, task: dict, webhook_id: str | None) -> Acceptance:
     """accept_task for a request verified against client, committed (with the requests that
     reach the database meanwhile: gateway.accepting). If the client's secrets changed since it was
     read, the request is verified again against the stored client, and accepted if it still verifies."""
@@ -104,7 +122,7 @@ def _accept(state, client: Client, verify, task_uuid, task: dict, webhook_id: st
             client.client_id, task_uuid, task, webhook_id=webhook_id, sender=client
         )
         if acceptance.created:
-            _published(state, acceptance.messages)
+            _published(state, acceptance.messages, {"task_id": task["task_id"], "task_uuid": str(task_uuid)})
         if acceptance.sender_current:
             return acceptance
         client, _ = _signed_by(state, client.client_id, verify, fresh=True)
@@ -116,11 +134,11 @@ def _conflict(task: dict, fields: dict) -> Problem:
     return Problem(409, f"task {task['task_id']!r} was already submitted with different content")
 
 
-def _published(state, messages: list[dict]) -> None:
+def _published(state, messages: list[dict], fields: dict) -> None:
     """Hand an accepted task's messages to this process's relay and wait until the broker has them."""
     published = state.publish(messages)
     if published is not None and not published.wait(PUBLISH_WAIT_SECONDS):
-        log.warning("a task's messages are not published yet; answering without waiting longer")
+        log.warning("a task's messages are not published yet; answering without waiting longer", extra=fields)
 
 
 def _authenticated(state, client_id: str, raw: bytes):
@@ -179,27 +197,31 @@ def _refusal(state, client_id: str) -> Problem | None:
 
 
 def _parsed(raw: bytes) -> object:
-    """The body as JSON, if it is JSON that can be stored."""
+    """The body as JSON (400 if it is not), if its text can be stored (422 naming the field if not)."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        body = json.loads(raw, parse_constant=_not_json)
+        unstorable = unstorable_text(body)
+    except (ValueError, UnicodeDecodeError) as error:  # and TooDeep
         raise Problem(400, f"malformed JSON: {error}") from None
     except RecursionError:
         raise Problem(400, "malformed JSON: nested too deeply") from None
-    unfit = unfit_json(body)
-    if unfit:
-        raise Problem(400, unfit)
+    if unstorable:
+        raise Problem(422, "the task is invalid", errors=unstorable)
     return body
 
 
+def _not_json(constant: str):
+    """NaN and Infinity, which Python's json reads but JSON (RFC 8259) does not have."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _replayed(state, client_id: str, task_uuid, body):
-    """The answer to a request whose webhook-id led to task_uuid before: answered, not processed."""
+    """The answer to a request whose webhook-id led to task_uuid before, if it is that request
+    again (the same content): 200 with the task, not processed again. None if it is not."""
     with state.reader.connect() as connection:
         task = find_task(connection, client_id, task_uuid=task_uuid)
-    if task is None:  # the task it led to is gone (not expected): nothing to answer with
-        raise Problem(409, "this webhook-id was already used")
-    if task["content_sha256"] != content_digest(body):
-        raise Problem(409, "this webhook-id was already used for a request with other content")
+    if task is None or task["content_sha256"] != content_digest(body):
+        return None
     log.info("webhook-id replayed", extra={"task_id": task["task_id"], "task_uuid": str(task_uuid)})
     self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
     return task_representation(task, self_url), 200

@@ -162,7 +162,12 @@ class DeadLetterKeeper(ConsumerMixin):
                 )
             )
         log.warning(
-            "dead letter kept: %s", origin.reason, extra={"task_id": str(headers.get("x-task-id", ""))}
+            "dead letter kept: %s",
+            origin.reason,
+            extra={
+                "task_id": str(headers.get("x-task-id", "")),
+                "task_uuid": str(headers.get("x-task-uuid", "")),
+            },
         )
 
 

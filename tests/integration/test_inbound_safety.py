@@ -43,13 +43,28 @@ def test_a_replayed_webhook_id_is_answered_not_processed(app, engine):
     http = app.test_client()
     raw, headers = signed(secret, upsert_task("T-1"), webhook_id="msg_same")
     assert http.post(URL, data=raw, headers=headers).status_code == 202
-    # the same request again, and even another (validly signed) body under the same webhook-id
-    replay = http.post(URL, data=raw, headers=headers)
+    replay = http.post(URL, data=raw, headers=headers)  # the same request again
     assert replay.status_code == 200 and replay.get_json()["task_id"] == "T-1"
-    # the same webhook-id for another (validly signed) request is a client error, not a silent drop
-    raw2, headers2 = signed(secret, upsert_task("T-2"), webhook_id="msg_same")
-    assert http.post(URL, data=raw2, headers=headers2).status_code == 409
     assert count_tasks(engine) == 1
+
+
+@pytest.mark.parametrize("first", ["T-1", "T-1-again"], ids=["after-a-new-task", "after-a-replay"])
+def test_another_task_under_a_webhook_id_used_before_is_a_new_task(app, engine, first):
+    """CONTRACT §3 answers by task_id alone: a client that reuses its webhook-ids (against
+    Standard Webhooks' advice) still has every new task accepted, 409 only for a task_id reused
+    with other content."""
+    secret = register_client(engine)["signing_secret"]
+    http = app.test_client()
+    raw, headers = signed(secret, upsert_task("T-1"), webhook_id="msg_1")
+    assert http.post(URL, data=raw, headers=headers).status_code == 202
+    if first == "T-1-again":  # the same task under another webhook-id: 200, and that id remembered
+        raw, headers = signed(secret, upsert_task("T-1"), webhook_id="msg_2")
+        assert http.post(URL, data=raw, headers=headers).status_code == 200
+    raw, headers = signed(secret, upsert_task("T-2"), webhook_id="msg_2" if first == "T-1-again" else "msg_1")
+    assert http.post(URL, data=raw, headers=headers).status_code == 202
+    raw, headers = signed(secret, upsert_task("T-2", name="Other"), webhook_id="msg_1")
+    assert http.post(URL, data=raw, headers=headers).status_code == 409
+    assert count_tasks(engine) == 2
 
 
 def test_a_rotation_takes_effect_at_once_where_the_webhook_has_met_the_client(app, engine):
@@ -76,17 +91,6 @@ def test_a_rotation_takes_effect_at_once_where_the_webhook_has_met_the_client(ap
     ]
     with Session(engine) as session:
         assert set(session.scalars(select(tasks.c.task_id))) == {"T-1", "T-3", "T-4", "T-5"}
-
-
-def test_the_webhook_id_of_an_idempotent_replay_is_remembered_too(app, engine):
-    secret = register_client(engine)["signing_secret"]
-    http = app.test_client()
-    for webhook_id in ("msg_1", "msg_2"):  # the second: the same task again, 200
-        raw, headers = signed(secret, upsert_task("T-1"), webhook_id=webhook_id)
-        assert http.post(URL, data=raw, headers=headers).status_code in (200, 202)
-    raw, headers = signed(secret, upsert_task("T-2"), webhook_id="msg_2")
-    assert http.post(URL, data=raw, headers=headers).status_code == 409
-    assert count_tasks(engine) == 1
 
 
 def test_an_overlong_webhook_id_is_refused_not_a_500(app, engine):

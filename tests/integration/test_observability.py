@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -23,10 +24,13 @@ from contexts.survey import tables as survey_tables
 from gateway import create_app
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
+from gateway.tables import dead_letters as dead_letter_table
 from gateway.tables import deliveries
 from gateway.tables import tasks as gateway_tasks
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow
+from messaging.dead_letters import DeadLetterKeeper
+from messaging.envelope import Envelope
 from messaging.heartbeat import Heartbeat, list_processes
 from taskgate import tables
 from taskgate.cli import main
@@ -88,6 +92,31 @@ def test_gauges_report_backlogs_parked_tasks_failed_deliveries_and_processes(gat
     for outbox in ("gateway", "customers", "survey", "appointment", "maintenance", "visits"):
         assert ("taskgate_outbox_pending_messages", (("outbox", outbox),)) in samples
     assert value(samples, "taskgate_processes_alive") == 1
+
+
+def test_the_line_a_kept_dead_letter_logs_names_its_task(database_url, caplog):
+    """CONTRACT §1: every log line about a task includes task_id and task_uuid."""
+    engine = make_engine(database_url)
+    dead_letter_table.metadata.create_all(engine, tables=[dead_letter_table])
+    envelope = Envelope("customer.upsert", "P-1", uuid.uuid4(), "acme", {"customer_id": "C-1"})
+    acked = []
+    message = type(
+        "Message",
+        (),
+        {
+            "headers": envelope.headers,
+            "delivery_info": {"exchange": "taskgate.tasks", "routing_key": "customer.upsert"},
+            "body": json.dumps(envelope.to_body()),
+            "properties": {"message_id": str(envelope.message_id)},
+            "ack": lambda self: acked.append(True),
+        },
+    )()
+    with caplog.at_level(logging.INFO, logger="messaging.dead_letters"):
+        DeadLetterKeeper(None, engine, dead_letter_table).keep(message)
+    [record] = [record for record in caplog.records if "dead letter kept" in record.getMessage()]
+    assert (record.task_id, record.task_uuid) == ("P-1", str(envelope.task_uuid))
+    assert acked == [True]
+    engine.dispose()
 
 
 def test_outbox_backlog_and_the_age_of_its_oldest_message(database_url):

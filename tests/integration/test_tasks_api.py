@@ -81,6 +81,14 @@ def test_another_clients_token_never_sees_data(engine, client, token):
     assert client.get("/v1/clients/other/tasks/T-1001", headers=bearer(other_token)).status_code == 404
 
 
+@pytest.mark.parametrize("query", ["status=bogus", "limit=0", "limit=x"])
+def test_another_clients_token_learns_nothing_from_a_bad_query_either(engine, client, token, query):
+    """The token is checked before the query: 401/404, never the 422 that tells the query apart."""
+    other = register_client(engine, "other")["api_token"]
+    for headers in (bearer(other), {}):
+        assert client.get(f"/v1/clients/acme/tasks?{query}", headers=headers).status_code in (401, 404)
+
+
 def test_an_unknown_task_is_404(client, token):
     response = client.get("/v1/clients/acme/tasks/T-404", headers=bearer(token))
     assert response.status_code == 404

@@ -1,6 +1,8 @@
 """POST /v1/clients/{client_id}/tasks per CONTRACT §3, on SQLite and PostgreSQL."""
 
+import io
 import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -8,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from gateway import create_app
+from gateway import webhook as webhook_module
 from gateway.tables import outbox, tasks
 from messaging.db.sqlite import _writer_lock
 from messaging.outbox import Offered
@@ -177,6 +181,51 @@ def test_the_202_waits_until_the_tasks_messages_are_published(database_url):
     app.extensions["taskgate"].engine.dispose()
 
 
+def test_a_warning_that_a_tasks_messages_are_not_published_yet_names_the_task(
+    database_url, monkeypatch, caplog
+):
+    app = create_app(make_settings(database_url), publish=lambda rows: Offered(threading.Event(), 0.0))
+    secret = register_client(app.extensions["taskgate"].engine)["signing_secret"]
+    monkeypatch.setattr(webhook_module, "PUBLISH_WAIT_SECONDS", 0.01)
+    with caplog.at_level(logging.WARNING, logger="gateway.webhook"):
+        assert post(app.test_client(), secret, upsert_task()).status_code == 202
+    [record] = [record for record in caplog.records if "not published" in record.getMessage()]
+    assert (record.task_id, record.task_uuid) == ("T-1001", "e98a61d6-14d6-5dcc-99de-e4130e825881")
+    app.extensions["taskgate"].engine.dispose()
+
+
+def test_a_chunked_body_over_the_limit_is_413(app, secret):
+    """As gunicorn hands on a chunked request: no Content-Length, the input terminated by the server."""
+    raw = json.dumps(upsert_task()).encode()
+    raw = raw[:-1] + b" " * (70 * 1024) + b"}"  # valid JSON, over 64 KiB
+    _, headers = signed(secret, raw)
+    environ = EnvironBuilder(
+        path=URL,
+        method="POST",
+        input_stream=io.BytesIO(raw),
+        headers={**headers, "Transfer-Encoding": "chunked"},
+    ).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input_terminated"] = True
+    body, status, _ = run_wsgi_app(app, environ)
+    assert status.startswith("413"), (status, b"".join(body))
+    assert stored(app) == (0, 0)
+
+
+def test_a_chunked_body_within_the_limit_is_accepted(app, secret):
+    raw, headers = signed(secret, upsert_task())
+    environ = EnvironBuilder(
+        path=URL,
+        method="POST",
+        input_stream=io.BytesIO(raw),
+        headers={**headers, "Transfer-Encoding": "chunked"},
+    ).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input_terminated"] = True
+    _, status, _ = run_wsgi_app(app, environ)
+    assert status.startswith("202")
+
+
 def test_twenty_concurrent_duplicates_are_one_task_and_one_routed_event(app, secret):
     start = threading.Barrier(20)
 
@@ -192,18 +241,35 @@ def test_twenty_concurrent_duplicates_are_one_task_and_one_routed_event(app, sec
 
 
 @pytest.mark.parametrize(
-    ("body", "status"),
+    ("body", "status", "field"),
     [
-        ({**upsert_task(), "type": ["customer.upsert"]}, 422),
-        (b"[" * 20_000 + b"]" * 20_000, 400),
-        (b'{"task_id": "T-1", "type": "customer.upsert", "customer_id": "C-\\ud800", "payload": {}}', 400),
-        (upsert_task(name="Ada\x00Lovelace"), 400),
-        ({**upsert_task(), "payload": {"name": "Ada", "email": "ada@example.com", "\x00": 1}}, 400),
+        ({**upsert_task(), "type": ["customer.upsert"]}, 422, "type"),
+        (b"[" * 20_000 + b"]" * 20_000, 400, None),
+        (
+            b'{"task_id": "T-1", "type": "customer.upsert", "customer_id": "C-\\ud800", "payload": {}}',
+            422,
+            "customer_id",
+        ),
+        (upsert_task(name="Ada\x00Lovelace"), 422, "payload.name"),
+        (
+            {**upsert_task(), "payload": {"name": "Ada", "email": "ada@example.com", "\x00": 1}},
+            422,
+            "payload",
+        ),
+        (
+            b'{"task_id": "T-1", "type": "customer.upsert", "customer_id": "C-1", "payload": {"n": NaN}}',
+            400,
+            None,
+        ),
     ],
-    ids=["type-not-a-string", "deeply-nested", "lone-surrogate", "nul-in-value", "nul-in-key"],
+    ids=["type-not-a-string", "deeply-nested", "lone-surrogate", "nul-in-value", "nul-in-key", "nan"],
 )
-def test_crafted_bodies_get_a_clear_4xx_never_a_500(app, client, secret, body, status):
-    assert_problem(post(client, secret, body), status)
+def test_crafted_bodies_get_a_clear_4xx_never_a_500(app, client, secret, body, status, field):
+    """Malformed JSON (NaN is not JSON) is 400; well-formed JSON whose text no database stores is
+    an invalid task, 422 naming the field (CONTRACT §3)."""
+    problem = assert_problem(post(client, secret, body), status)
+    if field is not None:
+        assert field in problem["errors"]
     assert stored(app) == (0, 0)
 
 

@@ -55,6 +55,13 @@ def test_verify_rejects(headers, body, now):
         signatures.verify([SPEC_SECRET], headers, body, now=now)
 
 
+@pytest.mark.parametrize("age", [-300.0, 300.0, 300.9])
+def test_the_five_minute_tolerance_counts_whole_seconds(age):
+    """A timestamp 300 whole seconds away is within the tolerance, whatever the fraction of the
+    current second (the header counts whole seconds)."""
+    assert signatures.verify([SPEC_SECRET], spec_headers(), SPEC_BODY, now=SPEC_TIMESTAMP + age) == SPEC_ID
+
+
 def test_new_secrets_have_the_standard_form_and_differ():
     first, second = signatures.new_secret(), signatures.new_secret()
     assert first.startswith("whsec_") and first != second
