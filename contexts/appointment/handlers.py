@@ -227,6 +227,9 @@ def cancel_appointment(session: Transaction, task: Envelope) -> list[Envelope]:
             "appointment_id": appointment_id,
             "appointment_task_id": target,
             "customer_id": task.payload["customer_id"],
+            # The cancel's place in its customer's order: a linked job accepted before the cancel
+            # but decided after it is canceled all the same (contexts.maintenance.handlers).
+            "order": task.payload.get("order") or {},
         },
     )
     result = vocabulary.result(

@@ -26,16 +26,16 @@ CONTEXT = "maintenance"
 
 
 def schedule_maintenance(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
-    """maintenance.schedule: book the position for the car unless it is taken (or the linked
-    appointment is already canceled)."""
+    """maintenance.schedule: book the position for the car unless it is taken. If the linked
+    appointment's cancel was accepted after this task (it waited, say, for its customer), the job
+    is booked and at once canceled by that cancel, as it would have been had it been decided first."""
     existing = session.scalar(
         select(jobs.c.job_id).where(jobs.c.client_id == task.client_id, jobs.c.task_id == task.task_id)
     )
     if existing is not None:
         return [_scheduled(task, existing)]
     appointment_task_id = task.payload.get("appointment_task_id")
-    if appointment_task_id and _appointment_canceled(session, task.client_id, appointment_task_id):
-        return [_rejected(task, model.APPOINTMENT_CANCELED)]
+    cancel = _later_cancel(session, task, customer, appointment_task_id) if appointment_task_id else None
     requested = model.Booking.of(
         datetime.fromisoformat(task.payload["starts_at"]), task.payload["duration_minutes"]
     )
@@ -55,11 +55,14 @@ def schedule_maintenance(session: Transaction, task: Envelope, customer: Custome
             starts_at=requested.starts_at,
             ends_at=requested.ends_at,
             appointment_task_id=appointment_task_id,
-            status=ACTIVE,
+            status=ACTIVE if cancel is None else CANCELED,
+            canceled_by_task_id=None if cancel is None else cancel.task_id,
             created_at=utcnow(),
         )
     )
-    return [_scheduled(task, job_id)]
+    if cancel is None:
+        return [_scheduled(task, job_id)]
+    return [_scheduled(task, job_id), _canceled(cancel, job_id, task.task_id)]
 
 
 def refusal(session: Transaction, client_id: str, position: str, requested: model.Booking) -> str | None:
@@ -78,17 +81,34 @@ def refusal(session: Transaction, client_id: str, position: str, requested: mode
     return model.rejection(requested, [model.Booking(row.starts_at, row.ends_at) for row in rows])
 
 
-def _appointment_canceled(session: Transaction, client_id: str, appointment_task_id: str) -> bool:
-    """Whether the linked appointment is canceled; serialized with that cancel's cascade, so a job
-    is either refused here or canceled there, never missed."""
-    serialize_on(session, CONTEXT, "appointment", client_id, appointment_task_id)
-    canceled = session.scalar(
-        select(canceled_appointments.c.appointment_task_id).where(
-            canceled_appointments.c.client_id == client_id,
+def _later_cancel(
+    session: Transaction, task: Envelope, customer: Customer, appointment_task_id: str
+) -> Envelope | None:
+    """The cancel of the linked appointment if its customer's order has it after task (as an
+    envelope its result can name); serialized with that cancel's cascade, so a job accepted before
+    the cancel is canceled either there or here, never missed."""
+    serialize_on(session, CONTEXT, "appointment", task.client_id, appointment_task_id)
+    cancel = session.execute(
+        select(canceled_appointments).where(
+            canceled_appointments.c.client_id == task.client_id,
             canceled_appointments.c.appointment_task_id == appointment_task_id,
         )
+    ).one_or_none()
+    seq, _ = vocabulary.customer_order(task)
+    if (
+        cancel is None
+        or cancel.canceled_by_task_uuid is None
+        or cancel.customer_id != customer.customer_id
+        or not (cancel.canceled_by_seq or 0) > seq > 0
+    ):
+        return None
+    return Envelope(
+        type="appointment.cancel",
+        task_id=cancel.canceled_by_task_id,
+        task_uuid=cancel.canceled_by_task_uuid,
+        client_id=task.client_id,
+        payload={},
     )
-    return canceled is not None
 
 
 def _scheduled(task: Envelope, job_id) -> Envelope:
@@ -123,6 +143,9 @@ def when_appointment_canceled(session: Transaction, event: Envelope) -> list[Env
             "appointment_task_id": appointment_task_id,
             "canceled_by_task_id": event.task_id,
             "canceled_at": utcnow(),
+            "canceled_by_task_uuid": event.task_uuid,
+            "customer_id": event.payload.get("customer_id"),
+            "canceled_by_seq": vocabulary.customer_order(event)[0],
         },
     )
     canceled = session.execute(
@@ -135,16 +158,18 @@ def when_appointment_canceled(session: Transaction, event: Envelope) -> list[Env
         .values(status=CANCELED, canceled_by_task_id=event.task_id)
         .returning(jobs.c.job_id, jobs.c.task_id)
     ).all()
-    return [
-        vocabulary.result(
-            event,
-            context=CONTEXT,
-            outcome="maintenance.canceled",
-            status=vocabulary.SUCCEEDED,
-            result={"job_id": str(row.job_id), "maintenance_task_id": row.task_id},
-        )
-        for row in canceled
-    ]
+    return [_canceled(event, row.job_id, row.task_id) for row in canceled]
+
+
+def _canceled(cancel: Envelope, job_id, maintenance_task_id: str) -> Envelope:
+    """The result, tagged with the appointment.cancel, of a job its cascade canceled."""
+    return vocabulary.result(
+        cancel,
+        context=CONTEXT,
+        outcome="maintenance.canceled",
+        status=vocabulary.SUCCEEDED,
+        result={"job_id": str(job_id), "maintenance_task_id": maintenance_task_id},
+    )
 
 
 TASK_HANDLERS = {"maintenance.schedule": replica.needs_customer(schedule_maintenance)}

@@ -7,8 +7,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 POSITION_BUSY = "position_busy"
-# The job was linked to an appointment that is already canceled.
-APPOINTMENT_CANCELED = "appointment_canceled"
 
 
 @dataclasses.dataclass(frozen=True)

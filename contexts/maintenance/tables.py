@@ -6,7 +6,17 @@ overlap on one position; SQLite gets a trigger to the same effect.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, MetaData, PrimaryKeyConstraint, String, Table, UniqueConstraint, Uuid
+from sqlalchemy import (
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+    Uuid,
+)
 
 from contexts.replica import CustomerReplica
 from contexts.reservations import make_holds_table
@@ -61,6 +71,10 @@ canceled_appointments = Table(
     Column("appointment_task_id", String(128), nullable=False),
     Column("canceled_by_task_id", String(128), nullable=False),
     Column("canceled_at", UtcDateTime, nullable=False),
+    # The cancel: its task's uuid, customer and place in that customer's order (NULL before 0017).
+    Column("canceled_by_task_uuid", Uuid),
+    Column("customer_id", String(128)),
+    Column("canceled_by_seq", Integer),
     PrimaryKeyConstraint("client_id", "appointment_task_id"),
 )
 

@@ -308,9 +308,7 @@ class CallbackDispatcher:
             log.info("callback delivered", extra={**fields, **detail})
         else:
             round_attempts = attempts - row.replayed_after_attempts
-            delay = (
-                None if attempt.status_code == 410 else next_delay(self.schedule, round_attempts, self.rng)
-            )
+            delay = next_delay(self.schedule, round_attempts, self.rng)  # whatever the answer (CONTRACT §5)
             if delay is None:
                 values = {"status": "failed", "next_attempt_at": None}
                 outcome = "failed"

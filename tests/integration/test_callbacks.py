@@ -93,11 +93,15 @@ def test_a_failure_is_rescheduled_per_the_schedule_with_jitter(engine, result_id
     assert dispatcher(engine).deliver_due() == 0  # not due yet
 
 
-def test_410_gone_stops_at_once(engine, result_id, endpoint):
-    endpoint.post(URL, status=410)
-    dispatcher(engine).deliver_due()
+@pytest.mark.parametrize("status", [400, 404, 410])
+def test_any_answer_but_a_2xx_is_retried_410_gone_too(engine, result_id, endpoint, status):
+    """CONTRACT §5: anything but a 2xx is retried until the last attempt of the schedule."""
+    endpoint.post(URL, status=status)
+    before = utcnow()
+    assert dispatcher(engine).deliver_due() == 1
     row = delivery(engine, result_id)
-    assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 1, None)
+    assert (row.status, row.attempts, row.last_status_code) == ("pending", 1, status)
+    assert row.next_attempt_at >= before + timedelta(seconds=48)
 
 
 def test_retry_after_postpones_beyond_the_schedule(engine, result_id, endpoint):

@@ -1,9 +1,17 @@
 """Every task type through the running system, on SQLite + in-process broker and PostgreSQL + RabbitMQ."""
 
 import json
+import uuid
 
 import pytest
+from sqlalchemy import select
 
+from contexts.maintenance import handlers as maintenance_handlers
+from contexts.maintenance.tables import jobs
+from contexts.replica import Customer
+from messaging import vocabulary
+from messaging.db import make_engine
+from messaging.envelope import Envelope
 from tests.factories import cancel_task, maintenance_task, schedule_task, survey_task, upsert_task, wait_for
 from tests.integration.conftest import CALLBACK_URL
 
@@ -114,14 +122,55 @@ def test_maintenance_rejects_a_busy_position(client, known_customer):
     client.wait_for_status("M-3", "succeeded")
 
 
-def test_a_job_linked_to_an_already_canceled_appointment_is_refused(client, known_customer):
+def test_a_job_linked_to_an_appointment_canceled_before_it_is_booked(client, known_customer):
+    """CONTRACT §3 has maintenance.schedule end scheduled or position_busy: a cancel accepted
+    before the job has nothing of it to cancel."""
     client.submit(schedule_task("A-1", "2026-12-01T09:00:00Z"))
     client.wait_for_status("A-1", "succeeded")
     client.submit(cancel_task("X-1", "A-1"))
     client.wait_for_status("X-1", "succeeded")
     client.submit(maintenance_task("M-1", "2026-12-01T10:00:00Z", appointment_task_id="A-1"))
-    client.wait_for_status("M-1", "rejected")
-    assert client.outcome("M-1") == ("maintenance.rejected", {"reason": "appointment_canceled"})
+    client.wait_for_status("M-1", "succeeded")
+    assert client.outcome("M-1")[0] == "maintenance.scheduled"
+
+
+def test_a_job_accepted_before_the_cancel_of_its_appointment_but_decided_after_it_is_canceled_too(
+    database_url,
+):
+    """The job waited (for its customer, say) while the cancel's cascade ran: decided now, it is
+    booked and canceled by that cancel, as if it had been decided first; a job accepted after the
+    cancel is booked."""
+    engine = make_engine(database_url)
+    customer = Customer("acme", "C-42", "Ada", "ada@example.com", version=1, seq=1)
+
+    def job(task_id, seq):
+        task = maintenance_task(task_id, f"2026-12-01T{9 + seq}:00:00Z", appointment_task_id="A-1")
+        payload = {"customer_id": "C-42", **task["payload"], "order": {"seq": seq, "upserts": 1}}
+        return Envelope(task["type"], task_id, uuid.uuid4(), "acme", payload)
+
+    cancel = Envelope(
+        vocabulary.APPOINTMENT_CANCELED,
+        "X-1",
+        uuid.uuid4(),
+        "acme",
+        {"appointment_task_id": "A-1", "customer_id": "C-42", "order": {"seq": 4, "upserts": 1}},
+    )
+    with engine.begin() as connection:
+        assert maintenance_handlers.when_appointment_canceled(connection, cancel) == []  # nothing booked yet
+        before = maintenance_handlers.schedule_maintenance(connection, job("M-1", 3), customer)
+        after = maintenance_handlers.schedule_maintenance(connection, job("M-2", 5), customer)
+        statuses = dict(connection.execute(select(jobs.c.task_id, jobs.c.status)).all())
+    assert [(result.task_id, result.payload["outcome"]) for result in before] == [
+        ("M-1", "maintenance.scheduled"),
+        ("X-1", "maintenance.canceled"),
+    ]
+    assert before[1].task_uuid == cancel.task_uuid
+    assert before[1].payload["result"]["maintenance_task_id"] == "M-1"
+    assert [(result.task_id, result.payload["outcome"]) for result in after] == [
+        ("M-2", "maintenance.scheduled")
+    ]
+    assert statuses == {"M-1": "canceled", "M-2": "active"}
+    engine.dispose()
 
 
 def test_several_parked_tasks_of_one_customer_all_resume(client):
