@@ -22,7 +22,6 @@ class _Request:
     client_id: str
     task_uuid: uuid.UUID
     task: dict
-    webhook_id: str
     sender: Client
     trace: dict | None  # the request's span (the writing thread may serve another request)
     acceptance: Acceptance | None = None
@@ -34,13 +33,11 @@ class Accepting:
         self.engine = engine
         self._group = GroupCommit(self._write) if backend(engine).groups_commits else None
 
-    def accept(
-        self, client_id: str, task_uuid: uuid.UUID, task: dict, *, webhook_id: str, sender: Client
-    ) -> Acceptance:
+    def accept(self, client_id: str, task_uuid: uuid.UUID, task: dict, *, sender: Client) -> Acceptance:
         """accept_task for a request verified against sender, committed before it returns: in one
         transaction with the requests that wait meanwhile, or alone if that one failed (a task-id
         reused with other content, say, raises here only for its own request)."""
-        request = _Request(client_id, task_uuid, task, webhook_id, sender, tracer().current())
+        request = _Request(client_id, task_uuid, task, sender, tracer().current())
         if self._group is not None:
             self._group.submit(request)
         if self._group is None or request.alone:
@@ -58,7 +55,6 @@ class Accepting:
                         request.client_id,
                         request.task_uuid,
                         request.task,
-                        webhook_id=request.webhook_id,
                         sender=request.sender,
                         trace=request.trace,
                     )

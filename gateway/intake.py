@@ -1,5 +1,5 @@
 """Taking tasks in: each accepted task with its place in its customer's order and its routed
-message, in the webhook's transaction; replays and reused webhook-ids answered, not processed."""
+message, in the webhook's transaction; replays answered, not processed."""
 
 from __future__ import annotations
 
@@ -8,30 +8,28 @@ import functools
 import hashlib
 import json
 import uuid
-from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
     Connection,
-    and_,
+    Integer,
     bindparam,
     case,
-    delete,
     exists,
+    literal,
     select,
     true,
     update,
 )
 from sqlalchemy.orm import Session
 
-from gateway.clients import CLIENT_COLUMNS, Client
+from gateway.clients import Client
 from gateway.tables import (
     ACCEPTED,
     clients,
     customer_order,
     outbox,
     tasks,
-    webhook_ids,
 )
 from messaging.db import (
     backend,
@@ -51,8 +49,6 @@ class TaskConflict(Exception):
 class Acceptance:
     task_uuid: uuid.UUID
     created: bool
-    # The task an earlier request with the same webhook-id led to: this one was not processed.
-    replay_of: uuid.UUID | None = None
     # False if the sender's secrets were not (or no longer) those the request was verified with.
     sender_current: bool = True
     # The outbox rows written, to publish once the transaction has committed.
@@ -70,40 +66,28 @@ def accept_task(
     task_uuid: uuid.UUID,
     task: dict,
     *,
-    webhook_id: str | None = None,
     sender: Client | None = None,
     trace: dict[str, str] | None = None,
 ) -> Acceptance:
-    """Store the task with its place in its customer's order and its routed message, and remember
-    the request's webhook_id, if given, as leading to this task; in the caller's transaction (the
-    caller commits, which is when the place counts as taken).
+    """Store the task with its place in its customer's order and its routed message, in the
+    caller's transaction (the caller commits, which is when the place counts as taken).
 
-    Nothing is stored (and the Acceptance says why) if the webhook_id was seen before (replay_of),
-    or if sender, the client as the request was verified against, is no longer the stored one
-    (sender_current: e.g. its secret was rotated since it was read).
+    Nothing is stored if sender, the client as the request was verified against, is no longer the
+    stored one (sender_current=False: e.g. its secret was rotated since it was read).
 
     A task-id seen before with the same content is an idempotent replay (created=False); with
     other content it is a TaskConflict. The unique (client_id, task_id) constraint decides races.
     trace: the W3C headers its message carries (by default the span current in this thread).
     """
-    # The common case in one statement: the webhook-id is new and the sender's secrets are those
-    # the request was verified with. Only when it is not is there more to read.
-    remembered = webhook_id is not None and _remember(connection, client_id, webhook_id, task_uuid, sender)
-    if not remembered and (sender is not None or webhook_id is not None):
-        stored, seen = sender_and_replay(connection, client_id, webhook_id or "")
-        if sender is not None and not _same_secrets(stored, sender):
-            return Acceptance(task_uuid, created=False, sender_current=False)
-        if seen is not None:
-            return Acceptance(task_uuid, created=False, replay_of=seen)
-        if webhook_id is not None:  # what held it back is gone (a concurrent request rolled back)
-            remember_webhook_id(connection, client_id, webhook_id, task_uuid)
-    digest = content_digest(task)
     # The place is taken first: its row lock then orders every accept of this customer, the
-    # new task's insert included. An idempotent replay leaves a gap in the places, which is
-    # harmless, but gives back the upsert's place it took: no task may wait for an upsert that
-    # routes nothing.
+    # new task's insert included. Its statement takes it only while the sender's secrets are the
+    # client's. An idempotent replay leaves a gap in the places, which is harmless, but gives back
+    # the upsert's place it took: no task may wait for an upsert that routes nothing.
     upsert = task["type"] == "customer.upsert"
-    place = take_place(connection, client_id, task["customer_id"], upsert=upsert)
+    place = take_place(connection, client_id, task["customer_id"], upsert=upsert, sender=sender)
+    if place is None:
+        return Acceptance(task_uuid, created=False, sender_current=False)
+    digest = content_digest(task)
     now = utcnow()
     row = {
         "task_uuid": task_uuid,
@@ -130,51 +114,10 @@ def accept_task(
         )
     )
     if existing != digest:
-        raise TaskConflict(task["task_id"])  # the caller's rollback forgets the webhook-id too
+        raise TaskConflict(task["task_id"])  # the caller's rollback gives the place back
     if upsert:
         connection.execute(_GIVE_BACK_UPSERT, {"of_client": client_id, "of_customer": task["customer_id"]})
     return Acceptance(task_uuid, created=False)
-
-
-def _remember(
-    connection, client_id: str, webhook_id: str, task_uuid: uuid.UUID, sender: Client | None
-) -> bool:
-    """Remember webhook_id as leading to task_uuid if it is new and (given a sender) the client's
-    secrets are the sender's; whether it was."""
-    parameters = {
-        "client_id": client_id,
-        "webhook_id": webhook_id,
-        "task_uuid": task_uuid,
-        "received_at": utcnow(),
-    }
-    if sender is not None:
-        parameters.update({f"sender_{name}": getattr(sender, name) for name in SENDER_SECRETS})
-    statement = _remember_statement(backend(connection).name, sender is not None)
-    return connection.execute(statement, parameters).first() is not None
-
-
-@functools.cache
-def _remember_statement(dialect: str, with_sender: bool):
-    insert = backend(dialect).insert
-    columns = ("client_id", "webhook_id", "task_uuid", "received_at")
-    row = select(*(bindparam(name, type_=webhook_ids.c[name].type) for name in columns))
-    if with_sender:
-        current = select(clients.c.client_id).where(
-            clients.c.client_id == bindparam("client_id"),
-            *(
-                clients.c[name].is_not_distinct_from(bindparam(f"sender_{name}", type_=clients.c[name].type))
-                for name in SENDER_SECRETS
-            ),
-        )
-        row = row.where(exists(current))
-    else:
-        row = row.where(true())  # SQLite reads ON CONFLICT after a SELECT only behind a WHERE
-    return (
-        insert(webhook_ids)
-        .from_select(list(columns), row)
-        .on_conflict_do_nothing()
-        .returning(webhook_ids.c.webhook_id)
-    )
 
 
 def _routed(connection, client_id: str, task_uuid: uuid.UUID, task: dict, place: Place, trace) -> Envelope:
@@ -224,25 +167,42 @@ class Place:
         return {"seq": self.seq, "upserts": self.upserts}
 
 
-def take_place(connection, client_id: str, customer_id: str, *, upsert: bool) -> Place:
-    """The next place in the customer's order, held (row lock) until the transaction ends."""
-    statement = _take_place(backend(connection).name)
-    row = connection.execute(
-        statement, {"client_id": client_id, "customer_id": customer_id, "upsert": upsert}
-    ).one()
-    return Place(row.last_seq, row.last_upsert_seq)
+def take_place(
+    connection, client_id: str, customer_id: str, *, upsert: bool, sender: Client | None = None
+) -> Place | None:
+    """The next place in the customer's order, held (row lock) until the transaction ends; None,
+    and nothing taken, if sender is given and its secrets are no longer the client's."""
+    parameters = {"client_id": client_id, "customer_id": customer_id, "upsert": upsert}
+    if sender is not None:
+        parameters.update({f"sender_{name}": getattr(sender, name) for name in SENDER_SECRETS})
+    row = connection.execute(_take_place(backend(connection).name, sender is not None), parameters).first()
+    return None if row is None else Place(row.last_seq, row.last_upsert_seq)
 
 
 @functools.cache
-def _take_place(dialect: str):
+def _take_place(dialect: str, with_sender: bool):
     insert = backend(dialect).insert
     upsert = bindparam("upsert", type_=Boolean)
-    statement = insert(customer_order).values(
-        client_id=bindparam("client_id"),
-        customer_id=bindparam("customer_id"),
-        last_seq=1,
-        last_upsert_seq=case((upsert, 1), else_=0),
-        previous_upsert_seq=0,
+    row = select(
+        bindparam("client_id", type_=customer_order.c.client_id.type),
+        bindparam("customer_id", type_=customer_order.c.customer_id.type),
+        literal(1, Integer),
+        case((upsert, 1), else_=0),
+        literal(0, Integer),
+    )
+    if with_sender:
+        current = select(clients.c.client_id).where(
+            clients.c.client_id == bindparam("client_id"),
+            *(
+                clients.c[name].is_not_distinct_from(bindparam(f"sender_{name}", type_=clients.c[name].type))
+                for name in SENDER_SECRETS
+            ),
+        )
+        row = row.where(exists(current))
+    else:
+        row = row.where(true())  # SQLite reads ON CONFLICT after a SELECT only behind a WHERE
+    statement = insert(customer_order).from_select(
+        ["client_id", "customer_id", "last_seq", "last_upsert_seq", "previous_upsert_seq"], row
     )
     following = customer_order.c.last_seq + 1
     return statement.on_conflict_do_update(
@@ -269,51 +229,3 @@ _GIVE_BACK_UPSERT = (
 
 # The client's columns a request's signature was verified with.
 SENDER_SECRETS = ("signing_secret", "previous_signing_secret", "previous_secret_expires_at")
-
-
-def _same_secrets(stored: Client | None, sender: Client) -> bool:
-    return stored is not None and all(
-        getattr(stored, name) == getattr(sender, name) for name in SENDER_SECRETS
-    )
-
-
-# Who sends a request, and the task an earlier request with its webhook-id led to: one round trip.
-_SENDER_AND_REPLAY = (
-    select(*CLIENT_COLUMNS, webhook_ids.c.task_uuid)
-    .select_from(
-        clients.outerjoin(
-            webhook_ids,
-            and_(
-                webhook_ids.c.client_id == clients.c.client_id,
-                webhook_ids.c.webhook_id == bindparam("webhook_id"),
-            ),
-        )
-    )
-    .where(clients.c.client_id == bindparam("client_id"))
-)
-
-
-def sender_and_replay(
-    connection: Connection, client_id: str, webhook_id: str
-) -> tuple[Client | None, uuid.UUID | None]:
-    """The client, and the task a request with this webhook-id created or replayed, if one was
-    seen recently (None for a client that does not exist)."""
-    row = connection.execute(_SENDER_AND_REPLAY, {"client_id": client_id, "webhook_id": webhook_id}).first()
-    if row is None:
-        return None, None
-    *client, replayed = row
-    return Client(*client), replayed
-
-
-def remember_webhook_id(
-    connection: Connection | Session, client_id: str, webhook_id: str, task_uuid: uuid.UUID
-) -> None:
-    insert_ignoring_duplicates(
-        connection,
-        webhook_ids,
-        {"client_id": client_id, "webhook_id": webhook_id, "task_uuid": task_uuid, "received_at": utcnow()},
-    )
-
-
-def forget_webhook_ids(session: Session, older_than: datetime) -> int:
-    return session.execute(delete(webhook_ids).where(webhook_ids.c.received_at < older_than)).rowcount

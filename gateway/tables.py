@@ -129,17 +129,6 @@ delivery_attempts = Table(
     Column("response_body", Text),
 )
 
-# webhook-ids seen within the signature tolerance window: a replayed request is answered, not processed.
-webhook_ids = Table(
-    "gateway_webhook_ids",
-    metadata,
-    Column("client_id", String(63), nullable=False),
-    Column("webhook_id", String(255), nullable=False),
-    Column("task_uuid", Uuid, nullable=False),
-    Column("received_at", UtcDateTime, nullable=False, index=True),
-    PrimaryKeyConstraint("client_id", "webhook_id"),
-)
-
 # The steps a task went through between the contexts that are no results (a visit's holds,
 # confirms and releases, and each side's answers), for its timeline.
 task_steps = Table(

@@ -12,9 +12,9 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import signatures
-from gateway.clients import Client
+from gateway.clients import Client, find_client
 from gateway.identity import task_uuid as make_task_uuid
-from gateway.intake import Acceptance, TaskConflict, content_digest, sender_and_replay
+from gateway.intake import Acceptance, TaskConflict, content_digest
 from gateway.metrics import TASKS_RECEIVED
 from gateway.problems import Problem
 from gateway.representations import task_representation
@@ -42,7 +42,7 @@ def submit_task(client_id: str):
     if request.mimetype != "application/json":
         raise Problem(415, "Content-Type must be application/json")
     raw = _body()
-    client, webhook_id, verify = _authenticated(state, client_id, raw)
+    client, _, verify = _authenticated(state, client_id, raw)
     g.known_client = client_id
     body = _parsed(raw)
     try:
@@ -58,16 +58,14 @@ def submit_task(client_id: str):
     self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
     refusal = _refusal(state, client_id)
     if refusal:
-        # A request seen before is answered all the same (its client may be retrying a timeout).
+        # A task sent again is answered all the same (its client may be retrying a timeout): it is
+        # not a new task (CONTRACT §3: 200), once the request verifies against the stored client.
         with read_only(state.engine).connect() as connection:
-            stored, replay_of = sender_and_replay(connection, client_id, webhook_id)
+            stored = find_client(connection, client_id)
         if stored is None:
             raise _unauthenticated(state, client_id)
         if stored != client:
             _signed_by(state, client_id, verify, fresh=True)
-        if replay_of is not None and (answer := _replayed(state, client_id, replay_of, body)):
-            return answer
-        # So is a task sent again under a new webhook-id: it is not a new task (CONTRACT §3: 200).
         with state.reader.connect() as connection:
             existing = find_task(connection, client_id, task_uuid=task_uuid)
         if existing is not None and existing["content_sha256"] == content_digest(task):
@@ -77,13 +75,7 @@ def submit_task(client_id: str):
             raise _conflict(task, fields)
         raise refusal
     try:
-        acceptance = _accept(state, client, verify, task_uuid, task, webhook_id)
-        if acceptance.replay_of is not None:
-            if answer := _replayed(state, client_id, acceptance.replay_of, body):
-                return answer
-            # Another task under a webhook-id used before: a request like any other (CONTRACT §3
-            # answers by task_id alone), its webhook-id not remembered twice.
-            acceptance = _accept(state, client, verify, task_uuid, task, None)
+        acceptance = _accept(state, client, verify, task_uuid, task)
     except TaskConflict:
         raise _conflict(task, fields) from None
     if not acceptance.created:
@@ -113,14 +105,12 @@ def _body() -> bytes:
     return raw
 
 
-def _accept(state, client: Client, verify, task_uuid, task: dict, webhook_id: str | None) -> Acceptance:
+def _accept(state, client: Client, verify, task_uuid, task: dict) -> Acceptance:
     """accept_task for a request verified against client, committed (with the requests that
     reach the database meanwhile: gateway.accepting). If the client's secrets changed since it was
     read, the request is verified again against the stored client, and accepted if it still verifies."""
     for _ in range(3):
-        acceptance = state.accepting.accept(
-            client.client_id, task_uuid, task, webhook_id=webhook_id, sender=client
-        )
+        acceptance = state.accepting.accept(client.client_id, task_uuid, task, sender=client)
         if acceptance.created:
             _published(state, acceptance.messages, {"task_id": task["task_id"], "task_uuid": str(task_uuid)})
         if acceptance.sender_current:
@@ -213,18 +203,6 @@ def _parsed(raw: bytes) -> object:
 def _not_json(constant: str):
     """NaN and Infinity, which Python's json reads but JSON (RFC 8259) does not have."""
     raise ValueError(f"{constant} is not JSON")
-
-
-def _replayed(state, client_id: str, task_uuid, body):
-    """The answer to a request whose webhook-id led to task_uuid before, if it is that request
-    again (the same content): 200 with the task, not processed again. None if it is not."""
-    with state.reader.connect() as connection:
-        task = find_task(connection, client_id, task_uuid=task_uuid)
-    if task is None or task["content_sha256"] != content_digest(body):
-        return None
-    log.info("webhook-id replayed", extra={"task_id": task["task_id"], "task_uuid": str(task_uuid)})
-    self_url = url_for("tasks.get_task", client_id=client_id, task_id=task["task_id"])
-    return task_representation(task, self_url), 200
 
 
 def _retry_after(state) -> dict[str, str]:

@@ -13,7 +13,6 @@ from sqlalchemy import Engine, Table
 from gateway import tables as gateway_tables
 from gateway.callbacks import CallbackDispatcher
 from gateway.config import Settings
-from gateway.housekeeping import run_housekeeping
 from gateway.results import record_in_place, record_result, record_results
 from messaging import broker, topology, vocabulary
 from messaging.background_relay import BackgroundRelay
@@ -178,8 +177,6 @@ class Runtime:
         self._spawn("gateway-callbacks", dispatcher.run)
         keeper = DeadLetterKeeper(self._connect(), self.engine, gateway_tables.dead_letters)
         self._spawn("gateway-dead-letters", keeper.run_until)
-        tolerance = self.settings.signature_tolerance_seconds
-        self._spawn("gateway-housekeeping", lambda stop: run_housekeeping(self.engine, tolerance, stop))
 
     def _connect(self, *, confirm_each: bool = True):
         connection = broker.connect(self.settings.broker_url, confirm_each=confirm_each)

@@ -60,9 +60,9 @@ def sender_of(engine):
         return find_client(connection, "acme")
 
 
-def accept(accepting, sender, task, webhook_id):
+def accept(accepting, sender, task):
     identity = task_uuid(DEFAULT_NAMESPACE, "acme", task["task_id"])
-    return accepting.accept("acme", identity, task, webhook_id=webhook_id, sender=sender)
+    return accepting.accept("acme", identity, task, sender=sender)
 
 
 def accept_while_the_first_is_held(engine, requests):
@@ -70,11 +70,11 @@ def accept_while_the_first_is_held(engine, requests):
     accepting, sender = Accepting(engine), sender_of(engine)
     held = HeldFirstWrite(engine)
     with ThreadPoolExecutor(len(requests)) as pool:
-        first = pool.submit(accept, accepting, sender, *requests[0])
+        first = pool.submit(accept, accepting, sender, requests[0])
         wait_for(lambda: held.started)
         rest = []
         for request in requests[1:]:  # one after the other: they wait in the order they were sent
-            rest.append(pool.submit(accept, accepting, sender, *request))
+            rest.append(pool.submit(accept, accepting, sender, request))
             wait_for(lambda: len(accepting._group._waiting) == len(rest))
         held.release.set()
         futures = [first, *rest]
@@ -83,7 +83,7 @@ def accept_while_the_first_is_held(engine, requests):
 
 
 def test_requests_that_wait_meanwhile_are_accepted_in_one_transaction(engine):
-    requests = [(survey_task(f"T-{n}", customer_id=f"C-{n % 3}"), f"msg_{n}") for n in range(6)]
+    requests = [survey_task(f"T-{n}", customer_id=f"C-{n % 3}") for n in range(6)]
     outcomes, commits = accept_while_the_first_is_held(engine, requests)
     assert all(outcome.created for outcome in outcomes)
     assert commits == 2  # the first alone, the five that waited together
@@ -99,12 +99,12 @@ def test_requests_that_wait_meanwhile_are_accepted_in_one_transaction(engine):
 
 def test_a_request_that_fails_its_group_fails_alone(engine):
     taken = survey_task("T-taken", customer_id="C-1")
-    assert accept(Accepting(engine), sender_of(engine), taken, "msg_0").created
+    assert accept(Accepting(engine), sender_of(engine), taken).created
     reused = survey_task("T-taken", customer_id="C-1", survey_id="other")
     requests = [
-        (upsert_task("T-1"), "msg_1"),
-        (reused, "msg_2"),  # the task-id again, with other content
-        (survey_task("T-2", customer_id="C-2"), "msg_3"),
+        upsert_task("T-1"),
+        reused,  # the task-id again, with other content
+        survey_task("T-2", customer_id="C-2"),
     ]
     outcomes, _ = accept_while_the_first_is_held(engine, requests)
     assert outcomes[0].created and outcomes[2].created
@@ -121,9 +121,7 @@ def test_on_sqlite_each_request_is_written_alone(sqlite_engine):
     held, writing, write = HeldFirstWrite(sqlite_engine), [], accepting._write
     accepting._write = lambda requests: writing.append(requests) or write(requests)
     with ThreadPoolExecutor(4) as pool:
-        futures = [
-            pool.submit(accept, accepting, sender, survey_task(f"T-{n}"), f"msg_{n}") for n in range(4)
-        ]
+        futures = [pool.submit(accept, accepting, sender, survey_task(f"T-{n}")) for n in range(4)]
         wait_for(lambda: len(writing) == 4)  # each in a write of its own, while the first is held
         held.release.set()
         assert all(future.result(10).created for future in futures)

@@ -3,17 +3,18 @@
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import bindparam, event, func, make_url, select
 from sqlalchemy.orm import Session
 
-from gateway.clients import find_client
+from gateway.clients import find_client, rotate_secret
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import TaskConflict, accept_task
 from gateway.results import record_in_place, record_result, record_results
-from gateway.tables import deliveries, outbox, tasks
+from gateway.tables import customer_order, deliveries, outbox, tasks
 from gateway.task_reads import find_task
 from messaging import vocabulary
 from messaging.db import make_engine
@@ -60,9 +61,9 @@ def test_a_task_is_stored_with_its_routed_message(engine):
     assert stored["task_uuid"] == acceptance.task_uuid
 
 
-def test_a_new_task_of_a_current_sender_takes_four_statements(engine):
-    """The webhook-id (checked new, with the sender's secrets in the same statement), the place
-    in the customer's order, the task and its outbox row: nothing is read first."""
+def test_a_new_task_of_a_current_sender_takes_three_statements(engine):
+    """The place in the customer's order (taken only while the sender's secrets are the client's,
+    in the same statement), the task and its outbox row: nothing is read first."""
     with engine.connect() as connection:
         sender = find_client(connection, "acme")
     sent = []
@@ -70,9 +71,24 @@ def test_a_new_task_of_a_current_sender_takes_four_statements(engine):
     task = upsert_task()
     with Session(engine) as session, session.begin():
         identity = task_uuid(DEFAULT_NAMESPACE, "acme", task["task_id"])
-        acceptance = accept_task(session, "acme", identity, task, webhook_id="msg_1", sender=sender)
+        acceptance = accept_task(session, "acme", identity, task, sender=sender)
     assert acceptance.created
-    assert [verb for verb in sent if verb.upper() != "BEGIN"] == ["INSERT"] * 4  # SQLite: BEGIN IMMEDIATE
+    assert [verb for verb in sent if verb.upper() != "BEGIN"] == ["INSERT"] * 3  # SQLite: BEGIN IMMEDIATE
+
+
+def test_a_sender_whose_secrets_changed_since_takes_no_place_and_stores_nothing(engine):
+    with engine.connect() as connection:
+        sender = find_client(connection, "acme")
+    with Session(engine) as session, session.begin():
+        rotate_secret(session, "acme", timedelta(hours=1))
+    task = upsert_task()
+    with Session(engine) as session, session.begin():
+        identity = task_uuid(DEFAULT_NAMESPACE, "acme", task["task_id"])
+        acceptance = accept_task(session, "acme", identity, task, sender=sender)
+    assert (acceptance.created, acceptance.sender_current) == (False, False)
+    assert counts(engine) == (0, 0)
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(customer_order)) == 0
 
 
 def test_the_same_task_again_is_a_replay_that_routes_nothing(engine):
