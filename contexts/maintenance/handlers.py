@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from uuid6 import uuid7
 
 from contexts.maintenance import model
@@ -27,8 +28,9 @@ CONTEXT = "maintenance"
 
 def schedule_maintenance(session: Transaction, task: Envelope, customer: Customer) -> list[Envelope]:
     """maintenance.schedule: book the position for the car unless it is taken. If the linked
-    appointment's cancel was accepted after this task (it waited, say, for its customer), the job
-    is booked and at once canceled by that cancel, as it would have been had it been decided first."""
+    appointment's cancel was accepted after this task and has been applied here already (this task
+    waited, say, for its customer), the job is booked and at once canceled by that cancel, as it
+    would have been had it been decided first."""
     existing = session.scalar(
         select(jobs.c.job_id).where(jobs.c.client_id == task.client_id, jobs.c.task_id == task.task_id)
     )
@@ -56,13 +58,21 @@ def schedule_maintenance(session: Transaction, task: Envelope, customer: Custome
             ends_at=requested.ends_at,
             appointment_task_id=appointment_task_id,
             status=ACTIVE if cancel is None else CANCELED,
-            canceled_by_task_id=None if cancel is None else cancel.task_id,
+            canceled_by_task_id=None if cancel is None else cancel.canceled_by_task_id,
+            customer_seq=vocabulary.customer_order(task)[0] or None,
             created_at=utcnow(),
         )
     )
     if cancel is None:
         return [_scheduled(task, job_id)]
-    return [_scheduled(task, job_id), _canceled(cancel, job_id, task.task_id)]
+    if cancel.canceled_by_task_uuid is None:  # recorded before 0017: nothing to tag a result with
+        return [_scheduled(task, job_id)]
+    canceled = dataclasses.replace(  # tagged with the cancel, caused by this task's message
+        _canceled(_task_of(cancel, task.client_id), job_id, task.task_id),
+        causation_id=task.message_id,
+        trace=task.trace,
+    )
+    return [_scheduled(task, job_id), canceled]
 
 
 def refusal(session: Transaction, client_id: str, position: str, requested: model.Booking) -> str | None:
@@ -81,12 +91,10 @@ def refusal(session: Transaction, client_id: str, position: str, requested: mode
     return model.rejection(requested, [model.Booking(row.starts_at, row.ends_at) for row in rows])
 
 
-def _later_cancel(
-    session: Transaction, task: Envelope, customer: Customer, appointment_task_id: str
-) -> Envelope | None:
-    """The cancel of the linked appointment if its customer's order has it after task (as an
-    envelope its result can name); serialized with that cancel's cascade, so a job accepted before
-    the cancel is canceled either there or here, never missed."""
+def _later_cancel(session: Transaction, task: Envelope, customer: Customer, appointment_task_id: str):
+    """The recorded cancel of the linked appointment if it applies to this job (see _cancels),
+    else None; serialized with that cancel's cascade, so a job is canceled there or here, never
+    missed."""
     serialize_on(session, CONTEXT, "appointment", task.client_id, appointment_task_id)
     cancel = session.execute(
         select(canceled_appointments).where(
@@ -94,19 +102,27 @@ def _later_cancel(
             canceled_appointments.c.appointment_task_id == appointment_task_id,
         )
     ).one_or_none()
-    seq, _ = vocabulary.customer_order(task)
-    if (
-        cancel is None
-        or cancel.canceled_by_task_uuid is None
-        or cancel.customer_id != customer.customer_id
-        or not (cancel.canceled_by_seq or 0) > seq > 0
-    ):
+    if cancel is None or not _cancels(cancel, customer.customer_id, vocabulary.customer_order(task)[0]):
         return None
+    return cancel
+
+
+def _cancels(cancel, customer_id: str | None, job_seq: int | None) -> bool:
+    """Whether a cancel of the linked appointment cancels a job: one of the appointment's customer
+    accepted before the cancel. A place unknown on either side (written by an earlier release)
+    counts as before, as that release had no linked job stand after its appointment's cancel."""
+    if cancel.canceled_by_seq is None:
+        return True
+    return customer_id == cancel.customer_id and (not job_seq or job_seq < cancel.canceled_by_seq)
+
+
+def _task_of(cancel, client_id: str) -> Envelope:
+    """The appointment.cancel a recorded cancel stands for, as results are tagged with it."""
     return Envelope(
         type="appointment.cancel",
         task_id=cancel.canceled_by_task_id,
         task_uuid=cancel.canceled_by_task_uuid,
-        client_id=task.client_id,
+        client_id=client_id,
         payload={},
     )
 
@@ -132,8 +148,10 @@ def _rejected(task: Envelope, reason: str) -> Envelope:
 
 
 def when_appointment_canceled(session: Transaction, event: Envelope) -> list[Envelope]:
-    """Cancel the jobs linked to the canceled appointment; each result is tagged with the cancel task."""
+    """Cancel the jobs linked to the canceled appointment that the cancel applies to (see _cancels);
+    each result is tagged with the cancel task. Jobs decided later look the cancel up (_later_cancel)."""
     appointment_task_id = event.payload["appointment_task_id"]
+    seq = vocabulary.customer_order(event)[0] or None
     serialize_on(session, CONTEXT, "appointment", event.client_id, appointment_task_id)
     insert_ignoring_duplicates(
         session,
@@ -145,8 +163,17 @@ def when_appointment_canceled(session: Transaction, event: Envelope) -> list[Env
             "canceled_at": utcnow(),
             "canceled_by_task_uuid": event.task_uuid,
             "customer_id": event.payload.get("customer_id"),
-            "canceled_by_seq": vocabulary.customer_order(event)[0],
+            "canceled_by_seq": seq,
         },
+    )
+    # _cancels as a condition: with the cancel's place known, its customer's jobs accepted before it.
+    applies = (
+        []
+        if seq is None
+        else [
+            jobs.c.customer_id == event.payload.get("customer_id"),
+            or_(jobs.c.customer_seq.is_(None), jobs.c.customer_seq < seq),
+        ]
     )
     canceled = session.execute(
         update(jobs)
@@ -154,6 +181,7 @@ def when_appointment_canceled(session: Transaction, event: Envelope) -> list[Env
             jobs.c.client_id == event.client_id,
             jobs.c.appointment_task_id == appointment_task_id,
             jobs.c.status == ACTIVE,
+            *applies,
         )
         .values(status=CANCELED, canceled_by_task_id=event.task_id)
         .returning(jobs.c.job_id, jobs.c.task_id)

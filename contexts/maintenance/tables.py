@@ -48,6 +48,9 @@ jobs = Table(
     Column("canceled_by_task_id", String(128)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("visit_id", Uuid),  # set for a visit's position (task_id is then the visit.book's)
+    # The task's place in its customer's order (NULL before 0017): a cancel of the linked
+    # appointment cancels the job only if it was accepted after the job.
+    Column("customer_seq", Integer),
     UniqueConstraint("client_id", "task_id", name="uq_maintenance_jobs_task"),
     Index("ix_maintenance_jobs_position", "client_id", "position", "starts_at"),
     Index("ix_maintenance_jobs_appointment", "client_id", "appointment_task_id"),

@@ -4,14 +4,15 @@ import json
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from contexts.maintenance import handlers as maintenance_handlers
-from contexts.maintenance.tables import jobs
+from contexts.maintenance.tables import canceled_appointments, jobs
 from contexts.replica import Customer
 from messaging import vocabulary
-from messaging.db import make_engine
+from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
+from tests.backends import sqlite_url
 from tests.factories import cancel_task, maintenance_task, schedule_task, survey_task, upsert_task, wait_for
 from tests.integration.conftest import CALLBACK_URL
 
@@ -134,43 +135,104 @@ def test_a_job_linked_to_an_appointment_canceled_before_it_is_booked(client, kno
     assert client.outcome("M-1")[0] == "maintenance.scheduled"
 
 
-def test_a_job_accepted_before_the_cancel_of_its_appointment_but_decided_after_it_is_canceled_too(
-    database_url,
-):
-    """The job waited (for its customer, say) while the cancel's cascade ran: decided now, it is
-    booked and canceled by that cancel, as if it had been decided first; a job accepted after the
-    cancel is booked."""
-    engine = make_engine(database_url)
-    customer = Customer("acme", "C-42", "Ada", "ada@example.com", version=1, seq=1)
+ADA = Customer("acme", "C-42", "Ada", "ada@example.com", version=1, seq=1)
+GRACE = Customer("acme", "C-9", "Grace", "grace@example.com", version=1, seq=1)
 
-    def job(task_id, seq):
-        task = maintenance_task(task_id, f"2026-12-01T{9 + seq}:00:00Z", appointment_task_id="A-1")
-        payload = {"customer_id": "C-42", **task["payload"], "order": {"seq": seq, "upserts": 1}}
-        return Envelope(task["type"], task_id, uuid.uuid4(), "acme", payload)
 
-    cancel = Envelope(
-        vocabulary.APPOINTMENT_CANCELED,
-        "X-1",
-        uuid.uuid4(),
-        "acme",
-        {"appointment_task_id": "A-1", "customer_id": "C-42", "order": {"seq": 4, "upserts": 1}},
+def linked_job(task_id, seq, customer=ADA):
+    """A maintenance.schedule linked to A-1, at its place seq in its customer's order."""
+    task = maintenance_task(
+        task_id, f"2026-12-01T{8 + seq}:00:00Z", customer_id=customer.customer_id, appointment_task_id="A-1"
     )
-    with engine.begin() as connection:
-        assert maintenance_handlers.when_appointment_canceled(connection, cancel) == []  # nothing booked yet
-        before = maintenance_handlers.schedule_maintenance(connection, job("M-1", 3), customer)
-        after = maintenance_handlers.schedule_maintenance(connection, job("M-2", 5), customer)
+    payload = {"customer_id": customer.customer_id, **task["payload"], "order": {"seq": seq, "upserts": 1}}
+    return Envelope(task["type"], task_id, uuid.uuid4(), "acme", payload)
+
+
+def canceled_event(seq=4):
+    """appointment.canceled of X-1, C-42's cancel of A-1 at place seq (None: as an earlier release)."""
+    payload = {"appointment_id": str(uuid.uuid4()), "appointment_task_id": "A-1", "customer_id": "C-42"}
+    if seq is not None:
+        payload["order"] = {"seq": seq, "upserts": 1}
+    return Envelope(vocabulary.APPOINTMENT_CANCELED, "X-1", uuid.uuid4(), "acme", payload)
+
+
+def decided(database_url, steps):
+    """The maintenance handlers run in this order, one transaction each as a consumer runs them:
+    the jobs' statuses and every result as (task_id, outcome)."""
+    engine = make_engine(database_url)
+    results = []
+    for step in steps:
+        with engine.begin() as connection:
+            results += [(result.task_id, result.payload["outcome"]) for result in step(connection)]
+    with engine.connect() as connection:
         statuses = dict(connection.execute(select(jobs.c.task_id, jobs.c.status)).all())
-    assert [(result.task_id, result.payload["outcome"]) for result in before] == [
-        ("M-1", "maintenance.scheduled"),
-        ("X-1", "maintenance.canceled"),
-    ]
-    assert before[1].task_uuid == cancel.task_uuid
-    assert before[1].payload["result"]["maintenance_task_id"] == "M-1"
-    assert [(result.task_id, result.payload["outcome"]) for result in after] == [
-        ("M-2", "maintenance.scheduled")
-    ]
-    assert statuses == {"M-1": "canceled", "M-2": "active"}
     engine.dispose()
+    return statuses, sorted(results)
+
+
+def schedule(job, customer=ADA):
+    return lambda connection: maintenance_handlers.schedule_maintenance(connection, job, customer)
+
+
+def cancel(event):
+    return lambda connection: maintenance_handlers.when_appointment_canceled(connection, event)
+
+
+@pytest.mark.parametrize(
+    ("job", "customer", "outcome"),
+    [
+        (linked_job("M-1", 3), ADA, "canceled"),  # accepted before the cancel: canceled by it
+        (linked_job("M-2", 5), ADA, "active"),  # accepted after: stands
+        (linked_job("M-9", 2, GRACE), GRACE, "active"),  # another customer's: the cancel is not its
+    ],
+    ids=["accepted-before-the-cancel", "accepted-after-the-cancel", "another-customers-job"],
+)
+@pytest.mark.parametrize("first", ["job", "cancel"])
+def test_a_linked_job_ends_the_same_whichever_message_maintenance_decides_first(
+    tmp_path, job, customer, outcome, first
+):
+    """The job's task and the cancel's appointment.canceled event reach maintenance on two queues,
+    one hop apart: the job ends by the order in which they were accepted, not in which they come."""
+    event = canceled_event(4)
+    steps = [schedule(job, customer), cancel(event)]
+    statuses, results = decided(sqlite_url(tmp_path), steps if first == "job" else steps[::-1])
+    assert statuses == {job.task_id: outcome}
+    expected = [(job.task_id, "maintenance.scheduled")]
+    if outcome == "canceled":
+        expected.append(("X-1", "maintenance.canceled"))
+    assert results == sorted(expected)
+
+
+def test_a_job_decided_after_the_cascade_of_a_later_cancel_names_its_own_message_as_the_cause(database_url):
+    engine = make_engine(database_url)
+    event, job = canceled_event(4), linked_job("M-1", 3)
+    with engine.begin() as connection:
+        maintenance_handlers.when_appointment_canceled(connection, event)
+        _, canceled = maintenance_handlers.schedule_maintenance(connection, job, ADA)
+    engine.dispose()
+    assert (canceled.task_id, canceled.task_uuid) == ("X-1", event.task_uuid)
+    assert canceled.payload["result"]["maintenance_task_id"] == "M-1"
+    assert canceled.headers["x-causation-id"] == str(job.message_id)  # CONTRACT §1: a message sent
+
+
+def test_a_cancel_of_an_earlier_release_cancels_the_jobs_decided_after_it(database_url):
+    """Its event in flight at the upgrade carries no place, and a cancel recorded before migration
+    0017 has none: as that release had it, no linked job stands after its appointment's cancel."""
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(canceled_appointments).values(
+                client_id="acme", appointment_task_id="A-0", canceled_by_task_id="X-0", canceled_at=utcnow()
+            )
+        )
+    engine.dispose()
+    before_0017 = linked_job("M-0", 3)
+    before_0017.payload["appointment_task_id"] = "A-0"
+    statuses, results = decided(
+        database_url, [cancel(canceled_event(None)), schedule(linked_job("M-1", 3)), schedule(before_0017)]
+    )
+    assert statuses == {"M-0": "canceled", "M-1": "canceled"}
+    assert ("X-1", "maintenance.canceled") in results  # the in-flight event's cancel is known by its task
 
 
 def test_several_parked_tasks_of_one_customer_all_resume(client):

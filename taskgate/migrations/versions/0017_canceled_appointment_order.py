@@ -1,5 +1,6 @@
 """maintenance remembers of each appointment's cancel its task, customer and place in that
-customer's order: a linked job accepted before the cancel but decided after it is canceled too
+customer's order, and of each job its place: a cancel cancels the linked jobs of its customer
+accepted before it, whichever of the two maintenance decides first
 
 Revision ID: 0017
 Revises: 0016
@@ -20,9 +21,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('canceled_by_task_uuid', sa.Uuid(), nullable=True))
         batch_op.add_column(sa.Column('customer_id', sa.String(length=128), nullable=True))
         batch_op.add_column(sa.Column('canceled_by_seq', sa.Integer(), nullable=True))
+    with op.batch_alter_table('maintenance_jobs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('customer_seq', sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('maintenance_jobs', schema=None) as batch_op:
+        batch_op.drop_column('customer_seq')
     with op.batch_alter_table('maintenance_canceled_appointments', schema=None) as batch_op:
         batch_op.drop_column('canceled_by_seq')
         batch_op.drop_column('customer_id')
