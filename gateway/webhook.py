@@ -42,7 +42,7 @@ def submit_task(client_id: str):
     if request.mimetype != "application/json":
         raise Problem(415, "Content-Type must be application/json")
     raw = _body()
-    client, _, verify = _authenticated(state, client_id, raw)
+    client, verify = _authenticated(state, client_id, raw)
     g.known_client = client_id
     body = _parsed(raw)
     try:
@@ -115,7 +115,7 @@ def _accept(state, client: Client, verify, task_uuid, task: dict) -> Acceptance:
             _published(state, acceptance.messages, {"task_id": task["task_id"], "task_uuid": str(task_uuid)})
         if acceptance.sender_current:
             return acceptance
-        client, _ = _signed_by(state, client.client_id, verify, fresh=True)
+        client = _signed_by(state, client.client_id, verify, fresh=True)
     raise Problem(503, "the client's secrets keep changing; try again", headers=_retry_after(state))
 
 
@@ -150,14 +150,14 @@ def _authenticated(state, client_id: str, raw: bytes):
             verify([])  # checked like a client's request, so that the answer does not tell them apart
         except signatures.SignatureError as error:
             raise _unauthenticated(state, None, str(error)) from None
-    client, webhook_id = _signed_by(state, client_id, verify)
-    return client, webhook_id, verify
+    return _signed_by(state, client_id, verify), verify
 
 
-def _signed_by(state, client_id: str, verify, *, fresh: bool = False) -> tuple[Client, str]:
-    """KnownClients.signed_by, a 401 (counted) when the request is not."""
+def _signed_by(state, client_id: str, verify, *, fresh: bool = False) -> Client:
+    """The client KnownClients.signed_by finds the request signed by; a 401 (counted) if none."""
     try:
-        return state.clients.signed_by(client_id, verify, fresh=fresh)
+        client, _ = state.clients.signed_by(client_id, verify, fresh=fresh)
+        return client
     except signatures.SignatureError as error:
         raise _unauthenticated(state, client_id, str(error)) from None
 

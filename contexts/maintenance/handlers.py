@@ -63,9 +63,7 @@ def schedule_maintenance(session: Transaction, task: Envelope, customer: Custome
             created_at=utcnow(),
         )
     )
-    if cancel is None:
-        return [_scheduled(task, job_id)]
-    if cancel.canceled_by_task_uuid is None:  # recorded before 0017: nothing to tag a result with
+    if cancel is None or cancel.canceled_by_task_uuid is None:  # (None: recorded before 0017)
         return [_scheduled(task, job_id)]
     canceled = dataclasses.replace(  # tagged with the cancel, caused by this task's message
         _canceled(_task_of(cancel, task.client_id), job_id, task.task_id),
