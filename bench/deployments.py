@@ -21,9 +21,13 @@ from taskgate import registry
 
 MODES = ("embedded", "split", "bare")
 BARE_PROCESSES = ("relay", "worker", "dispatcher")
-# As the README deploys them on one machine: every context in one worker process (on 2 vCPUs it
-# cost less CPU per task than one process per context; docs/performance.md, session 19).
-SPLIT_WORKERS = (registry.NAMES,)
+# As the README deploys them on one machine: two worker processes, each with the gateway beside
+# its contexts (their results are recorded and called back in place), the busiest context (80 %
+# of the workload's tasks) in one of them; see docs/performance.md, session 26.
+SPLIT_WORKERS = (
+    ("gateway", "survey"),
+    tuple(name for name in registry.NAMES if name != "survey"),
+)
 
 
 def layout(mode: str, http_workers: int) -> str:

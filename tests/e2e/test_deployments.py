@@ -43,7 +43,20 @@ def test_serve_on_embedded_defaults(tmp_path, receiver):
     assert '"task_id": "T-1001"' in serve.output()  # log lines carry the task's ids
 
 
-def test_split_processes_on_postgresql_and_rabbitmq(tmp_path, receiver, postgres_database):
+# Worker processes by the contexts each serves: as the README deploys them, each with the gateway
+# beside its contexts (results recorded in place in both, customer events crossing between them
+# on the broker); and the gateway alone, where every result reaches it through the broker.
+SPLIT_LAYOUTS = {
+    "each-worker-with-the-gateway": [
+        ("gateway", "survey"),
+        ("gateway", "customers", "appointment", "maintenance", "visits"),
+    ],
+    "the-gateway-alone": [("gateway",), ("customers",), ("survey", "appointment", "maintenance")],
+}
+
+
+@pytest.mark.parametrize("layout", SPLIT_LAYOUTS.values(), ids=SPLIT_LAYOUTS.keys())
+def test_split_processes_on_postgresql_and_rabbitmq(tmp_path, receiver, postgres_database, layout):
     broker_url = backends.require(backends.RABBITMQ_URL, "TASKGATE_TEST_RABBITMQ_URL")
     postgres_database.empty()
     backends.empty_broker(broker_url)
@@ -59,21 +72,13 @@ def test_split_processes_on_postgresql_and_rabbitmq(tmp_path, receiver, postgres
             env,
             tmp_path / "gunicorn.log",
         ),
-        Process([str(BIN / "taskgate"), "worker", "--context", "gateway"], env, tmp_path / "gateway.log"),
-        Process([str(BIN / "taskgate"), "worker", "--context", "customers"], env, tmp_path / "customers.log"),
-        Process(
-            [
-                str(BIN / "taskgate"),
-                "worker",
-                "--context",
-                "survey",
-                "--context",
-                "appointment",
-                "--context",
-                "maintenance",
-            ],
-            env,
-            tmp_path / "contexts.log",
+        *(
+            Process(
+                [str(BIN / "taskgate"), "worker", *(f"--context={name}" for name in contexts)],
+                env,
+                tmp_path / f"worker-{'+'.join(contexts)}.log",
+            )
+            for contexts in layout
         ),
     ]
     try:
