@@ -88,6 +88,19 @@ def test_split_processes_on_postgresql_and_rabbitmq(tmp_path, receiver, postgres
     finally:
         codes = [process.stop() for process in processes]
     assert codes == [0] * len(processes), "\n".join(process.output() for process in processes)
+    # Each result is recorded by the worker that decided it if that one runs the gateway too,
+    # else by the worker with the gateway, after the broker.
+    workers = dict(zip(layout, processes[1:], strict=True))
+    for task_id, context in (("S-1", "survey"), ("A-1", "appointment"), ("M-1", "maintenance")):
+        deciding = next(contexts for contexts in layout if context in contexts)
+        recording = deciding if "gateway" in deciding else ("gateway",)
+        assert _recorded(workers[recording].output(), task_id), f"{task_id} not recorded by {recording}"
+        others = [worker for contexts, worker in workers.items() if contexts != recording]
+        assert not any(_recorded(worker.output(), task_id) for worker in others)
+
+
+def _recorded(log: str, task_id: str) -> bool:
+    return any('"result recorded"' in line and f'"task_id": "{task_id}"' in line for line in log.splitlines())
 
 
 def test_a_worker_told_to_stop_while_it_starts_stops_cleanly(tmp_path, postgres_database):
