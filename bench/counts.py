@@ -24,7 +24,7 @@ from datetime import datetime
 from sqlalchemy import create_engine, func, select, text
 
 from bench.figures import percentile
-from gateway.tables import deliveries, delivery_attempts, results, tasks
+from gateway.tables import delivery_attempts, results, tasks
 
 STATEMENTS = text(
     "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
@@ -102,13 +102,12 @@ def hops(database_url: str, since: datetime) -> dict[str, dict[str, float | None
         select(
             tasks.c.received_at,
             results.c.occurred_at,
-            deliveries.c.created_at,
+            results.c.created_at,
             delivery_attempts.c.attempted_at,
             delivery_attempts.c.duration_ms,
         )
         .join(results, results.c.task_uuid == tasks.c.task_uuid)
-        .join(deliveries, deliveries.c.result_id == results.c.result_id)
-        .join(first_attempt, first_attempt.c.result_id == deliveries.c.result_id)
+        .join(first_attempt, first_attempt.c.result_id == results.c.result_id)
         .join(delivery_attempts, delivery_attempts.c.id == first_attempt.c.id)
         .where(tasks.c.received_at >= since)
     )

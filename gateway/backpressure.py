@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, Table, and_, bindparam, func, literal, select
 
-from gateway.tables import ACCEPTED, deliveries, tasks
+from gateway.tables import ACCEPTED, results, tasks
 from messaging.db import UtcDateTime, read_only, utcnow
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class Backpressure:
         self.per_client = max_undelivered_per_client
         self._client_count = select(
             _bounded_count(
-                deliveries,
-                and_(deliveries.c.status == "pending", deliveries.c.client_id == bindparam("client_id")),
+                results,
+                and_(results.c.delivery_status == "pending", results.c.client_id == bindparam("client_id")),
                 max_undelivered_per_client,
             )
         )
@@ -128,7 +128,7 @@ def _counts_query(outboxes: list[Table], limits: dict[str, int]):
         and_(tasks.c.status == ACCEPTED, tasks.c.received_at >= bindparam("since", type_=UtcDateTime)),
         limits["unfinished"],
     )
-    undelivered = _bounded_count(deliveries, deliveries.c.status == "pending", limits["undelivered"])
+    undelivered = _bounded_count(results, results.c.delivery_status == "pending", limits["undelivered"])
     # The few undecided tasks and pending deliveries are found by the status index once the tables
     # have grown, as every statement is planned for the tables as they are (make_engine).
     return select(outbox.label("outbox"), unfinished.label("unfinished"), undelivered.label("undelivered"))

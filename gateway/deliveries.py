@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from gateway.tables import deliveries, delivery_attempts, results, tasks
+from gateway.tables import delivery_attempts, results, tasks
 from messaging.db import utcnow
 
 STATUSES = ("pending", "delivered", "failed")
@@ -17,10 +17,9 @@ STATUSES = ("pending", "delivered", "failed")
 def find_delivery(session: Session, client_id: str, result_id: uuid.UUID) -> dict | None:
     """A delivery of client_id's with every attempt, oldest first."""
     row = session.execute(
-        select(deliveries, results.c.context, results.c.outcome, tasks.c.task_id, tasks.c.task_uuid)
-        .join(results, results.c.result_id == deliveries.c.result_id)
+        select(results, tasks.c.task_id)
         .join(tasks, tasks.c.task_uuid == results.c.task_uuid)
-        .where(deliveries.c.result_id == result_id, deliveries.c.client_id == client_id)
+        .where(results.c.result_id == result_id, results.c.client_id == client_id)
     ).one_or_none()
     if row is None:
         return None
@@ -48,16 +47,15 @@ def list_deliveries(
     session: Session, *, client_id: str | None = None, status: str | None = None, limit: int = 100
 ) -> list[dict]:
     query = (
-        select(deliveries, results.c.context, results.c.outcome, tasks.c.task_id, tasks.c.task_uuid)
-        .join(results, results.c.result_id == deliveries.c.result_id)
+        select(results, tasks.c.task_id)
         .join(tasks, tasks.c.task_uuid == results.c.task_uuid)
-        .order_by(deliveries.c.created_at.desc())
+        .order_by(results.c.created_at.desc())
         .limit(limit)
     )
     if client_id:
-        query = query.where(deliveries.c.client_id == client_id)
+        query = query.where(results.c.client_id == client_id)
     if status:
-        query = query.where(deliveries.c.status == status)
+        query = query.where(results.c.delivery_status == status)
     return [_summary(row) for row in session.execute(query)]
 
 
@@ -69,11 +67,11 @@ def _summary(row) -> dict:
         "task_uuid": row.task_uuid,
         "context": row.context,
         "outcome": row.outcome,
-        "status": row.status,
+        "status": row.delivery_status,
         "attempts": row.attempts,
         "last_status_code": row.last_status_code,
         "last_error": row.last_error,
-        "next_attempt_at": row.next_attempt_at if row.status == "pending" else None,
+        "next_attempt_at": row.next_attempt_at if row.delivery_status == "pending" else None,
         "delivered_at": row.delivered_at,
         "created_at": row.created_at,
     }
@@ -89,17 +87,19 @@ def replay(
     """Put deliveries back in line now, with a fresh retry schedule and the same webhook-id: one
     delivery by result_id (unless it is pending), or every failed one of client_id (since a time)."""
     if result_id is not None:
-        condition = [deliveries.c.result_id == result_id, deliveries.c.status != "pending"]
+        condition = [results.c.result_id == result_id, results.c.delivery_status != "pending"]
     elif client_id is not None:
-        condition = [deliveries.c.client_id == client_id, deliveries.c.status == "failed"]
+        condition = [results.c.client_id == client_id, results.c.delivery_status == "failed"]
         if since is not None:
-            condition.append(deliveries.c.created_at >= since)
+            condition.append(results.c.created_at >= since)
     else:
         raise ValueError("replay needs a result_id or a client_id")
     rows = session.execute(
-        update(deliveries)
+        update(results)
         .where(*condition)
-        .values(status="pending", next_attempt_at=utcnow(), replayed_after_attempts=deliveries.c.attempts)
-        .returning(deliveries.c.result_id)
+        .values(
+            delivery_status="pending", next_attempt_at=utcnow(), replayed_after_attempts=results.c.attempts
+        )
+        .returning(results.c.result_id)
     ).all()
     return [row.result_id for row in rows]

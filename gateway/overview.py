@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection
 
-from gateway.tables import dead_letters, deliveries, outbox, tasks
+from gateway.tables import dead_letters, outbox, results, tasks
 from messaging import vocabulary
 from messaging.db import utcnow
 from messaging.heartbeat import ProcessStatus, list_processes
@@ -61,9 +61,9 @@ def read_overview(connection: Connection, sources: Sources) -> Overview:
 
     delivery_counts = dict(
         connection.execute(
-            select(deliveries.c.status, func.count())
-            .where(deliveries.c.status.in_(("pending", "failed")))
-            .group_by(deliveries.c.status)
+            select(results.c.delivery_status, func.count())
+            .where(results.c.delivery_status.in_(("pending", "failed")))
+            .group_by(results.c.delivery_status)
         ).all()
     )
     now = utcnow()

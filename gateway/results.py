@@ -15,12 +15,12 @@ from sqlalchemy import (
     update,
 )
 
+from gateway.callbacks.lease import pending_result_of
 from gateway.clients import CLIENT_COLUMNS
 from gateway.metrics import RESULTS_RECORDED
 from gateway.tables import (
     ACCEPTED,
     clients,
-    deliveries,
     results,
     tasks,
 )
@@ -28,7 +28,6 @@ from messaging import vocabulary
 from messaging.after_commit import after_commit
 from messaging.db import (
     Transaction,
-    insert_many,
     insert_many_ignoring_duplicates,
     utcnow,
 )
@@ -42,8 +41,9 @@ class UnknownTask(LookupError):
     """A result arrived for a task the gateway never accepted."""
 
 
-# A dispatcher's offer to take fresh deliveries at once (CallbackDispatcher.offer).
-Offer = Callable[[Transaction, list], dict]
+# A dispatcher's offer to take fresh deliveries at once: their leases, and the hand-over to call
+# with those the transaction stored (CallbackDispatcher.offer).
+Offer = Callable[[list], tuple[dict, Callable[[Transaction, set], None]]]
 
 
 def record_result(session: Transaction, envelope: Envelope, offer: Offer | None = None) -> list[Envelope]:
@@ -84,6 +84,7 @@ def _tasks_of(session: Transaction, envelopes: list[Envelope]) -> dict:
 
 
 def _record(session: Transaction, envelopes: list[Envelope], known: dict, offer: Offer | None) -> None:
+    now = utcnow()
     rows = [
         {
             "result_id": uuid.UUID(result["result_id"]),
@@ -93,19 +94,24 @@ def _record(session: Transaction, envelopes: list[Envelope], known: dict, offer:
             "status": result["status"],
             "result": result.get("result") or {},
             "occurred_at": datetime.fromisoformat(result["occurred_at"]),
+            "client_id": known[envelope.task_uuid].client_id,
+            "delivery_status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            **({"trace": tracer().context_of(envelope)} if tracer().enabled else {}),
         }
         for envelope in envelopes
         for result in (envelope.payload,)
     ]
+    if offer is not None:  # those a dispatcher of this process takes are recorded leased to it
+        leases, hand_over = offer(_fresh(rows, known))
+        for row in rows:
+            row["next_attempt_at"] = leases.get(row["result_id"], now)
     stored = insert_many_ignoring_duplicates(session, results, rows)
-    now = utcnow()
+    if offer is not None:
+        hand_over(session, stored)
     decided: dict[uuid.UUID, str] = {}
-    queued = []
-    traces = (
-        {uuid.UUID(envelope.payload["result_id"]): tracer().context_of(envelope) for envelope in envelopes}
-        if tracer().enabled
-        else {}
-    )
     said = []  # what became of each message, logged and counted once the transaction committed
     for envelope, row in zip(envelopes, rows, strict=True):
         if row["result_id"] not in stored:  # recorded before: the message is a repeat
@@ -116,29 +122,12 @@ def _record(session: Transaction, envelopes: list[Envelope], known: dict, offer:
         task = known[row["task_uuid"]]
         if vocabulary.PRIMARY_CONTEXT.get(task.type) == row["context"]:
             decided.setdefault(task.task_uuid, row["status"])
-        queued.append(
-            {
-                "result_id": row["result_id"],
-                "client_id": task.client_id,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                **({"trace": traces[row["result_id"]]} if tracer().enabled else {}),
-            }
-        )
-    if offer is not None:
-        fresh = _fresh(rows, {row["result_id"] for row in queued}, known, traces)
-        leases = offer(session, fresh, len(queued))
-        for row in queued:
-            row["next_attempt_at"] = leases.get(row["result_id"], now)
     # The first result of the primary context decides; none may overturn a final status.
     by_status: dict[str, list[uuid.UUID]] = {}
     for task_uuid, status in decided.items():
         by_status.setdefault(status, []).append(task_uuid)
     for status, task_uuids in by_status.items():
         session.execute(_DECIDE, {"uuids": task_uuids, "decided": status, "now": now})
-    insert_many(session, deliveries, queued)
     after_commit(session, lambda: _report(said))
 
 
@@ -149,20 +138,22 @@ def _report(said: list[tuple]) -> None:
             RESULTS_RECORDED.labels(*labels).inc()
 
 
-def _fresh(rows: list[dict], queued: set, known: dict, traces: dict) -> list[SimpleNamespace]:
-    """The deliveries just queued that may go out at once, as a dispatcher attempts them: of each
-    task the earliest new result, if no earlier one of it is still pending."""
+def _fresh(rows: list[dict], known: dict) -> list[SimpleNamespace]:
+    """The deliveries about to be recorded that may go out at once, as a dispatcher attempts them:
+    of each task the earliest result, if no earlier one of it is still pending."""
     first: dict[uuid.UUID, dict] = {}
     for row in rows:
         earliest = first.get(row["task_uuid"])
-        if row["result_id"] in queued and (earliest is None or row["occurred_at"] < earliest["occurred_at"]):
+        if earliest is None or row["occurred_at"] < earliest["occurred_at"]:
             first[row["task_uuid"]] = row
     return [
         SimpleNamespace(
-            **{name: row[name] for name in ("result_id", "context", "outcome", "status", "result")},
+            **{
+                name: row[name]
+                for name in ("result_id", "context", "outcome", "status", "result", "attempts")
+            },
             **{name: getattr(task, name) for name in _ATTEMPT_COLUMNS},
-            trace=traces.get(row["result_id"]),
-            attempts=0,
+            trace=row.get("trace"),
             replayed_after_attempts=0,
         )
         for task_uuid, row in first.items()
@@ -172,15 +163,9 @@ def _fresh(rows: list[dict], queued: set, known: dict, traces: dict) -> list[Sim
 
 # record_results' statements, built once: only the parameters change from batch to batch.
 _ATTEMPT_COLUMNS = ("task_uuid", "task_id", "received_at", *(column.name for column in CLIENT_COLUMNS))
-_PENDING = (
-    select(deliveries.c.result_id)
-    .join(results, results.c.result_id == deliveries.c.result_id)
-    .where(results.c.task_uuid == tasks.c.task_uuid, deliveries.c.status == "pending")
-    .exists()
-)
 _TASKS_OF = (
     select(tasks.c.task_uuid, tasks.c.type, tasks.c.task_id, tasks.c.received_at, *CLIENT_COLUMNS)
-    .add_columns(_PENDING.label("pending"))
+    .add_columns(pending_result_of(tasks.c.task_uuid).label("pending"))
     .join(clients, clients.c.client_id == tasks.c.client_id)
     .where(tasks.c.task_uuid.in_(bindparam("uuids", expanding=True)))
 )

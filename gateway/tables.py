@@ -1,4 +1,4 @@
-"""The gateway's own tables: clients, tasks, results, deliveries, and its inbox/outbox."""
+"""The gateway's own tables: clients, tasks, results with their deliveries, and its inbox/outbox."""
 
 from __future__ import annotations
 
@@ -79,6 +79,7 @@ customer_order = Table(
     PrimaryKeyConstraint("client_id", "customer_id"),
 )
 
+# A result and its delivery to the client's callback are one row: every result is called back.
 results = Table(
     "gateway_results",
     metadata,
@@ -89,14 +90,9 @@ results = Table(
     Column("status", String(16), nullable=False),
     Column("result", JsonDocument, nullable=False),
     Column("occurred_at", UtcDateTime, nullable=False),
-)
-
-deliveries = Table(
-    "gateway_deliveries",
-    metadata,
-    Column("result_id", Uuid, ForeignKey("gateway_results.result_id"), primary_key=True),
+    # Its delivery: recorded (created_at) for the client, pending until delivered or failed.
     Column("client_id", String(63), ForeignKey("gateway_clients.client_id"), nullable=False),
-    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("delivery_status", String(16), nullable=False),  # pending | delivered | failed
     Column("attempts", Integer, nullable=False, default=0),
     # Attempts made before the latest replay: the retry schedule starts over from there.
     Column("replayed_after_attempts", Integer, nullable=False, default=0, server_default="0"),
@@ -107,13 +103,13 @@ deliveries = Table(
     Column("created_at", UtcDateTime, nullable=False),
     # The W3C trace context the attempts continue (of the result's handling), when tracing is on.
     Column("trace", JsonDocument),
-    Index("ix_gateway_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_gateway_results_due", "delivery_status", "next_attempt_at"),
     # Each client's share of undelivered callbacks is counted from this (backpressure).
     Index(
-        "ix_gateway_deliveries_pending_client",
+        "ix_gateway_results_pending_client",
         "client_id",
-        postgresql_where=text("status = 'pending'"),
-        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("delivery_status = 'pending'"),
+        sqlite_where=text("delivery_status = 'pending'"),
     ),
 )
 
@@ -121,7 +117,7 @@ delivery_attempts = Table(
     "gateway_delivery_attempts",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("result_id", Uuid, ForeignKey("gateway_deliveries.result_id"), nullable=False, index=True),
+    Column("result_id", Uuid, ForeignKey("gateway_results.result_id"), nullable=False, index=True),
     Column("attempted_at", UtcDateTime, nullable=False),
     Column("duration_ms", Integer, nullable=False),
     Column("status_code", Integer),

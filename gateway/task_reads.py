@@ -1,4 +1,4 @@
-"""Reading tasks back as the API shows them: with their results and deliveries."""
+"""Reading tasks back as the API shows them: with their results and the results' deliveries."""
 
 from __future__ import annotations
 
@@ -11,11 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from gateway.tables import (
-    deliveries,
-    results,
-    tasks,
-)
+from gateway.tables import results, tasks
 from messaging import vocabulary
 
 
@@ -55,14 +51,7 @@ def tasks_with_results(session: Session, rows) -> list[dict]:
     uuids = [row.task_uuid for row in rows]
     by_task: dict[uuid.UUID, list] = {u: [] for u in uuids}
     result_rows = session.execute(
-        select(
-            results,
-            deliveries.c.status.label("delivery_status"),
-            deliveries.c.attempts,
-            deliveries.c.last_status_code,
-            deliveries.c.next_attempt_at,
-        )
-        .join(deliveries, deliveries.c.result_id == results.c.result_id, isouter=True)
+        select(results)
         .where(results.c.task_uuid.in_(uuids))
         .order_by(results.c.occurred_at, results.c.result_id)
     ).all()
@@ -98,7 +87,6 @@ def tasks_with_results(session: Session, rows) -> list[dict]:
                     "next_attempt_at": r.next_attempt_at if r.delivery_status == "pending" else None,
                 }
                 for r in by_task[row.task_uuid]
-                if r.delivery_status is not None
             ],
         }
         for row in rows

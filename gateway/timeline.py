@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from gateway.deliveries import find_delivery
 from gateway.steps import steps_of
-from gateway.tables import deliveries as deliveries_table
 from gateway.tables import outbox, tasks
+from gateway.tables import results as results_table
 from gateway.task_reads import tasks_with_results
 from messaging import vocabulary
 
@@ -151,8 +151,8 @@ def task_timeline(session: Session, task_uuid: uuid.UUID) -> Timeline | None:
         )
     replays = dict(
         session.execute(
-            select(deliveries_table.c.result_id, deliveries_table.c.replayed_after_attempts).where(
-                deliveries_table.c.result_id.in_([d["result_id"] for d in deliveries])
+            select(results_table.c.result_id, results_table.c.replayed_after_attempts).where(
+                results_table.c.result_id.in_([d["result_id"] for d in deliveries])
             )
         ).all()
     )

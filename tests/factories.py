@@ -101,13 +101,10 @@ def add_done_tasks(connection, prefix: str, count: int, *, delivered: bool = Fal
             " '', 'succeeded', now(), now()",
         ),
         (
-            "gateway_results (result_id, task_uuid, context, outcome, status, result, occurred_at)",
+            "gateway_results (result_id, task_uuid, context, outcome, status, result, occurred_at,"
+            " client_id, delivery_status, attempts, created_at)",
             f"md5('r{prefix}' || n)::uuid, md5('t{prefix}' || n)::uuid, 'customers', 'x', 'succeeded',"
-            " '{}', now()",
-        ),
-        (
-            "gateway_deliveries (result_id, client_id, status, attempts, created_at)",
-            f"md5('r{prefix}' || n)::uuid, 'acme', 'delivered', 1, now()",
+            " '{}', now(), 'acme', 'delivered', 1, now()",
         ),
     ]
     for table, values in rows if delivered else rows[:1]:

@@ -6,22 +6,22 @@ from __future__ import annotations
 from sqlalchemy import Engine, bindparam, exc, update
 
 from gateway.callbacks.sender import Attempt
-from gateway.tables import deliveries, delivery_attempts
+from gateway.tables import delivery_attempts, results
 from messaging.db import insert_many
 from messaging.group_commit import GroupCommit, Ticket
 
 _RECORD_ATTEMPT = (
-    update(deliveries)
+    update(results)
     .where(
-        deliveries.c.result_id == bindparam("key"),
-        deliveries.c.status == "pending",
-        deliveries.c.attempts == bindparam("seen_attempts"),
+        results.c.result_id == bindparam("key"),
+        results.c.delivery_status == "pending",
+        results.c.attempts == bindparam("seen_attempts"),
     )
     .values(
         {
             column: bindparam(f"new_{column}")
             for column in (
-                "status",
+                "delivery_status",
                 "delivered_at",
                 "next_attempt_at",
                 "attempts",
@@ -95,7 +95,7 @@ class AttemptRecorder:
                         **{
                             f"new_{column}": value
                             for column, value in {
-                                "status": "pending",
+                                "delivery_status": "pending",
                                 "delivered_at": None,
                                 **values,
                                 "attempts": attempts,

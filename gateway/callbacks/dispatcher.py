@@ -8,10 +8,11 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from gateway.callbacks.attempts import AttemptRecorder
 from gateway.callbacks.lease import (
@@ -76,18 +77,19 @@ class CallbackDispatcher:
         self._recorder = AttemptRecorder(engine)
         self._running: tuple[ThreadPoolExecutor, threading.Event] | None = None  # while run() runs
 
-    def offer(self, connection, fresh: list, recorded: int) -> dict:
-        """Deliveries being recorded in connection's transaction (recorded of them in all, fresh
-        those that may go at once) that this dispatcher takes at once, as many as it has room
-        for: result_id -> the end of their lease, to be recorded with them. They are attempted
-        once that transaction has committed, never if it does not, and spare this process leasing
-        them back from the table; if it leaves some, the lease loop looks for them after the commit."""
+    def offer(self, fresh: list) -> tuple[dict, Callable[[Connection, set], None]]:
+        """Of the deliveries a transaction is about to record, fresh those that may go at once: the
+        ones this dispatcher takes, as many as it has room for (result_id -> the end of their lease,
+        to be recorded with them), and the hand-over to call in that transaction with the
+        result_ids it stored (a result recorded before is no new delivery). Those taken are
+        attempted once it has committed, never if it does not, and spare this process leasing
+        them back from the table; if it stored others, the lease loop looks after the commit."""
         with self._lock:
             running = self._running
             room = self.concurrency - self._in_flight.total()
             in_flight = Counter(self._in_flight)
         if running is None:
-            return {}  # the lease loop of a running dispatcher finds them
+            return {}, lambda connection, stored: None  # a running dispatcher's lease loop finds them
         chunks: dict[str, list] = {}
         for row in fresh:
             chunk = chunks.get(row.client_id)
@@ -97,12 +99,16 @@ class CallbackDispatcher:
                 chunks[row.client_id] = [row]
                 room -= 1
         until = utcnow() + self.lease
-        if chunks:
-            after_commit(connection, lambda: self._hand_over(list(chunks.values()), until))
-        taken = {row.result_id: until for chunk in chunks.values() for row in chunk}
-        if len(taken) < recorded:
-            after_commit(connection, self.wakeup.notify)
-        return taken
+
+        def hand_over(connection: Connection, stored: set) -> None:
+            taken = [[row for row in chunk if row.result_id in stored] for chunk in chunks.values()]
+            taken = [chunk for chunk in taken if chunk]
+            if taken:
+                after_commit(connection, lambda: self._hand_over(taken, until))
+            if sum(map(len, taken)) < len(stored):
+                after_commit(connection, self.wakeup.notify)
+
+        return {row.result_id: until for chunk in chunks.values() for row in chunk}, hand_over
 
     def _hand_over(self, chunks: list[list], until) -> None:
         """Attempt chunks offered in a transaction that has committed (leased until until), those
@@ -300,7 +306,7 @@ class CallbackDispatcher:
         detail = {"status_code": attempt.status_code, "error": attempt.error}
         if attempt.delivered:
             delivered_at = utcnow()
-            values = {"status": "delivered", "delivered_at": delivered_at, "next_attempt_at": None}
+            values = {"delivery_status": "delivered", "delivered_at": delivered_at, "next_attempt_at": None}
             outcome = "delivered"
             TASK_TO_CALLBACK_SECONDS.labels(row.context).observe(
                 max(0.0, (delivered_at - row.received_at).total_seconds())
@@ -310,7 +316,7 @@ class CallbackDispatcher:
             round_attempts = attempts - row.replayed_after_attempts
             delay = next_delay(self.schedule, round_attempts, self.rng)  # whatever the answer (CONTRACT §5)
             if delay is None:
-                values = {"status": "failed", "next_attempt_at": None}
+                values = {"delivery_status": "failed", "next_attempt_at": None}
                 outcome = "failed"
                 log.warning("callback failed for good", extra={**fields, **detail})
             else:

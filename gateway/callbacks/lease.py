@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from types import SimpleNamespace
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, true, update
 from sqlalchemy.orm import aliased
 
-from gateway.tables import clients, deliveries, results, tasks
+from gateway.tables import clients, results, tasks
 
 # Attempts of a leased chunk start within this many seconds of the lease.
 LEASE_MARGIN_SECONDS = 30
@@ -26,6 +26,23 @@ CHUNK_SIZE = 8
 DUE_WINDOW = 2
 
 
+# What an attempt needs of a result and its delivery.
+ATTEMPTED = [
+    "result_id",
+    "task_uuid",
+    "client_id",
+    "context",
+    "outcome",
+    "status",
+    "result",
+    "occurred_at",
+    "attempts",
+    "replayed_after_attempts",
+    "trace",
+    "next_attempt_at",
+]
+
+
 def due_query(for_update: bool, *, windowed: bool):
     """Due pending deliveries, most overdue first; built once, with the time, the clients to
     leave out and the limit as parameters.
@@ -34,108 +51,94 @@ def due_query(for_update: bool, *, windowed: bool):
     earlier pending result, and with the number the window held (`in_window`). Not windowed: up
     to limit of those not held back.
     """
-    due = (
-        select(deliveries.c.result_id)
-        .where(
-            deliveries.c.status == "pending",
-            deliveries.c.next_attempt_at <= bindparam("now"),
-            deliveries.c.client_id.not_in(bindparam("busy", expanding=True)),
-        )
-        .order_by(deliveries.c.next_attempt_at)
-    )
-    # Windowed: the most overdue first, straight from the (status, next_attempt_at) index; only
-    # these are joined and checked for earlier results. Each row says how many the window held.
+    due = [
+        results.c.delivery_status == "pending",
+        results.c.next_attempt_at <= bindparam("now"),
+        results.c.client_id.not_in(bindparam("busy", expanding=True)),
+    ]
     if windowed:
-        most_overdue = due.limit(bindparam("limit") * DUE_WINDOW).subquery()
-        window = select(most_overdue.c.result_id, func.count().over().label("in_window")).subquery()
+        # The most overdue first, straight from the (delivery_status, next_attempt_at) index; only
+        # these are joined and checked for earlier results. Each row says how many the window held.
+        most_overdue = (
+            select(*(results.c[name] for name in ATTEMPTED))
+            .where(*due)
+            .order_by(results.c.next_attempt_at)
+            .limit(bindparam("limit") * DUE_WINDOW)
+            .subquery()
+        )
+        source, due = select(most_overdue, func.count().over().label("in_window")).subquery(), []
     else:
-        window = due.subquery()
-    # Held: an earlier result of the same task is still pending. Only the task's results are in
-    # the subquery's FROM, each one's delivery status a scalar lookup by key, so PostgreSQL cannot
-    # plan it as a scan of every pending delivery (with a join it did, whenever its statistics
-    # still said few were pending, and the lease became the bottleneck under a backlog).
-    earlier_result, earlier_delivery = aliased(results), aliased(deliveries)
-    earlier_status = (
-        select(earlier_delivery.c.status)
-        .where(earlier_delivery.c.result_id == earlier_result.c.result_id)
-        .scalar_subquery()
-    )
-    earlier_pending = exists().where(
-        earlier_result.c.task_uuid == results.c.task_uuid,
-        or_(
-            earlier_result.c.occurred_at < results.c.occurred_at,
-            and_(
-                earlier_result.c.occurred_at == results.c.occurred_at,
-                earlier_result.c.result_id < results.c.result_id,
-            ),
+        source = results
+    held = pending_result_of(
+        source.c.task_uuid,
+        lambda earlier: or_(
+            earlier.c.occurred_at < source.c.occurred_at,
+            and_(earlier.c.occurred_at == source.c.occurred_at, earlier.c.result_id < source.c.result_id),
         ),
-        earlier_status == "pending",
     )
     query = (
         select(
-            deliveries.c.result_id,
-            deliveries.c.attempts,
-            deliveries.c.replayed_after_attempts,
-            deliveries.c.trace,
-            results.c.context,
-            results.c.outcome,
-            results.c.status,
-            results.c.result,
+            *(source.c[name] for name in ATTEMPTED),
             tasks.c.task_id,
-            tasks.c.task_uuid,
             tasks.c.received_at,
-            clients.c.client_id,
             clients.c.callback_url,
             clients.c.signing_secret,
             clients.c.previous_signing_secret,
             clients.c.previous_secret_expires_at,
         )
-        .join(window, window.c.result_id == deliveries.c.result_id)
-        .join(results, results.c.result_id == deliveries.c.result_id)
-        .join(tasks, tasks.c.task_uuid == results.c.task_uuid)
-        .join(clients, clients.c.client_id == deliveries.c.client_id)
-        # Again here, not only in the window: with FOR UPDATE SKIP LOCKED, PostgreSQL re-checks a
-        # row another dispatcher leased meanwhile against these conditions only, and a delivery
-        # just leased elsewhere must not be leased again.
-        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= bindparam("now"))
-        .order_by(deliveries.c.next_attempt_at)
+        .join(tasks, tasks.c.task_uuid == source.c.task_uuid)
+        .join(clients, clients.c.client_id == source.c.client_id)
+        .where(*due)
+        .order_by(source.c.next_attempt_at)
     )
-    if windowed:
-        # The window bounds it; in_window tells whether it was full.
-        query = query.add_columns(earlier_pending.label("held"), window.c.in_window)
-    else:
-        query = query.where(~earlier_pending).limit(bindparam("limit"))
-    return query.with_for_update(of=deliveries, skip_locked=True) if for_update else query
+    if windowed:  # the window bounds it; in_window tells whether it was full
+        return query.add_columns(held.label("held"), source.c.in_window)
+    query = query.where(~held).limit(bindparam("limit"))
+    return query.with_for_update(of=results, skip_locked=True) if for_update else query
+
+
+def pending_result_of(task_uuid, which=lambda result: true()):
+    """Whether the task has a result (which(result) of them) whose delivery is pending.
+
+    Only the task's results are in the subquery's FROM, each one's delivery status a scalar lookup
+    by key, so PostgreSQL cannot plan it as a scan of every pending delivery (by the due index it
+    did, whenever its statistics still said few were pending: under a backlog, the lease then read
+    every pending delivery for each one it leased)."""
+    result, looked_up = aliased(results), aliased(results)
+    status = select(looked_up.c.delivery_status).where(looked_up.c.result_id == result.c.result_id)
+    return exists().where(
+        result.c.task_uuid == task_uuid, which(result), status.scalar_subquery() == "pending"
+    )
 
 
 # Take the deliveries given as `leased` until `until`, those still due and not being leased by
 # another dispatcher right now (SKIP LOCKED): a delivery read as due a moment ago may have been
 # leased or attempted elsewhere since. Returns what may have changed since it was read.
 TAKE = (
-    update(deliveries)
+    update(results)
     .where(
-        deliveries.c.result_id.in_(
-            select(deliveries.c.result_id)
+        results.c.result_id.in_(
+            select(results.c.result_id)
             .where(
-                deliveries.c.result_id.in_(bindparam("leased", expanding=True)),
-                deliveries.c.status == "pending",
-                deliveries.c.next_attempt_at <= bindparam("now"),
+                results.c.result_id.in_(bindparam("leased", expanding=True)),
+                results.c.delivery_status == "pending",
+                results.c.next_attempt_at <= bindparam("now"),
             )
             .with_for_update(skip_locked=True)
         )
     )
     .values(next_attempt_at=bindparam("until"))
-    .returning(deliveries.c.result_id, deliveries.c.attempts, deliveries.c.replayed_after_attempts)
+    .returning(results.c.result_id, results.c.attempts, results.c.replayed_after_attempts)
 )
 
 
-# End a lease this process holds (until) on deliveries it will not attempt after all: due now.
+# End a lease this process holds (until) on deliveries it will not attempt now: due now.
 GIVE_BACK = (
-    update(deliveries)
+    update(results)
     .where(
-        deliveries.c.result_id.in_(bindparam("leased", expanding=True)),
-        deliveries.c.status == "pending",
-        deliveries.c.next_attempt_at == bindparam("until"),
+        results.c.result_id.in_(bindparam("leased", expanding=True)),
+        results.c.delivery_status == "pending",
+        results.c.next_attempt_at == bindparam("until"),
     )
     .values(next_attempt_at=bindparam("now"))
 )

@@ -15,14 +15,22 @@ url = config.attributes.get("database_url") or config.get_main_option("sqlalchem
 def run_migrations_online() -> None:
     engine = make_engine(url, poolclass=NullPool)
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a table by rebuilding it (batch mode), which its foreign keys refuse
+            # for a table others refer to: they are off while migrating (SQLite takes the setting
+            # only outside a transaction) and checked before the commit.
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=METADATA,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=sqlite,
             compare_type=True,
         )
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()):
+                raise RuntimeError(f"the migrations broke foreign keys: {broken[:5]}")
     engine.dispose()
 
 

@@ -13,7 +13,7 @@ import requests
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.tables import deliveries, results, tasks
+from gateway.tables import results, tasks
 from taskgate.tables import processes as heartbeats
 from tests.e2e.helpers import BIN, Process, free_port, wait_until_healthy
 from tests.factories import signed, wait_for
@@ -161,7 +161,7 @@ def wait_until_settled(engine, task_ids: list[str], timeout: float = 240) -> Non
                 .where(tasks.c.task_id.in_(task_ids), tasks.c.status.in_(("accepted", "waiting")))
             )
             undelivered = session.scalar(
-                select(func.count()).select_from(deliveries).where(deliveries.c.status != "delivered")
+                select(func.count()).select_from(results).where(results.c.delivery_status != "delivered")
             )
             known = session.scalar(
                 select(func.count()).select_from(tasks).where(tasks.c.task_id.in_(task_ids))

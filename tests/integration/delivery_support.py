@@ -11,7 +11,7 @@ from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
-from gateway.tables import deliveries
+from gateway.tables import results
 from messaging import vocabulary
 from messaging.envelope import Envelope
 from tests.factories import upsert_task
@@ -34,5 +34,16 @@ def results_for(engine, client_id: str, task_id: str, count: int = 1) -> list[uu
 
 
 def delivery(engine, result_id):
+    """The result's delivery: its status (as `status`), attempts and when it is due."""
     with Session(engine) as session:
-        return session.execute(select(deliveries).where(deliveries.c.result_id == result_id)).one()
+        return session.execute(
+            select(
+                results.c.delivery_status.label("status"),
+                results.c.attempts,
+                results.c.replayed_after_attempts,
+                results.c.next_attempt_at,
+                results.c.last_status_code,
+                results.c.last_error,
+                results.c.delivered_at,
+            ).where(results.c.result_id == result_id)
+        ).one()

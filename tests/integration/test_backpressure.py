@@ -17,7 +17,7 @@ from gateway.callbacks import CallbackDispatcher
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
-from gateway.tables import deliveries, outbox, tasks
+from gateway.tables import outbox, results, tasks
 from messaging import broker, vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
@@ -169,9 +169,9 @@ def test_the_backlog_counts_read_few_rows_however_many_tasks_are_done(postgres_d
                 connection.execute(counts, since).one()
             add_done_tasks(connection, "B", 20_000, delivered=True)
         with engine.begin() as connection:
-            before = rows_scanned(connection, "gateway_tasks", "gateway_deliveries")
+            before = rows_scanned(connection, "gateway_tasks", "gateway_results")
             backlog = connection.execute(counts, since).one()
-            read = rows_scanned(connection, "gateway_tasks", "gateway_deliveries") - before
+            read = rows_scanned(connection, "gateway_tasks", "gateway_results") - before
         assert tuple(backlog) == (0, 0, 0)
         assert read == 0, f"counting the backlog scanned {read} rows"
     finally:
@@ -246,9 +246,9 @@ def test_each_limit_exceeded_keeps_refusing_until_its_own_backlog_is_below_80_pe
             accept_task(session, "acme", task_uuid(state.settings.namespace, "acme", f"O-{number}"), task)
     assert backpressure.reason_to_refuse() is not None
     with state.engine.begin() as connection:  # 2 callbacks delivered (9 of 10), the outbox drains
-        delivered = connection.execute(select(deliveries.c.result_id).limit(2)).scalars().all()
+        delivered = connection.execute(select(results.c.result_id).limit(2)).scalars().all()
         connection.execute(
-            update(deliveries).where(deliveries.c.result_id.in_(delivered)).values(status="delivered")
+            update(results).where(results.c.result_id.in_(delivered)).values(delivery_status="delivered")
         )
         connection.execute(update(outbox).values(published_at=utcnow()))
     assert "undelivered" in backpressure.reason_to_refuse()

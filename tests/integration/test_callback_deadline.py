@@ -15,7 +15,7 @@ from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
-from gateway.tables import deliveries, delivery_attempts
+from gateway.tables import delivery_attempts, results
 from messaging import vocabulary
 from messaging.db import make_engine
 from messaging.envelope import Envelope
@@ -69,15 +69,15 @@ def attempts_of(engine, client_id: str) -> list:
     with Session(engine) as session:
         return session.execute(
             select(delivery_attempts)
-            .join(deliveries, deliveries.c.result_id == delivery_attempts.c.result_id)
-            .where(deliveries.c.client_id == client_id)
+            .join(results, results.c.result_id == delivery_attempts.c.result_id)
+            .where(results.c.client_id == client_id)
         ).all()
 
 
 def statuses(engine, client_id: str) -> list[tuple[str, int]]:
     with Session(engine) as session:
         rows = session.execute(
-            select(deliveries.c.status, deliveries.c.attempts).where(deliveries.c.client_id == client_id)
+            select(results.c.delivery_status, results.c.attempts).where(results.c.client_id == client_id)
         )
         return sorted(tuple(row) for row in rows)
 

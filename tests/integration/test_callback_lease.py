@@ -19,7 +19,7 @@ from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
-from gateway.tables import deliveries, delivery_attempts
+from gateway.tables import delivery_attempts, results
 from messaging import after_commit, vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
@@ -49,7 +49,7 @@ def test_one_lease_hands_a_thread_a_chunk_of_one_clients_deliveries(engine):
     for chunk in chunks:
         assert {row.result_id for row in chunk} in ({*acme}, {*other})
     with Session(engine) as session:
-        leased = session.scalars(select(deliveries.c.next_attempt_at)).all()
+        leased = session.scalars(select(results.c.next_attempt_at)).all()
     assert len(set(leased)) == 1 and leased[0] > chunks[0][0].received_at  # leased, all alike
     assert dispatcher._lease_due(room=4) == []  # every client is at its share; nothing is due anyway
 
@@ -121,7 +121,7 @@ def test_a_lease_that_a_hand_over_overtakes_keeps_the_client_within_its_share(en
 
 def leased_rows(engine):
     with Session(engine) as session:
-        return session.scalars(select(deliveries.c.result_id)).all()
+        return session.scalars(select(results.c.result_id)).all()
 
 
 def test_a_chunk_stops_at_a_failure_to_record_and_leaves_the_rest_leased(engine, monkeypatch):
@@ -153,7 +153,7 @@ def test_deliveries_held_back_by_earlier_results_do_not_starve_the_rest(engine):
 
         def due_at(result_id, when):
             session.execute(
-                update(deliveries).where(deliveries.c.result_id == result_id).values(next_attempt_at=when)
+                update(results).where(results.c.result_id == result_id).values(next_attempt_at=when)
             )
 
         # Each acme task's first result waits for a retry; its second is overdue, but must wait.
@@ -242,15 +242,15 @@ def test_a_lease_finds_due_deliveries_behind_those_another_dispatcher_is_leasing
             (made[client],) = results_for(engine, client, f"{client}-1")
             with Session(engine) as session, session.begin():
                 session.execute(
-                    update(deliveries)
-                    .where(deliveries.c.result_id == made[client])
+                    update(results)
+                    .where(results.c.result_id == made[client])
                     .values(next_attempt_at=now - timedelta(minutes=age))
                 )
         dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), per_client=1)
         with engine.begin() as elsewhere:  # room 1, chunks of 1: the window is acme's and other's
             elsewhere.execute(
-                select(deliveries.c.result_id)
-                .where(deliveries.c.result_id.in_([made["acme"], made["other"]]))
+                select(results.c.result_id)
+                .where(results.c.result_id.in_([made["acme"], made["other"]]))
                 .with_for_update()
             )
             chunks = dispatcher._lease_due(room=1, chunk_size=1)
@@ -278,12 +278,9 @@ def test_the_lease_checks_each_delivery_for_earlier_results_by_its_task_whatever
                SELECT md5('t' || n)::uuid, 'acme', 'B-' || n, 'customer.upsert', 'C-1', '{}', '',
                    'succeeded', now(), now() FROM generate_series(1, 1500) AS n""",
             """INSERT INTO gateway_results (result_id, task_uuid, context, outcome, status, result,
-                   occurred_at)
+                   occurred_at, client_id, delivery_status, attempts, next_attempt_at, created_at)
                SELECT md5('r' || n)::uuid, md5('t' || n)::uuid, 'customers', 'x', 'succeeded', '{}',
-                   now() FROM generate_series(1, 1500) AS n""",
-            """INSERT INTO gateway_deliveries (result_id, client_id, status, attempts,
-                   next_attempt_at, created_at)
-               SELECT md5('r' || n)::uuid, 'acme', 'pending', 0, now() - interval '1 minute', now()
+                   now(), 'acme', 'pending', 0, now() - interval '1 minute', now()
                FROM generate_series(1, 1500) AS n""",
         ]
         with engine.begin() as connection:

@@ -26,7 +26,7 @@ from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
-from gateway.tables import deliveries, delivery_attempts
+from gateway.tables import delivery_attempts, results
 from messaging import vocabulary
 from messaging.db import make_engine
 from messaging.envelope import Envelope
@@ -125,7 +125,7 @@ def test_a_host_answering_loopback_first_is_refused_without_connecting(engine, m
     [error] = attempt_errors(engine)
     assert "non-public address (127.0.0.1)" in error
     with Session(engine) as session:
-        assert session.scalar(select(deliveries.c.status)) == "failed"
+        assert session.scalar(select(results.c.delivery_status)) == "failed"
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,13 @@ from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
-from gateway.tables import clients, deliveries, delivery_attempts
+from gateway.tables import clients, delivery_attempts, results
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow
 from messaging.envelope import Envelope
 from messaging.wakeup import Wakeup
 from tests.factories import register_client, upsert_task
+from tests.integration.delivery_support import delivery
 from tests.receiver import Receiver
 
 SECRET_QUERY = "token=s3cr3t"
@@ -59,11 +60,6 @@ def dispatcher(engine, schedule=(0, 60, 60)):
     return CallbackDispatcher(
         engine, Wakeup(), timeout=1, schedule=schedule, allow_private=True, rng=random.Random(1)
     )
-
-
-def delivery(engine, result_id):
-    with Session(engine) as session:
-        return session.execute(select(deliveries).where(deliveries.c.result_id == result_id)).one()
 
 
 def attempts(engine, result_id):
@@ -136,7 +132,7 @@ def test_a_late_record_does_not_overwrite_a_newer_one(engine, result_id, endpoin
     [[row]] = first._lease_due(1)
     # Our lease ran out and another dispatcher delivered meanwhile.
     with Session(engine) as session, session.begin():
-        session.execute(deliveries.update().values(next_attempt_at=utcnow()))
+        session.execute(results.update().values(next_attempt_at=utcnow()))
     dispatcher(engine).deliver_due()
     first._attempt(row)  # a stale attempt #1 that failed
     assert delivery(engine, result_id).status == "delivered"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from gateway import deliveries as delivery_store
 from gateway.callbacks import CallbackDispatcher
-from gateway.tables import deliveries
+from gateway.tables import results
 from messaging.db import make_engine
 from messaging.wakeup import Wakeup
 from tests.factories import register_client, wait_for
@@ -141,11 +141,11 @@ def test_replay_by_result_id_and_since(engine):
         register_client(engine, callback_url=receiver.url)
         [old], [new] = results_for(engine, "acme", "T-1"), results_for(engine, "acme", "T-2")
         with Session(engine) as session, session.begin():
-            session.execute(update(deliveries).values(status="failed"))
-            created = session.scalar(select(deliveries.c.created_at).where(deliveries.c.result_id == new))
+            session.execute(update(results).values(delivery_status="failed"))
+            created = session.scalar(select(results.c.created_at).where(results.c.result_id == new))
             session.execute(
-                update(deliveries)
-                .where(deliveries.c.result_id == old)
+                update(results)
+                .where(results.c.result_id == old)
                 .values(created_at=created - timedelta(days=1))
             )
         with Session(engine) as session, session.begin():

@@ -25,7 +25,7 @@ from gateway import create_app
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.tables import dead_letters as dead_letter_table
-from gateway.tables import deliveries
+from gateway.tables import results
 from gateway.tables import tasks as gateway_tasks
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow
@@ -81,7 +81,7 @@ def test_gauges_report_backlogs_parked_tasks_failed_deliveries_and_processes(gat
         lambda: value(scrape(gateway), "taskgate_deliveries", status="pending") == 0, message="delivered"
     )
     with engine.begin() as connection:  # as if the retry schedule had run out
-        connection.execute(update(deliveries).values(status="failed"))
+        connection.execute(update(results).values(delivery_status="failed"))
 
     samples = scrape(gateway)
     assert value(samples, "taskgate_overview_up") == 1

@@ -252,7 +252,7 @@ def test_a_fresh_result_is_handed_to_the_dispatcher_without_a_lease(gateway, cre
         "before_cursor_execute",
         lambda _c, _cur, sql, *_: (
             leases.append(sql)
-            if sql.lstrip().startswith("UPDATE gateway_deliveries SET next_attempt_at")
+            if sql.lstrip().startswith("UPDATE gateway_results SET next_attempt_at")
             else None
         ),
     )

@@ -14,7 +14,7 @@ from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import TaskConflict, accept_task
 from gateway.results import record_in_place, record_result, record_results
-from gateway.tables import customer_order, deliveries, outbox, tasks
+from gateway.tables import customer_order, outbox, results, tasks
 from gateway.task_reads import find_task
 from messaging import vocabulary
 from messaging.db import make_engine
@@ -164,7 +164,7 @@ def test_results_recorded_together_have_the_effects_of_recording_them_one_by_one
         assert record_results(session, batch) == []
     with Session(engine) as session:
         found = {n: find_task(session, "acme", f"T-{n}") for n in range(4)}
-        delivered = session.scalar(select(func.count()).select_from(deliveries))
+        delivered = session.scalar(select(func.count()).select_from(results))
     assert [found[n]["status"] for n in range(4)] == ["succeeded", "failed", "accepted", "succeeded"]
     assert [len(found[n]["results"]) for n in range(4)] == [2, 1, 1, 1]
     assert delivered == 5
@@ -200,7 +200,7 @@ def test_a_context_transaction_records_the_results_of_known_tasks_and_leaves_the
         assert record_in_place(session, [event, recorded, unknown]) == {recorded.message_id}
     with Session(engine) as session:
         task = find_task(session, "acme", "T-1")
-        assert session.scalar(select(func.count()).select_from(deliveries)) == 1
+        assert session.scalar(select(func.count()).select_from(results)) == 1
     assert task["status"] == "succeeded"
     assert [result["result_id"] for result in task["results"]] == [recorded.message_id]
 

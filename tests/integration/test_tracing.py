@@ -111,7 +111,7 @@ def test_a_cancel_is_one_trace_across_contexts_and_a_retried_callback(
     # Each result is recorded in the trace: here, the gateway running in the same process, in the
     # transaction of the context that decided it.
     statements = [span.attributes.get("db.statement", "") for span in trace if span.kind == "CLIENT"]
-    assert sum("INSERT INTO gateway_deliveries" in statement for statement in statements) == 2
+    assert sum("INSERT INTO gateway_results" in statement for statement in statements) == 2
     assert any(span.kind == "PRODUCER" for span in trace)
     assert any(span.kind == "CLIENT" and "db.system" in span.attributes for span in trace)  # statements nest
     assert sorted(callback_attempts(trace)) == [204, 204, 500]
