@@ -56,6 +56,3 @@ def read_only(engine: Engine) -> Engine:
     if engine.dialect.name == "postgresql":
         return _derived(engine, **{READ_ONLY: True, "isolation_level": "REPEATABLE READ"})
     return _derived(engine, **{READ_ONLY: True})
-
-
-# PostgreSQL SQLSTATEs of an unreachable or unavailable server: connection exceptions (08...),

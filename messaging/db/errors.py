@@ -6,6 +6,9 @@ from sqlalchemy import (
     exc,
 )
 
+# PostgreSQL SQLSTATEs of an unreachable or unavailable server: connection exceptions (08...), an
+# administrator or crash shutdown, a server that cannot connect now (57P01-57P03), too many
+# connections (53300), a full disk (53100).
 _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300", "53100")
 _UNAVAILABLE_SQLITE = (
     "database is locked",
