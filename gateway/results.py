@@ -142,10 +142,9 @@ def _fresh(rows: list[dict], known: dict) -> list[SimpleNamespace]:
     """The deliveries about to be recorded that may go out at once, as a dispatcher attempts them:
     of each task the earliest result, if no earlier one of it is still pending."""
     first: dict[uuid.UUID, dict] = {}
-    for row in rows:
-        earliest = first.get(row["task_uuid"])
-        if earliest is None or row["occurred_at"] < earliest["occurred_at"]:
-            first[row["task_uuid"]] = row
+    # In the order the lease gives a task's results: by occurrence, then by result_id.
+    for row in sorted(rows, key=lambda row: (row["occurred_at"], row["result_id"])):
+        first.setdefault(row["task_uuid"], row)
     return [
         SimpleNamespace(
             **{
