@@ -9,7 +9,7 @@ another client's deliveries. Results of one task go out in the order they occurr
 waits while an earlier result of its task is still pending.
 
 dispatcher: leasing and attempting; lease: the due query; sender: one attempt over HTTP;
-schedule: when to try again; attempts: recording them.
+schedule: when to try again; attempts: what each attempt makes of its delivery, and recording it.
 """
 
 from gateway.callbacks.dispatcher import CallbackDispatcher

@@ -1,14 +1,23 @@
-"""Recording callback attempts: each attempt a row, the delivery moved on, several callback
-threads' attempts in one transaction (group commit)."""
+"""Recording callback attempts: what each makes of its delivery (delivered, failed for good, or
+when to try again), each attempt a row, several callback threads' attempts in one transaction
+(group commit)."""
 
 from __future__ import annotations
 
+import logging
+import random
+from datetime import timedelta
+
 from sqlalchemy import Engine, bindparam, exc, update
 
-from gateway.callbacks.sender import Attempt
+from gateway.callbacks.schedule import next_delay, retry_after_seconds
+from gateway.callbacks.sender import Attempt, storable
+from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
 from gateway.tables import delivery_attempts, results
-from messaging.db import insert_many
+from messaging.db import insert_many, utcnow
 from messaging.group_commit import GroupCommit, Ticket
+
+log = logging.getLogger(__name__)
 
 _RECORD_ATTEMPT = (
     update(results)
@@ -40,11 +49,40 @@ class StaleConnection(Exception):
 class AttemptRecorder:
     """Records attempts in group commits: submit() hands one over, its ticket says when it is in."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, schedule: tuple[float, ...], rng: random.Random):
         self.engine = engine
+        self.schedule = schedule
+        self.rng = rng
         self._group = GroupCommit(self._write)
 
-    def submit(self, row, attempt: Attempt, attempts: int, values: dict) -> Ticket:
+    def submit(self, row, attempt: Attempt) -> Ticket:
+        """Hand the attempt of the delivery row to the group commit with what it makes of the
+        delivery (delivered, failed for good, or when to try again); the ticket says when it is in."""
+        attempts = row.attempts + 1
+        attempt.error = storable(attempt.error) if attempt.error else None
+        fields = {"task_id": row.task_id, "task_uuid": str(row.task_uuid), "result_id": str(row.result_id)}
+        detail = {"status_code": attempt.status_code, "error": attempt.error}
+        if attempt.delivered:
+            delivered_at = utcnow()
+            values = {"delivery_status": "delivered", "delivered_at": delivered_at, "next_attempt_at": None}
+            outcome = "delivered"
+            TASK_TO_CALLBACK_SECONDS.labels(row.context).observe(
+                max(0.0, (delivered_at - row.received_at).total_seconds())
+            )
+            log.info("callback delivered", extra={**fields, **detail})
+        else:
+            round_attempts = attempts - row.replayed_after_attempts
+            delay = next_delay(self.schedule, round_attempts, self.rng)  # whatever the answer (CONTRACT §5)
+            if delay is None:
+                values = {"delivery_status": "failed", "next_attempt_at": None}
+                outcome = "failed"
+                log.warning("callback failed for good", extra={**fields, **detail})
+            else:
+                delay = max(delay, retry_after_seconds(attempt.retry_after, utcnow()) or 0)
+                values = {"next_attempt_at": utcnow() + timedelta(seconds=delay)}
+                outcome = "retry"
+                log.info("callback attempt failed; retrying in %.1f s", delay, extra={**fields, **detail})
+        DELIVERY_ATTEMPTS.labels(outcome).inc()
         return self._group.submit_nowait((row, attempt, attempts, values))
 
     def wait(self, tickets: list[Ticket]) -> None:

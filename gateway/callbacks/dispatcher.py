@@ -24,9 +24,7 @@ from gateway.callbacks.lease import (
     due_query,
     take,
 )
-from gateway.callbacks.schedule import next_delay, retry_after_seconds
-from gateway.callbacks.sender import Attempt, CallbackSender, span_attributes, storable
-from gateway.metrics import DELIVERY_ATTEMPTS, TASK_TO_CALLBACK_SECONDS
+from gateway.callbacks.sender import CallbackSender, span_attributes
 from messaging.after_commit import after_commit
 from messaging.db import backend, utcnow
 from messaging.group_commit import Ticket
@@ -74,7 +72,7 @@ class CallbackDispatcher:
         # Whether the last lease left something behind that the end of a chunk may free.
         self._waiting = True
         self._released = 0  # chunks ended so far
-        self._recorder = AttemptRecorder(engine)
+        self._recorder = AttemptRecorder(engine, schedule, self.rng)
         self._running: tuple[ThreadPoolExecutor, threading.Event] | None = None  # while run() runs
 
     def offer(self, fresh: list) -> tuple[dict, Callable[[Connection, set], None]]:
@@ -296,36 +294,7 @@ class CallbackDispatcher:
         with tracer().attempting(row.trace, attributes) as call:  # its log lines carry the trace
             attempt = self.sender.attempt(row, call["headers"])
             call["status_code"], call["error"] = attempt.status_code, attempt.error
-            return self._record(row, attempt)
-
-    def _record(self, row, attempt: Attempt) -> Ticket:
-        """Hand the attempt to the group commit; the ticket says when it is recorded."""
-        attempts = row.attempts + 1
-        attempt.error = storable(attempt.error) if attempt.error else None
-        fields = {"task_id": row.task_id, "task_uuid": str(row.task_uuid), "result_id": str(row.result_id)}
-        detail = {"status_code": attempt.status_code, "error": attempt.error}
-        if attempt.delivered:
-            delivered_at = utcnow()
-            values = {"delivery_status": "delivered", "delivered_at": delivered_at, "next_attempt_at": None}
-            outcome = "delivered"
-            TASK_TO_CALLBACK_SECONDS.labels(row.context).observe(
-                max(0.0, (delivered_at - row.received_at).total_seconds())
-            )
-            log.info("callback delivered", extra={**fields, **detail})
-        else:
-            round_attempts = attempts - row.replayed_after_attempts
-            delay = next_delay(self.schedule, round_attempts, self.rng)  # whatever the answer (CONTRACT §5)
-            if delay is None:
-                values = {"delivery_status": "failed", "next_attempt_at": None}
-                outcome = "failed"
-                log.warning("callback failed for good", extra={**fields, **detail})
-            else:
-                delay = max(delay, retry_after_seconds(attempt.retry_after, utcnow()) or 0)
-                values = {"next_attempt_at": utcnow() + timedelta(seconds=delay)}
-                outcome = "retry"
-                log.info("callback attempt failed; retrying in %.1f s", delay, extra={**fields, **detail})
-        DELIVERY_ATTEMPTS.labels(outcome).inc()
-        # Once recorded, a later result of the same task may be free to go: the chunk's end wakes
-        # the lease loop if its last lease saw that result held back. (A result recorded by
-        # another process meanwhile is leased there, or here at the next idle interval.)
-        return self._recorder.submit(row, attempt, attempts, values)
+            # Once recorded, a later result of the same task may be free to go: the chunk's end
+            # wakes the lease loop if its last lease saw that result held back. (A result recorded
+            # by another process meanwhile is leased there, or here at the next idle interval.)
+            return self._recorder.submit(row, attempt)
