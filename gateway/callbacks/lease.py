@@ -66,9 +66,10 @@ def due_query(for_update: bool, *, windowed: bool):
             .limit(bindparam("limit") * DUE_WINDOW)
             .subquery()
         )
-        source, due = select(most_overdue, func.count().over().label("in_window")).subquery(), []
+        # Its rows were due as the window read them: the query's own conditions are the window's.
+        source, still_due = select(most_overdue, func.count().over().label("in_window")).subquery(), []
     else:
-        source = results
+        source, still_due = results, due
     held = pending_result_of(
         source.c.task_uuid,
         lambda earlier: or_(
@@ -88,7 +89,7 @@ def due_query(for_update: bool, *, windowed: bool):
         )
         .join(tasks, tasks.c.task_uuid == source.c.task_uuid)
         .join(clients, clients.c.client_id == source.c.client_id)
-        .where(*due)
+        .where(*still_due)
         .order_by(source.c.next_attempt_at)
     )
     if windowed:  # the window bounds it; in_window tells whether it was full
