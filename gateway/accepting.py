@@ -1,7 +1,7 @@
 """Accepting the webhook's tasks in group commits: requests that reach the database while another
 accept is being written share its next transaction (messaging.group_commit), so under load many
 tasks share one BEGIN and one COMMIT; alone, a request is written at once, in its own thread.
-Only where that saves round trips to a server (PostgreSQL; see Backend.groups_commits)."""
+On PostgreSQL that saves round trips to the server; on SQLite, turns at its single writer."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 
 from gateway.clients import Client
 from gateway.intake import Acceptance, accept_task
-from messaging.db import backend
 from messaging.group_commit import GroupCommit
 from messaging.tracing import tracer
 
@@ -31,16 +30,15 @@ class _Request:
 class Accepting:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._group = GroupCommit(self._write) if backend(engine).groups_commits else None
+        self._group = GroupCommit(self._write)
 
     def accept(self, client_id: str, task_uuid: uuid.UUID, task: dict, *, sender: Client) -> Acceptance:
         """accept_task for a request verified against sender, committed before it returns: in one
         transaction with the requests that wait meanwhile, or alone if that one failed (a task-id
         reused with other content, say, raises here only for its own request)."""
         request = _Request(client_id, task_uuid, task, sender, tracer().current())
-        if self._group is not None:
-            self._group.submit(request)
-        if self._group is None or request.alone:
+        self._group.submit(request)
+        if request.alone:
             self._write([request])
         return request.acceptance
 

@@ -18,10 +18,6 @@ class Backend:
     # Whether transactions that must take turns need locks to do so (SQLite's single writer
     # already makes them).
     needs_locks: bool = False
-    # Whether threads of a process that write at once gain by sharing one transaction (group
-    # commit): each statement is a round trip to a server. SQLite's are calls within the process,
-    # and its single writer is best taken in turns (a group would take it back to back).
-    groups_commits: bool = False
 
     def skipping_locked(self, query: Select) -> Select:
         """query, taking its rows for this transaction and skipping those another holds."""
@@ -33,7 +29,6 @@ class PostgreSQL(Backend):
     insert = staticmethod(postgresql.insert)
     shares_rows = True
     needs_locks = True
-    groups_commits = True
 
 
 class SQLite(Backend):

@@ -1,6 +1,6 @@
-"""The webhook's group commits (gateway.accepting) on PostgreSQL: requests that wait while an
-accept is written share the next transaction; a request that fails its group fails only itself.
-On SQLite each request is written alone."""
+"""The webhook's group commits (gateway.accepting), on SQLite and PostgreSQL: requests that wait
+while an accept is written share the next transaction; a request that fails its group fails only
+itself."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -15,22 +15,12 @@ from gateway.identity import task_uuid
 from gateway.intake import TaskConflict
 from gateway.tables import outbox, tasks
 from messaging.db import make_engine
-from tests import backends
 from tests.factories import register_client, survey_task, upsert_task, wait_for
 
 
 @pytest.fixture
-def engine(postgres_database):
-    postgres_database.empty()
-    engine = make_engine(postgres_database.url)
-    register_client(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path):
-    engine = make_engine(backends.sqlite_url(tmp_path))
+def engine(database_url):
+    engine = make_engine(database_url)
     register_client(engine)
     yield engine
     engine.dispose()
@@ -113,16 +103,3 @@ def test_a_request_that_fails_its_group_fails_alone(engine):
         stored = set(connection.execute(select(tasks.c.task_id)).scalars())
     assert stored == {"T-taken", "T-1", "T-2"}
 
-
-def test_on_sqlite_each_request_is_written_alone(sqlite_engine):
-    """SQLite's statements are calls within the process, and its single writer is taken in turns:
-    a group would only let the webhook take it back to back, ahead of the workers."""
-    accepting, sender = Accepting(sqlite_engine), sender_of(sqlite_engine)
-    held, writing, write = HeldFirstWrite(sqlite_engine), [], accepting._write
-    accepting._write = lambda requests: writing.append(requests) or write(requests)
-    with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(accept, accepting, sender, survey_task(f"T-{n}")) for n in range(4)]
-        wait_for(lambda: len(writing) == 4)  # each in a write of its own, while the first is held
-        held.release.set()
-        assert all(future.result(10).created for future in futures)
-    assert held.commits == 4
