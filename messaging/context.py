@@ -12,7 +12,7 @@ from typing import Protocol
 from kombu import Queue
 from sqlalchemy import Engine, Table
 
-from messaging.consumer import BatchHandler, Handler
+from messaging.handling import BatchHandler, Handler
 from messaging.outbox import Publish
 
 DEFAULT_WAIT_TIMEOUT_SECONDS = 3600

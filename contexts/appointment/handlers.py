@@ -20,7 +20,6 @@ from contexts.appointment.tables import (
 from contexts.replica import Customer, CustomerBatchHandler, CustomerTaskHandler
 from contexts.reservations import ReservationSide
 from messaging import vocabulary
-from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
     Transaction,
     insert_many_ignoring_duplicates,
@@ -30,6 +29,7 @@ from messaging.db import (
     utcnow,
 )
 from messaging.envelope import Envelope
+from messaging.handling import BatchHandler, Handler
 
 CONTEXT = "appointment"
 

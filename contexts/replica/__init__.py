@@ -36,7 +36,6 @@ from sqlalchemy import (
 from contexts.replica.events import CustomerEvents
 from contexts.replica.parking import Parking
 from messaging import vocabulary
-from messaging.consumer import BatchHandler, Handler
 from messaging.db import (
     JsonDocument,
     Transaction,
@@ -46,6 +45,7 @@ from messaging.db import (
     serialize_on_many,
 )
 from messaging.envelope import Envelope
+from messaging.handling import BatchHandler, Handler
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from sqlalchemy import Table, and_, delete, or_
 from contexts.replica.parking import CustomerKey, resumed_task
 from messaging import resuming, vocabulary
 from messaging.after_commit import after_commit
-from messaging.consumer import BatchHandler, Handler
 from messaging.db import Transaction, backend, serialize_on_many, utcnow
 from messaging.envelope import Envelope
+from messaging.handling import BatchHandler, Handler
 
 log = logging.getLogger(__name__)
 

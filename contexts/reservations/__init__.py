@@ -32,11 +32,11 @@ from sqlalchemy import (
 
 from messaging import vocabulary
 from messaging.after_commit import after_commit
-from messaging.consumer import Handler
 from messaging.context import MAX_SECONDS, env_int
 from messaging.db import JsonDocument, Transaction, UtcDateTime, backend, serialize_on, utcnow
 from messaging.deadlines import DeadlineSweeper
 from messaging.envelope import Envelope
+from messaging.handling import Handler
 from messaging.outbox import Publish
 from messaging.wakeup import Wakeup
 

@@ -11,9 +11,9 @@ from contexts.replica import Customer
 from contexts.visits import model
 from contexts.visits.tables import replica, visits
 from messaging import vocabulary
-from messaging.consumer import Handler
 from messaging.db import Transaction, insert_ignoring_duplicates, serialize_on, utcnow
 from messaging.envelope import Envelope
+from messaging.handling import Handler
 
 CONTEXT = "visits"
 

@@ -102,4 +102,3 @@ def test_a_request_that_fails_its_group_fails_alone(engine):
     with engine.connect() as connection:
         stored = set(connection.execute(select(tasks.c.task_id)).scalars())
     assert stored == {"T-taken", "T-1", "T-2"}
-

@@ -4,7 +4,6 @@ import dataclasses
 import uuid
 
 import pytest
-from kombu import Connection
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,9 +11,9 @@ from contexts.appointment import handlers, model
 from contexts.appointment import worker as appointment_worker
 from contexts.appointment.tables import appointments, replica
 from messaging import vocabulary
-from messaging.consumer import MessageWorker
 from messaging.db import make_engine
 from messaging.envelope import Envelope
+from messaging.handling import Handling
 
 HANDLERS, BATCH_HANDLERS = handlers.build_handlers(model.Limits(weekly=40, monthly=160))
 
@@ -111,18 +110,17 @@ def test_a_cancel_a_schedule_in_a_batch_resumes_is_decided_before_the_next_sched
     resource). K reached the context first and waits for S-1; S-1 and S-2 then arrive together:
     K cancels S-1 before S-2 is decided, so S-2 gets the customer's hour."""
     spec = appointment_worker.spec({})
-    worker = MessageWorker(
-        Connection("memory://"),
-        spec.queue,
-        spec.handlers,
+    written = []
+    handling = Handling(
         engine,
+        spec.queue.name,
+        spec.handlers,
         inbox=spec.inbox,
         outbox=spec.outbox,
+        publish=written.extend,
         own_inbox=spec.own_inbox,
         batch_handlers=spec.batch_handlers,
     )
-    written = []
-    worker.publish = written.extend
     at = "2030-12-02T09:00:00+00:00"
     cancel = Envelope(
         "appointment.cancel",
@@ -132,9 +130,9 @@ def test_a_cancel_a_schedule_in_a_batch_resumes_is_decided_before_the_next_sched
         {"customer_id": "C-1", "appointment_task_id": "S-1", "target_accepted": True},
     )
     for message in (customer_event("acme", "C-1"), cancel):
-        worker._handle_once(worker.handlers[message.type], message)  # K waits for S-1
+        handling.once(message)  # K waits for S-1
     together = [schedule("acme", "S-1", "C-1", "R-1", at), schedule("acme", "S-2", "C-1", "R-2", at)]
-    worker._handle_together([(message, worker.handlers[message.type], None) for message in together])
+    handling.together(together)
     decided = [
         Envelope.from_body(row["body"]) for row in written if row["body"]["type"] == vocabulary.TASK_RESULT
     ]

@@ -9,8 +9,8 @@ from contexts.customers import tables as customers_tables
 from contexts.replica.parking import resumed_task
 from messaging import topology
 from messaging.after_commit import after_commit
-from messaging.consumer import PermanentError
 from messaging.envelope import Envelope
+from messaging.handling import PermanentError
 from messaging.nearby import Nearby
 from messaging.resuming import decided_here
 from tests.factories import wait_for
