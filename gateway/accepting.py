@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from gateway.clients import Client
 from gateway.intake import Acceptance, accept_task
+from messaging.db import is_unavailable
 from messaging.group_commit import GroupCommit
 from messaging.tracing import tracer
 
@@ -56,8 +57,10 @@ class Accepting:
                         sender=request.sender,
                         trace=request.trace,
                     )
-        except Exception:
-            if len(requests) == 1:
+        except Exception as error:
+            # A database that is away fails every request of the group at once (each answers 503);
+            # written again alone, each would wait for it in turn.
+            if len(requests) == 1 or is_unavailable(error):
                 raise
             for request in requests:
                 request.alone = True

@@ -1,6 +1,6 @@
 """Handling messages in database transactions: inbox row, handler, outbox rows, commit; a message
-handled before finds its inbox row and changes nothing. What the consumer (messaging.consumer)
-acks only once the transaction has committed.
+handled before finds its inbox row and changes nothing. The consumer (messaging.consumer) acks a
+message once its transaction has committed.
 
 Messages handled together share one transaction (runs of a type with a batch handler go to it at
 once). A consumer of the same process and database (messaging.nearby) may handle the messages a

@@ -1,7 +1,7 @@
 """Deciding a resumed task in the transaction that resumed it.
 
 While a consumer handles messages (on a first try), it decides the parked tasks its handlers
-resume (MessageWorker): decided_here(resumed) hands them over there and then, so each is decided
+resume (messaging.handling): decided_here(resumed) hands them over there and then, so each is decided
 right where it was resumed, before anything handled after it, and returns what they caused.
 Anywhere else (a sweeper, a retry, a handler called directly) it returns the resumed tasks
 themselves, to travel as messages.

@@ -2,11 +2,12 @@
 while an accept is written share the next transaction; a request that fails its group fails only
 itself."""
 
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, exc, select
 
 from gateway.accepting import Accepting
 from gateway.clients import find_client
@@ -14,7 +15,7 @@ from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
 from gateway.intake import TaskConflict
 from gateway.tables import outbox, tasks
-from messaging.db import make_engine
+from messaging.db import is_unavailable, make_engine
 from tests.factories import register_client, survey_task, upsert_task, wait_for
 
 
@@ -45,6 +46,20 @@ class HeldFirstWrite:
         self.commits += 1
 
 
+class AwayForTheGroup(HeldFirstWrite):
+    """HeldFirstWrite, then the database away for the first statement after the first commit."""
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.away = True
+        event.listen(engine, "before_cursor_execute", self._away)
+
+    def _away(self, *args):
+        if self.commits == 1 and self.away:
+            self.away = False
+            raise exc.OperationalError("INSERT", None, sqlite3.OperationalError("database is locked"))
+
+
 def sender_of(engine):
     with engine.connect() as connection:
         return find_client(connection, "acme")
@@ -55,10 +70,10 @@ def accept(accepting, sender, task):
     return accepting.accept("acme", identity, task, sender=sender)
 
 
-def accept_while_the_first_is_held(engine, requests):
+def accept_while_the_first_is_held(engine, requests, hold=HeldFirstWrite):
     """Accept requests[0], and the rest while its write is held; each one's outcome (or error)."""
     accepting, sender = Accepting(engine), sender_of(engine)
-    held = HeldFirstWrite(engine)
+    held = hold(engine)
     with ThreadPoolExecutor(len(requests)) as pool:
         first = pool.submit(accept, accepting, sender, requests[0])
         wait_for(lambda: held.started)
@@ -102,3 +117,15 @@ def test_a_request_that_fails_its_group_fails_alone(engine):
     with engine.connect() as connection:
         stored = set(connection.execute(select(tasks.c.task_id)).scalars())
     assert stored == {"T-taken", "T-1", "T-2"}
+
+
+def test_a_database_that_is_away_fails_the_whole_group_at_once(engine):
+    """Not one request's error: no request of the group is written again alone (each would wait
+    for the database in turn before its 503)."""
+    requests = [survey_task(f"T-{n}", customer_id=f"C-{n}") for n in range(4)]
+    outcomes, commits = accept_while_the_first_is_held(engine, requests, hold=AwayForTheGroup)
+    assert outcomes[0].created
+    assert all(is_unavailable(outcome) for outcome in outcomes[1:])
+    assert commits == 1
+    with engine.connect() as connection:
+        assert set(connection.execute(select(tasks.c.task_id)).scalars()) == {"T-0"}
