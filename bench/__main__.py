@@ -131,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bare = measure_stages(args, services, run_dir) if args.stages else {}
         points = []
-        for mode in modes:
-            for rate in rates:
-                print(f"  {mode} at {int(rate) if rate else 'unpaced'} ...", flush=True)
-                points.append(run_point(mode, rate, options, services, run_dir))
+        for rate in rates:
+            for mode, again in run_order(modes):
+                where = f"{int(rate) if rate else 'unpaced'}{' again' if again else ''}"
+                print(f"  {mode} at {where} ...", flush=True)
+                points.append(run_point(mode, rate, options, services, run_dir, again=again))
     except KeyboardInterrupt:
         print(f"interrupted; every process was stopped (logs in {run_dir})", file=sys.stderr)
         return 130
@@ -176,6 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         print(f"profiles: {HERE / 'profiles'}")
     return 0
+
+
+def run_order(modes: tuple[str, ...]) -> list[tuple[str, bool]]:
+    """The points of one rate, in order, each (mode, again): beside taskgate's modes the bare
+    pipeline runs both before and after them, and their ratios are to the mean of the two, so that
+    the machine's speed drifting during the run weighs on both sides alike."""
+    if "bare" not in modes or len(modes) == 1:
+        return [(mode, False) for mode in modes]
+    return [("bare", False), *((mode, False) for mode in modes if mode != "bare"), ("bare", True)]
 
 
 def measure_stages(args: argparse.Namespace, services: Services, run_dir: Path) -> dict:

@@ -35,8 +35,12 @@ class Options:
     profile_dir: Path | None = None
 
 
-def run_point(mode: str, rate: float | None, options: Options, services: Services, run_dir: Path) -> dict:
-    label = f"{mode}-{int(rate) if rate else 'unpaced'}"
+def run_point(
+    mode: str, rate: float | None, options: Options, services: Services, run_dir: Path, *, again: bool = False
+) -> dict:
+    """One point: mode's deployment, started afresh, under rate (None: unpaced). again: the mode's
+    second point at this rate in the run (the bare pipeline's, after taskgate's)."""
+    label = f"{mode}-{int(rate) if rate else 'unpaced'}" + ("-again" if again else "")
     point_dir = run_dir / label
     point_dir.mkdir(parents=True)
     env = deployments.environment(
@@ -103,7 +107,8 @@ def run_point(mode: str, rate: float | None, options: Options, services: Service
     per_task = {name: 1000 * seconds / max(figures["accepted"], 1) for name, seconds in service_cpu.items()}
     figures["services_cpu_ms_per_task"] = round(sum(per_task.values()), 3)
     figures["services_cpu_ms_per_task_by_server"] = {name: round(ms, 3) for name, ms in per_task.items()}
-    result = {"mode": mode, "rate": rate, "label": label, **figures, "processes": process_report}
+    result = {"mode": mode, "rate": rate, "label": label, "again": again, **figures}
+    result["processes"] = process_report
     if options.profile_dir:
         summary = profiling.summarize(profiling.read_stacks(profiles), figures["accepted"])
         load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
