@@ -17,11 +17,8 @@ from messaging import vocabulary
 
 def find_task(session: Session, client_id: str, task_id: str | None = None, *, task_uuid=None) -> dict | None:
     """The task's representation per CONTRACT §4 (by task_id or task_uuid), or None."""
-    query = select(tasks).where(tasks.c.client_id == client_id)
-    query = (
-        query.where(tasks.c.task_uuid == task_uuid) if task_uuid else query.where(tasks.c.task_id == task_id)
-    )
-    row = session.execute(query).one_or_none()
+    key = tasks.c.task_uuid == task_uuid if task_uuid else tasks.c.task_id == task_id
+    row = session.execute(select(tasks).where(tasks.c.client_id == client_id, key)).one_or_none()
     return tasks_with_results(session, [row])[0] if row else None
 
 

@@ -14,11 +14,10 @@ schedule: when to try again; attempts: what each attempt makes of its delivery, 
 
 from gateway.callbacks.dispatcher import CallbackDispatcher
 from gateway.callbacks.schedule import next_delay, retry_after_seconds
-from gateway.callbacks.sender import callback_body, read_environment_once
+from gateway.callbacks.sender import read_environment_once
 
 __all__ = [
     "CallbackDispatcher",
-    "callback_body",
     "next_delay",
     "read_environment_once",
     "retry_after_seconds",

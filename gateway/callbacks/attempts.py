@@ -83,7 +83,17 @@ class AttemptRecorder:
                 outcome = "retry"
                 log.info("callback attempt failed; retrying in %.1f s", delay, extra={**fields, **detail})
         DELIVERY_ATTEMPTS.labels(outcome).inc()
-        return self._group.submit_nowait((row, attempt, attempts, values))
+        values = {
+            "delivery_status": "pending",
+            "delivered_at": None,
+            **values,
+            "attempts": attempts,
+            "last_status_code": attempt.status_code,
+            "last_error": attempt.error,
+        }
+        record = {"key": row.result_id, "seen_attempts": row.attempts}
+        record.update({f"new_{column}": value for column, value in values.items()})
+        return self._group.submit_nowait((row, attempt, record))
 
     def wait(self, tickets: list[Ticket]) -> None:
         self._group.wait(tickets)
@@ -116,7 +126,7 @@ class AttemptRecorder:
                             "error": attempt.error,
                             "response_body": attempt.response_body,
                         }
-                        for row, attempt, _, _ in recorded
+                        for row, attempt, _ in recorded
                     ],
                 )
             except exc.DBAPIError as error:
@@ -124,24 +134,4 @@ class AttemptRecorder:
                     raise StaleConnection from error
                 raise
             # Each only if nobody else recorded an attempt meanwhile (e.g. after our lease ran out).
-            connection.execute(
-                _RECORD_ATTEMPT,
-                [
-                    {
-                        "key": row.result_id,
-                        "seen_attempts": row.attempts,
-                        **{
-                            f"new_{column}": value
-                            for column, value in {
-                                "delivery_status": "pending",
-                                "delivered_at": None,
-                                **values,
-                                "attempts": attempts,
-                                "last_status_code": attempt.status_code,
-                                "last_error": attempt.error,
-                            }.items()
-                        },
-                    }
-                    for row, attempt, attempts, values in recorded
-                ],
-            )
+            connection.execute(_RECORD_ATTEMPT, [record for _, _, record in recorded])

@@ -51,14 +51,10 @@ class CallbackDispatcher:
     ):
         self.engine = engine
         self.wakeup = wakeup
-        self.timeout = timeout
-        self.schedule = schedule
-        self.allow_private = allow_private
         self.concurrency = concurrency
         self.per_client = per_client
         self.idle_interval = idle_interval
         self.linger = linger
-        self.rng = rng or random.Random()
         # An attempt ends by its deadline, one timeout after it starts, give or take the slack, and
         # starts within the margin: the lease outlasts every attempt of the chunk, so nobody else
         # takes the delivery meanwhile.
@@ -72,7 +68,7 @@ class CallbackDispatcher:
         # Whether the last lease left something behind that the end of a chunk may free.
         self._waiting = True
         self._released = 0  # chunks ended so far
-        self._recorder = AttemptRecorder(engine, schedule, self.rng)
+        self._recorder = AttemptRecorder(engine, schedule, rng or random.Random())
         self._running: tuple[ThreadPoolExecutor, threading.Event] | None = None  # while run() runs
 
     def offer(self, fresh: list) -> tuple[dict, Callable[[Connection, set], None]]:

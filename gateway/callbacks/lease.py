@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from sqlalchemy import and_, bindparam, exists, func, or_, select, true, update
 from sqlalchemy.orm import aliased
 
+from gateway.clients import CLIENT_COLUMNS
 from gateway.tables import clients, results, tasks
 
 # Attempts of a leased chunk start within this many seconds of the lease.
@@ -82,10 +83,7 @@ def due_query(for_update: bool, *, windowed: bool):
             *(source.c[name] for name in ATTEMPTED),
             tasks.c.task_id,
             tasks.c.received_at,
-            clients.c.callback_url,
-            clients.c.signing_secret,
-            clients.c.previous_signing_secret,
-            clients.c.previous_secret_expires_at,
+            *CLIENT_COLUMNS[1:],  # client_id is the result's
         )
         .join(tasks, tasks.c.task_uuid == source.c.task_uuid)
         .join(clients, clients.c.client_id == source.c.client_id)

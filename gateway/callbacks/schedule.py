@@ -14,8 +14,7 @@ def next_delay(schedule: tuple[float, ...], attempts_made: int, rng: random.Rand
     new one), with ±20% jitter; None when the schedule is spent."""
     if attempts_made >= len(schedule):
         return None
-    base = schedule[attempts_made]
-    return base * rng.uniform(0.8, 1.2)
+    return schedule[attempts_made] * rng.uniform(0.8, 1.2)
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from gateway import callback_http, signatures
-from gateway.clients import Client
+from gateway.clients import CLIENT_COLUMNS, Client
 from gateway.urls import UnsafeURL, resolve_callback_target
 from messaging.db import utcnow
 
@@ -99,13 +99,7 @@ class CallbackSender:
         """One attempt of the delivery row: whatever happens, an Attempt says what. trace_headers
         (traceparent…) go with the request."""
         now = utcnow()
-        client = Client(
-            row.client_id,
-            row.callback_url,
-            row.signing_secret,
-            row.previous_signing_secret,
-            row.previous_secret_expires_at,
-        )
+        client = Client(*(getattr(row, column.name) for column in CLIENT_COLUMNS))
         body = callback_body(row, now)
         headers = signatures.signed_headers(
             client.secrets(now), str(row.result_id), int(now.timestamp()), body

@@ -2,7 +2,7 @@
 between the backends, SQLite's writer lock, column types, inserts and key lookups, locks, and
 telling an outage from a failure."""
 
-from messaging.db.backends import Backend, backend
+from messaging.db.backends import backend
 from messaging.db.engines import (
     make_engine,
     read_only,
@@ -16,13 +16,9 @@ from messaging.db.inserts import (
     insert_many_ignoring_duplicates,
 )
 from messaging.db.locks import lock_row, serialize_on, serialize_on_many
-from messaging.db.sqlite import READ_ONLY, SQLITE_BUSY_TIMEOUT
 from messaging.db.types import JsonDocument, Transaction, UtcDateTime, utcnow
 
 __all__ = [
-    "READ_ONLY",
-    "SQLITE_BUSY_TIMEOUT",
-    "Backend",
     "JsonDocument",
     "Transaction",
     "UtcDateTime",

@@ -36,16 +36,8 @@ def make_engine(url: str, **options) -> Engine:
     return create_engine(url, **options)
 
 
-# Engines derived from an engine by execution options (sharing its pool), made once per engine.
-_derived_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _derived(engine: Engine, **options) -> Engine:
-    derived = _derived_engines.setdefault(engine, {})
-    key = tuple(sorted(options.items()))
-    if key not in derived:
-        derived[key] = engine.execution_options(**options)
-    return derived[key]
+# The read-only engine derived from an engine (sharing its pool), made once per engine.
+_read_only_engines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def read_only(engine: Engine) -> Engine:
@@ -53,6 +45,7 @@ def read_only(engine: Engine) -> Engine:
     read with its results never shows a result its status does not yet know of). On SQLite they
     neither wait for the write lock nor hold it (so they must not write: that would bypass the
     writers' queue), and WAL gives each its snapshot; on PostgreSQL they are REPEATABLE READ."""
-    if engine.dialect.name == "postgresql":
-        return _derived(engine, **{READ_ONLY: True, "isolation_level": "REPEATABLE READ"})
-    return _derived(engine, **{READ_ONLY: True})
+    if engine not in _read_only_engines:
+        options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+        _read_only_engines[engine] = engine.execution_options(**{READ_ONLY: True}, **options)
+    return _read_only_engines[engine]

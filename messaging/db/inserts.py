@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import Connection, bindparam, insert
+from sqlalchemy import bindparam, insert
 
 from messaging.db.backends import backend
 
@@ -20,15 +20,14 @@ def insert_many_ignoring_duplicates(connection_or_session, table, rows: list[dic
     those inserted."""
     if not rows:
         return set()
-    connection = _connection_of(connection_or_session)
-    statement = _insert_ignoring_duplicates(connection.dialect.name, table)
-    return set(connection.execute(statement, rows).scalars())
+    statement = _insert_ignoring_duplicates(backend(connection_or_session).name, table)
+    return set(connection_or_session.execute(statement, rows).scalars())
 
 
 def insert_many(connection_or_session, table, rows: list[dict]) -> None:
     """Many rows in one INSERT, in their order; a duplicate key fails it."""
     if rows:
-        _connection_of(connection_or_session).execute(_insert_returning_key(table), rows)
+        connection_or_session.execute(_insert_returning_key(table), rows)
 
 
 # Built once per table: only the parameters change from call to call. With RETURNING, SQLAlchemy
@@ -49,12 +48,6 @@ def _insert_ignoring_duplicates(dialect: str, table):
         .on_conflict_do_nothing()
         .returning(next(iter(table.primary_key.columns)))
     )
-
-
-def _connection_of(connection_or_session) -> Connection:
-    if isinstance(connection_or_session, Connection):
-        return connection_or_session
-    return connection_or_session.connection()
 
 
 def in_both(first, second) -> tuple:
