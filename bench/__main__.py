@@ -33,7 +33,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rates", default="100,200,400,600,800,1000", help="offered tasks/s, comma-separated"
     )
-    parser.add_argument("--unpaced", action="store_true", help="also one unpaced point per mode (two of the bare pipeline beside others)")
+    parser.add_argument(
+        "--unpaced",
+        action="store_true",
+        help="also one unpaced point per mode (two of the bare pipeline beside others)",
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per point")
     parser.add_argument("--quick", action="store_true", help="short smoke run: 3 s per point, rates 100,300")
     parser.add_argument(
