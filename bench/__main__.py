@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import deployments, report, stages
+from bench import deployments, machine, report, stages
 from bench.point import Options, run_point
 from bench.services import Services
 
@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or ("profile-" if args.profile else "") + started_at.strftime("%Y%m%dT%H%M%SZ")
     layouts = {mode: deployments.layout(mode, args.http_workers) for mode in modes}
     run_dir = Path(tempfile.mkdtemp(prefix="taskgate-bench-"))
+    speed = [machine.speed()]
     print(f"run {name}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; logs in {run_dir}")
+    print(f"  the machine's speed: {machine.describe(speed[0])}")
     for mode, text in layouts.items():
         print(f"  {mode}: {text}")
     try:
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
+    speed.append(machine.speed())
     table = report.ratios(points, bare)
     pipeline = report.pipeline_ratios(points)
     if bare:
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "speed": speed,  # before and after the run (bench.machine)
         },
         "load_average_at_end": os.getloadavg(),
         "options": vars(args),
@@ -177,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         report.plot(
             points, HERE / "results" / "plot.png", f"taskgate {name}: {os.cpu_count()} CPUs, local services"
         )
-    print(f"\nresults: {path}" + ("" if args.profile else f", {HERE / 'results' / 'plot.png'}"))
+    print(f"\nthe machine's speed at the end: {machine.describe(speed[1])}")
+    print(f"results: {path}" + ("" if args.profile else f", {HERE / 'results' / 'plot.png'}"))
     if args.profile:
         print(f"profiles: {HERE / 'profiles'}")
     return 0

@@ -107,6 +107,10 @@ def run_point(
     per_task = {name: 1000 * seconds / max(figures["accepted"], 1) for name, seconds in service_cpu.items()}
     figures["services_cpu_ms_per_task"] = round(sum(per_task.values()), 3)
     figures["services_cpu_ms_per_task_by_server"] = {name: round(ms, 3) for name, ms in per_task.items()}
+    # How much of the machine's CPUs the point kept busy, from the load's start to the drain's end.
+    spent = cpu + harness_cpu + figures.get("loadgen_cpu_seconds", 0.0) + sum(service_cpu.values())
+    span = figures["send_seconds"] + figures["drain_seconds"]
+    figures["machine_busy"] = round(spent / (span * (os.cpu_count() or 1)), 2) if span else None
     result = {"mode": mode, "rate": rate, "label": label, "again": again, **figures}
     result["processes"] = process_report
     if options.profile_dir:

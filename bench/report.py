@@ -116,10 +116,12 @@ def print_pipeline_ratios(table: list[dict]) -> None:
 
 
 def print_counts(points: list[dict]) -> None:
-    """Statements, commits and outbox messages per task, and the hops' p50/p99."""
+    """Statements, commits and outbox messages per task, how busy the machine's CPUs were, and the
+    hops' p50/p99."""
     print(
-        "\nper task: PostgreSQL statements and commits, outbox messages;"
-        " hops p50/p99 ms (webhook: request sent -> its 202 back, at the load generator)"
+        "\nper task: PostgreSQL statements and commits, outbox messages; the share of the machine's CPUs"
+        " busy (every process and server, load to drain); hops p50/p99 ms (webhook: request sent -> its"
+        " 202 back, at the load generator)"
     )
     for point in points:
         counted = " ".join(
@@ -131,7 +133,9 @@ def print_counts(points: list[dict]) -> None:
         hops = ", ".join(
             f"{hop} {_number(spread['p50'])}/{_number(spread['p99'])}" for hop, spread in spreads.items()
         )
-        print(f"  {point['label']:<18} {counted}; {hops}")
+        busy = point.get("machine_busy")
+        busy = "" if busy is None else f"; CPUs busy {busy:.0%}"
+        print(f"  {point['label']:<18} {counted}{busy}; {hops}")
 
 
 def _times(value: float | None) -> str:
