@@ -9,33 +9,12 @@ import hashlib
 import json
 import uuid
 
-from sqlalchemy import (
-    Boolean,
-    Connection,
-    Integer,
-    bindparam,
-    case,
-    exists,
-    literal,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import Boolean, Connection, Integer, bindparam, case, exists, literal, select, true, update
 from sqlalchemy.orm import Session
 
 from gateway.clients import Client
-from gateway.tables import (
-    ACCEPTED,
-    clients,
-    customer_order,
-    outbox,
-    tasks,
-)
-from messaging.db import (
-    backend,
-    insert_ignoring_duplicates,
-    utcnow,
-)
+from gateway.tables import ACCEPTED, clients, customer_order, outbox, tasks
+from messaging.db import backend, insert_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
 from messaging.outbox import add_to_outbox
 from messaging.tracing import tracer

@@ -9,28 +9,15 @@ from collections.abc import Callable
 from datetime import datetime
 from types import SimpleNamespace
 
-from sqlalchemy import (
-    bindparam,
-    select,
-    update,
-)
+from sqlalchemy import bindparam, select, update
 
 from gateway.callbacks.lease import pending_result_of
 from gateway.clients import CLIENT_COLUMNS
 from gateway.metrics import RESULTS_RECORDED
-from gateway.tables import (
-    ACCEPTED,
-    clients,
-    results,
-    tasks,
-)
+from gateway.tables import ACCEPTED, clients, results, tasks
 from messaging import vocabulary
 from messaging.after_commit import after_commit
-from messaging.db import (
-    Transaction,
-    insert_many_ignoring_duplicates,
-    utcnow,
-)
+from messaging.db import Transaction, insert_many_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
 from messaging.tracing import tracer
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import (
-    and_,
-    or_,
-    select,
-)
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.tables import results, tasks

@@ -10,19 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Uuid,
-    func,
-    insert,
-    select,
-)
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Uuid, func, insert, select
 from sqlalchemy.engine import Connection as DatabaseConnection
 from sqlalchemy.orm import Session
 from uuid6 import uuid7

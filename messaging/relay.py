@@ -15,17 +15,7 @@ import time
 from datetime import datetime, timedelta
 
 from kombu import Connection, Producer
-from sqlalchemy import (
-    Engine,
-    Table,
-    any_,
-    bindparam,
-    case,
-    delete,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import Engine, Table, any_, bindparam, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from messaging import topology

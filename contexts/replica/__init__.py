@@ -36,14 +36,7 @@ from sqlalchemy import (
 from contexts.replica.events import CustomerEvents
 from contexts.replica.parking import Parking
 from messaging import vocabulary
-from messaging.db import (
-    JsonDocument,
-    Transaction,
-    UtcDateTime,
-    both_of,
-    in_both,
-    serialize_on_many,
-)
+from messaging.db import JsonDocument, Transaction, UtcDateTime, both_of, in_both, serialize_on_many
 from messaging.envelope import Envelope
 from messaging.handling import BatchHandler, Handler
 

@@ -9,20 +9,11 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
-from sqlalchemy import (
-    delete,
-    func,
-    select,
-)
+from sqlalchemy import delete, func, select
 from uuid6 import uuid7
 
 from messaging import resuming, vocabulary
-from messaging.db import (
-    Transaction,
-    backend,
-    both_of,
-    utcnow,
-)
+from messaging.db import Transaction, backend, both_of, utcnow
 from messaging.envelope import Envelope
 from messaging.tracing import tracer
 

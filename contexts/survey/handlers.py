@@ -10,13 +10,7 @@ from uuid6 import uuid7
 from contexts.replica import Customer
 from contexts.survey.tables import invitations, replica
 from messaging import vocabulary
-from messaging.db import (
-    Transaction,
-    both_of,
-    in_both,
-    insert_many_ignoring_duplicates,
-    utcnow,
-)
+from messaging.db import Transaction, both_of, in_both, insert_many_ignoring_duplicates, utcnow
 from messaging.envelope import Envelope
 
 CONTEXT = "survey"

@@ -3,10 +3,7 @@ between the backends, SQLite's writer lock, column types, inserts and key lookup
 telling an outage from a failure."""
 
 from messaging.db.backends import backend
-from messaging.db.engines import (
-    make_engine,
-    read_only,
-)
+from messaging.db.engines import make_engine, read_only
 from messaging.db.errors import is_unavailable
 from messaging.db.inserts import (
     both_of,

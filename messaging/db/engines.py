@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import weakref
 
-from sqlalchemy import (
-    Engine,
-    create_engine,
-    make_url,
-)
+from sqlalchemy import Engine, create_engine, make_url
 
 from messaging.db.sqlite import READ_ONLY, SQLITE_BUSY_TIMEOUT, serialize_sqlite_writers
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    exc,
-)
+from sqlalchemy import exc
 
 # PostgreSQL SQLSTATEs of an unreachable or unavailable server: connection exceptions (08...), an
 # administrator or crash shutdown, a server that cannot connect now (57P01-57P03), too many

@@ -5,11 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from sqlalchemy import (
-    bindparam,
-    select,
-    text,
-)
+from sqlalchemy import bindparam, select, text
 
 from messaging.db.backends import backend
 from messaging.db.inserts import insert_ignoring_duplicates

@@ -6,11 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from sqlalchemy import (
-    Engine,
-    event,
-    exc,
-)
+from sqlalchemy import Engine, event, exc
 
 SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for the write lock
 # Set on a transaction that only reads: on SQLite it neither waits for the write lock nor holds it.
@@ -50,11 +46,8 @@ def serialize_sqlite_writers(engine: Engine) -> None:
     dialect = engine.dialect
     for name in ("do_commit", "do_rollback", "do_close"):
         _release_after(dialect, name, writers)
-    for name in (
-        "checkin",
-        "invalidate",
-        "close",
-    ):  # in case a connection goes without ending its transaction
+    # In case a connection goes without ending its transaction.
+    for name in ("checkin", "invalidate", "close"):
         event.listen(engine, name, lambda dbapi_connection, *_: writers.release(dbapi_connection))
 
 

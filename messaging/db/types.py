@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import (
-    JSON,
-    Connection,
-    DateTime,
-)
+from sqlalchemy import JSON, Connection, DateTime
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator

@@ -15,11 +15,7 @@ from gateway.clients import ClientError, add_client, list_clients, rotate_secret
 from gateway.config import Settings
 from messaging import dead_letters
 from taskgate import database, operations
-from taskgate.cli.base import (
-    command_engine,
-    main,
-    require_schema,
-)
+from taskgate.cli.base import command_engine, main, require_schema
 
 
 @main.group()

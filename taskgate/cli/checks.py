@@ -8,10 +8,7 @@ import click
 
 from gateway.config import Settings
 from taskgate import database
-from taskgate.cli.base import (
-    command_engine,
-    main,
-)
+from taskgate.cli.base import command_engine, main
 
 
 @main.command("check-order")

@@ -13,13 +13,7 @@ from sqlalchemy.orm import Session
 
 from gateway.clients import add_client, find_client
 from gateway.config import Settings
-from taskgate.cli.base import (
-    command_engine,
-    interrupt,
-    main,
-    require_schema,
-    shown,
-)
+from taskgate.cli.base import command_engine, interrupt, main, require_schema, shown
 from taskgate.sender import post_task
 
 

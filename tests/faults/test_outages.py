@@ -17,10 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateway.tables import outbox as gateway_outbox
 from tests import backends
-from tests.factories import (
-    survey_task,
-    wait_for,
-)
+from tests.factories import survey_task, wait_for
 from tests.faults.system import wait_until_settled
 from tests.faults.waves import CUSTOMERS, check_invariants, first_wave, second_wave, send_all
 

@@ -12,14 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from contexts.survey.tables import invitations
-from tests.factories import (
-    cancel_task,
-    maintenance_task,
-    schedule_task,
-    survey_task,
-    upsert_task,
-    wait_for,
-)
+from tests.factories import cancel_task, maintenance_task, schedule_task, survey_task, upsert_task, wait_for
 from tests.faults.system import Client, outcomes, received_result_ids, wait_until_settled
 
 CUSTOMERS = 30

@@ -10,12 +10,7 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import DataError, IntegrityError
 
 from contexts.survey.tables import invitations
-from messaging.db import (
-    insert_many,
-    insert_many_ignoring_duplicates,
-    make_engine,
-    read_only,
-)
+from messaging.db import insert_many, insert_many_ignoring_duplicates, make_engine, read_only
 
 
 @pytest.fixture
