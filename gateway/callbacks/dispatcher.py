@@ -237,8 +237,9 @@ class CallbackDispatcher:
         It reads a window of the most overdue deliveries (unlocked: when nothing is due, that one
         statement is the lease), flagged when an earlier result holds them back, and takes those
         it chunks by a conditional update that skips what another dispatcher is taking. Only a
-        full window whose deliveries were too few to take (held back, or taken elsewhere) sends it
-        on to all the due ones, locked as they are read. It notes whether a chunk's end can free
+        full window that left room (its deliveries held back, taken elsewhere, or all of clients
+        at their share) sends it on to all the due ones of the other clients, locked as they are
+        read. It notes whether a chunk's end can free
         something (it left deliveries for lack of room, or saw some held back): only then does the
         chunk's end wake the lease loop. room defaults to what is free of concurrency."""
         with self._lock:
@@ -257,22 +258,21 @@ class CallbackDispatcher:
             window = connection.execute(self._due_window, wanted).all()
             due = [row for row in window if not row.held]
             waiting = bool(busy) or len(due) < len(window)
-            chunks, missed = take(
-                connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted
-            )
+            chunks = take(connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted)
             taken = sum(map(len, chunks))
             waiting = waiting or len(due) > limit or taken < len(due)
-            if window and window[0].in_window >= limit * DUE_WINDOW and (len(due) < limit or missed):
-                # A full window, too few in it free to go (held back, or taken elsewhere): what
-                # lies beyond is only found by looking at everything due, leaving out what this
-                # lease holds already.
+            if window and window[0].in_window >= limit * DUE_WINDOW and len(chunks) < room:
+                # A full window that left room: its deliveries held back, taken elsewhere, or all
+                # of clients now at their share (one client's backlog must not hide the others').
+                # What lies beyond is only found by looking at everything due of the clients with
+                # room left, leaving out what this lease holds already.
+                capped = [client for client, count in in_flight.items() if count >= self.per_client]
                 mine = {row.result_id for chunk in chunks for row in chunk}
-                rest = [row for row in connection.execute(self._due_all, wanted) if row.result_id not in mine]
-                rest = rest[: limit - taken]
-                more, _ = take(
+                beyond = connection.execute(self._due_all, {**wanted, "busy": capped})
+                rest = [row for row in beyond if row.result_id not in mine][: limit - taken]
+                chunks += take(
                     connection, rest, in_flight, self.per_client, room - len(chunks), chunk_size, wanted
                 )
-                chunks += more
                 waiting = True
         with self._lock:
             # Counted again: an offer of this process may have taken places since the snapshot.

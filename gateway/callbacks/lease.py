@@ -145,11 +145,11 @@ GIVE_BACK = (
 
 def take(
     connection, due: list, in_flight: Counter, per_client: int, room: int, chunk_size: int, wanted: dict
-) -> tuple[list[list], int]:
+) -> list[list]:
     """Chunk the due deliveries, each chunk one client's, at most per_client chunks in flight per
     client and room in all (each new chunk counted in in_flight), and take them (TAKE with wanted's
-    time and lease end): the chunks of those taken, each row as it was taken, and how many chunked
-    rows were not (taken or changed elsewhere meanwhile)."""
+    time and lease end): the chunks of those taken, each row as it was taken (a chunk taken or
+    changed elsewhere meanwhile is left out, its place free again)."""
     chunks: list[list] = []
     open_chunks: dict[str, list[list]] = {}
     for row in due:
@@ -161,7 +161,7 @@ def take(
         elif mine and len(shortest := min(mine, key=len)) < chunk_size:
             shortest.append(row)
     if not chunks:
-        return [], 0
+        return []
     leased = [row.result_id for chunk in chunks for row in chunk]
     fresh = {row.result_id: row for row in connection.execute(TAKE, {**wanted, "leased": leased})}
     taken = []
@@ -175,4 +175,4 @@ def take(
             taken.append(rows)
         else:  # all of it taken elsewhere: its place is free again
             in_flight[chunk[0].client_id] -= 1
-    return taken, len(leased) - len(fresh)
+    return taken

@@ -167,6 +167,31 @@ def test_deliveries_held_back_by_earlier_results_do_not_starve_the_rest(engine):
     assert [[row.result_id for row in chunk] for chunk in chunks] == [[free]]
 
 
+def test_one_clients_backlog_does_not_hide_another_clients_due_delivery(engine):
+    """A client with more deliveries due than the lease's window holds, one of its chunks still in
+    flight: the lease gives it its last place, and the room left goes to another client's due
+    delivery behind that backlog (one client's failing endpoint holds only its own places)."""
+    register_client(engine, "acme", callback_url="http://127.0.0.1:9/unused")
+    register_client(engine, "other", callback_url="http://127.0.0.1:9/unused")
+    backlog = [results_for(engine, "acme", f"A-{n}")[0] for n in range(10)]
+    (behind,) = results_for(engine, "other", "O-1")
+    now = utcnow()
+    with Session(engine) as session, session.begin():
+        for number, result_id in enumerate(backlog):  # retries that came due together, say
+            session.execute(
+                update(results)
+                .where(results.c.result_id == result_id)
+                .values(next_attempt_at=now - timedelta(hours=1) + timedelta(seconds=number))
+            )
+    dispatcher = CallbackDispatcher(engine, Wakeup(), timeout=1, schedule=(0,), per_client=2)
+    dispatcher._in_flight["acme"] = 1  # its other chunk is being attempted
+    # room 2, chunks of 1: the window holds 8 deliveries, all acme's.
+    chunks = dispatcher._lease_due(room=2, chunk_size=1)
+    assert sorted(chunk[0].client_id for chunk in chunks) == ["acme", "other"]
+    assert [row.result_id for chunk in chunks for row in chunk if row.client_id == "other"] == [behind]
+    assert dispatcher._in_flight == {"acme": 2, "other": 1}
+
+
 def statements_of(engine):
     """The SQL statements engine executes from now on (a list that grows)."""
     seen = []
