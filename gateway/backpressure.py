@@ -47,6 +47,7 @@ class Backpressure:
         self.resume_ratio = resume_ratio
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
+        self._checking = False  # a request is counting the backlogs
         self._reason: str | None = None
         self._tripped: set[str] = set()  # the limits their backlogs went over, until each drains
         self._counts = _counts_query(self.outboxes, self.limits)
@@ -65,14 +66,24 @@ class Backpressure:
         return any(self.limits.values())
 
     def reason_to_refuse(self) -> str | None:
-        """Why new tasks should wait now, or None to accept them."""
+        """Why new tasks should wait now, or None to accept them. One request at a time counts
+        again, once the last count is ttl old; the others go by the last answer meanwhile, also
+        while the database is slow to answer or to fail (a request that meets the failure gets it)."""
         if not self.enabled:
             return None
         with self._lock:
-            if time.monotonic() - self._checked_at >= self.ttl:
-                self._reason = self._check()
+            if self._checking or time.monotonic() - self._checked_at < self.ttl:
+                return self._reason
+            self._checking = True
+        try:
+            reason = self._check()
+        finally:
+            with self._lock:
+                self._checking = False
                 self._checked_at = time.monotonic()
-            return self._reason
+        with self._lock:
+            self._reason = reason
+        return reason
 
     def client_reason_to_refuse(self, client_id: str) -> str | None:
         """Why this client's new tasks should wait now (its share of undelivered callbacks is full)."""

@@ -8,6 +8,8 @@ from sqlalchemy import Engine, create_engine, make_url
 
 from messaging.db.sqlite import READ_ONLY, SQLITE_BUSY_TIMEOUT, serialize_sqlite_writers
 
+CONNECT_TIMEOUT_SECONDS = 5
+
 
 def make_engine(url: str, **options) -> Engine:
     """An engine for url; SQLite gets WAL, a busy timeout and one writer at a time."""
@@ -26,9 +28,15 @@ def make_engine(url: str, **options) -> Engine:
         options.setdefault("max_overflow", 10)
     # Every statement is planned for its parameters and the tables as they are: a prepared
     # statement's generic plan, made while a table was small, keeps scanning all of it as it grows.
-    given = make_url(url).query.get("options", "")
+    query = make_url(url).query
     connect_args = options.setdefault("connect_args", {})
-    connect_args.setdefault("options", f"{given} -c plan_cache_mode=force_custom_plan".strip())
+    connect_args.setdefault(
+        "options", f"{query.get('options', '')} -c plan_cache_mode=force_custom_plan".strip()
+    )
+    # A server that does not answer at all (a dropped route, not a refused connection) fails a
+    # connection after this many seconds, as the broker's does, rather than the system's minutes.
+    if "connect_timeout" not in query:
+        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     return create_engine(url, **options)
 
 

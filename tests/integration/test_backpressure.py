@@ -4,11 +4,13 @@ again by itself once the backlog has drained (below 80 % of the limit)."""
 from __future__ import annotations
 
 import itertools
+import threading
 from datetime import timedelta
 
 import pytest
 import responses
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway import create_app
@@ -266,3 +268,42 @@ def test_a_task_id_reused_with_other_content_is_409_while_new_tasks_are_refused(
     raw, headers = signed(sender.secret, other, webhook_id="msg_other")
     assert sender.http.post("/v1/clients/acme/tasks", data=raw, headers=headers).status_code == 409
     app.extensions["taskgate"].engine.dispose()
+
+
+def test_one_request_counts_the_backlogs_while_the_others_go_by_the_last_answer(database_url):
+    """While one request's count waits on the database (slow to answer, or to fail, as when it is
+    unreachable), the others neither wait for it nor count again: they go by the last answer at
+    once, instead of each meeting the database's timeout in turn."""
+    engine = make_engine(database_url)
+    backpressure = Backpressure(engine, [outbox], max_outbox=10, max_undelivered=10, ttl=0)
+    counting, release, counts, failures = threading.Event(), threading.Event(), [], []
+
+    def count_until_released():
+        counts.append(1)
+        counting.set()
+        release.wait(10)
+        raise OperationalError("SELECT", {}, Exception("connection timeout expired"))
+
+    def first_request():
+        try:
+            backpressure.reason_to_refuse()
+        except OperationalError as error:
+            failures.append(error)
+
+    backpressure._check = count_until_released
+    first = threading.Thread(target=first_request)
+    first.start()
+    assert counting.wait(10)
+    answers = []
+    others = threading.Thread(
+        target=lambda: answers.extend(backpressure.reason_to_refuse() for _ in range(5))
+    )
+    others.start()
+    others.join(5)
+    answered_meanwhile = not others.is_alive()
+    release.set()
+    first.join(10)
+    others.join(10)
+    engine.dispose()
+    assert answered_meanwhile and answers == [None] * 5
+    assert len(counts) == 1 and len(failures) == 1  # the request that counted met the failure

@@ -1,16 +1,18 @@
 """The database helpers of the hot paths, on SQLite and PostgreSQL: insert_many_ignoring_duplicates
 (rows in their order, duplicates left out, the primary keys of those inserted), insert_many (one
-statement for a batch)."""
+statement for a batch), read-only snapshots, and PostgreSQL's connect timeout."""
 
+import socket
 import uuid
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import event, select
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy import event, make_url, select
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from contexts.survey.tables import invitations
-from messaging.db import insert_many, insert_many_ignoring_duplicates, make_engine, read_only
+from messaging.db import insert_many, insert_many_ignoring_duplicates, is_unavailable, make_engine, read_only
+from messaging.db.engines import CONNECT_TIMEOUT_SECONDS
 
 
 @pytest.fixture
@@ -118,3 +120,25 @@ def test_a_read_only_transaction_reads_one_snapshot(engine):
         again = reader.execute(select(invitations.c.task_id)).scalars().all()
     assert before == again == ["T-1"]
     assert len(stored(engine)) == 2
+
+
+def test_a_postgresql_server_that_does_not_answer_fails_the_connection_after_its_timeout(
+    postgres_database,
+):
+    """A server that takes the connection and never answers (a dropped route, say) fails it as
+    unavailable after the connect timeout, the URL's if it names one, else make_engine's."""
+    seen = {}
+    engine = make_engine(postgres_database.url)
+    event.listen(engine, "do_connect", lambda _dialect, _record, _args, params: seen.update(params))
+    with engine.connect():
+        pass
+    engine.dispose()
+    assert seen["connect_timeout"] == CONNECT_TIMEOUT_SECONDS
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, and never says a word
+        url = make_url(postgres_database.url).set(host="127.0.0.1", port=silent.getsockname()[1])
+        url = url.update_query_dict({"connect_timeout": "2"})
+        engine = make_engine(url.render_as_string(hide_password=False))
+        with pytest.raises(OperationalError) as raised, engine.connect():
+            pass
+        engine.dispose()
+    assert is_unavailable(raised.value)
