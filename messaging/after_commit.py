@@ -7,7 +7,10 @@ info for the length of one transaction (begin() clears what a failed one may hav
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 _KEY = "taskgate_after_commit"
 
@@ -25,3 +28,14 @@ def begin(connection) -> None:
 def registered(connection) -> list[Callable[[], None]]:
     """At the end of a transaction, before its commit: what to run once the commit succeeded."""
     return connection.info.pop(_KEY, [])
+
+
+def run(callbacks: list[Callable[[], None]]) -> None:
+    """Once the transaction committed: each callback, whatever the others do. Nothing may fail
+    the transaction's owner now: what committed stays committed, and a callback's work is only
+    ever a shortcut (a hand-over, a wake-up, a log line) that the loops make up for."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("work after a commit failed; the loops take it up")

@@ -226,6 +226,16 @@ class MessageWorker(ConsumerMixin):
         return None
 
     def dead_letter(self, message, reason: str, envelope: Envelope | None = None) -> None:
-        """Republish message to the dead-letter exchange with reason, then ack it."""
-        send_to_dead_letters(message, self.queue.name, reason)
-        log.error("dead-lettered: %s", reason, extra=envelope.log_fields if envelope else {})
+        """Republish message to the dead-letter exchange with reason, then ack it. Should the
+        broker refuse the dead letter (a nack), the message goes back to its queue to be
+        dead-lettered when it comes round again; a lost connection is the consumer's to mend."""
+        fields = envelope.log_fields if envelope else {}
+        try:
+            send_to_dead_letters(message, self.queue.name, reason)
+        except self.connection.connection_errors + self.connection.channel_errors:
+            raise
+        except Exception:
+            log.exception("dead-lettering failed; the message goes back to its queue", extra=fields)
+            message.requeue()
+            return
+        log.error("dead-lettered: %s", reason, extra=fields)

@@ -155,9 +155,9 @@ class Handling:
             log.info("handled %s", envelope.type, extra=envelope.log_fields)
 
     def _after(self, committed: list[Callable[[], None]], written: list[dict]) -> None:
-        """Once the transaction committed: what its handlers left to do then (see after_commit),
-        and the outbox rows it wrote go to the relay."""
-        for callback in committed:
-            callback()
+        """Once the transaction committed: the outbox rows it wrote go to the relay, then what its
+        handlers left to do (after_commit). None of it raises: the transaction stays committed,
+        and what did not happen here the relay's sweep and the lease loop make up for."""
         if written and self.publish is not None:
-            self.publish(written)
+            after_commit.run([lambda: self.publish(written)])
+        after_commit.run(committed)

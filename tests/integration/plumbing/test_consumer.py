@@ -3,12 +3,14 @@
 import json
 
 import pytest
+from amqp.exceptions import MessageNacked
 from sqlalchemy import func, select
 
 from contexts.customers import tables as customers_tables
 from contexts.replica.parking import resumed_task
-from messaging import topology
+from messaging import consumer, topology
 from messaging.after_commit import after_commit
+from messaging.dead_letters import send_to_dead_letters
 from messaging.envelope import Envelope
 from messaging.handling import PermanentError
 from messaging.nearby import Nearby
@@ -168,6 +170,28 @@ def test_an_unreadable_message_is_dead_lettered_with_its_reason(engine, connecti
     assert (dead.body if isinstance(dead.body, bytes) else dead.body.encode()) == body
 
 
+def test_a_dead_letter_the_broker_refuses_goes_back_to_its_queue_and_the_consumer_lives_on(
+    engine, connection, broker_url, monkeypatch
+):
+    """The broker nacks the first dead letter: the message is requeued (not acked, not lost), the
+    consumer goes on, and the message is dead-lettered when it comes round again."""
+    refusals = []
+
+    def refused_once(message, queue, reason):
+        if not refusals:
+            refusals.append(reason)
+            raise MessageNacked("the broker refused it")
+        send_to_dead_letters(message, queue, reason)
+
+    monkeypatch.setattr(consumer, "send_to_dead_letters", refused_once)
+    with RunningWorker(broker_url, engine) as running:
+        publish_raw(connection, upsert(), body=b"{not json")
+        dead = get_one(connection, topology.dead_letters)
+        assert running.thread.is_alive()
+    assert len(refusals) == 1
+    assert "undecodable" in dead.headers["x-taskgate-reason"]
+
+
 def test_a_failing_handler_is_retried_then_dead_lettered(engine, connection, broker_url):
     calls = []
 
@@ -218,6 +242,31 @@ def test_what_a_handler_leaves_for_after_the_commit_runs_only_if_it_commits(engi
         publish_raw(connection, upsert())
         wait_for(lambda: ran, message="the callback after the commit")
     assert ran == [("stored", 1)]  # after the commit (its customer is there), never for the refused
+
+
+def test_work_after_the_commit_that_fails_spoils_neither_the_rest_of_it_nor_the_message(
+    engine, connection, broker_url
+):
+    """A callback that raises after the commit: the relay still gets the rows, the callbacks after
+    it still run, and the message is acked once (not handled again as if its batch had failed)."""
+    ran, offered = [], []
+
+    def handle(session, envelope):
+        after_commit(session, lambda: 1 / 0)
+        after_commit(session, lambda: ran.append(envelope.task_id))
+        return CUSTOMERS.handlers["customer.upsert"](session, envelope)
+
+    task = upsert()
+    with RunningWorker(
+        broker_url, engine, handlers={"customer.upsert": handle}, publish=offered.append
+    ) as running:
+        publish_raw(connection, task)
+        wait_for(lambda: ran and queue_is_drained(connection), message="the message acked")
+        assert running.thread.is_alive()
+    assert ran == [task.task_id]
+    assert [[row["body"]["type"] for row in rows] for rows in offered] == [
+        ["customer.registered", "task.result"]
+    ]
 
 
 def test_a_message_without_a_handler_is_dead_lettered(engine, connection, broker_url):
