@@ -93,11 +93,12 @@ def origin_of(headers: dict[str, Any], delivery_info: dict[str, Any]) -> Origin:
             headers.get("x-taskgate-original-exchange"),
             headers.get("x-taskgate-original-routing-key"),
         )
-    deaths = headers.get("x-death") or []
-    if deaths:
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):  # as RabbitMQ writes it
         death = deaths[0]
-        keys = death.get("routing-keys") or [None]
-        return Origin(death.get("queue"), f"broker: {death.get('reason')}", death.get("exchange"), keys[0])
+        keys = death.get("routing-keys")
+        key = keys[0] if isinstance(keys, list) and keys else None
+        return Origin(death.get("queue"), f"broker: {death.get('reason')}", death.get("exchange"), key)
     return Origin(
         None, "unroutable: no queue takes it", delivery_info.get("exchange"), delivery_info.get("routing_key")
     )
@@ -141,7 +142,7 @@ class DeadLetterKeeper(ConsumerMixin):
         message.requeue()
 
     def _store(self, message) -> None:
-        headers = dict(message.headers or {})
+        headers = _jsonable(dict(message.headers or {}))
         origin = origin_of(headers, message.delivery_info or {})
         body = (
             message.body if isinstance(message.body, str) else message.body.decode("utf-8", errors="replace")
@@ -156,7 +157,7 @@ class DeadLetterKeeper(ConsumerMixin):
                     routing_key=_text(origin.routing_key, 255),
                     message_id=_text((message.properties or {}).get("message_id"), 64),
                     task_id=_text(headers.get("x-task-id"), 128),
-                    headers=json.loads(_text(json.dumps(headers, default=str), None)),
+                    headers=json.loads(_text(json.dumps(headers), None)),
                     body=_text(body, None),
                     dead_lettered_at=utcnow(),
                 )
@@ -169,6 +170,23 @@ class DeadLetterKeeper(ConsumerMixin):
                 "task_uuid": str(headers.get("x-task-uuid", "")),
             },
         )
+
+
+def _jsonable(value: Any) -> Any:
+    """value as JSON can hold it, whatever a publisher put in a message's headers (py-amqp gives a
+    key that is not UTF-8 as bytes, which JSON cannot name)."""
+    if isinstance(value, dict):
+        return {
+            _jsonable(key) if isinstance(key, bytes) else str(key): _jsonable(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def _text(value, limit: int | None) -> str | None:

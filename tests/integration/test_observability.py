@@ -29,7 +29,7 @@ from gateway.tables import results
 from gateway.tables import tasks as gateway_tasks
 from messaging import vocabulary
 from messaging.db import make_engine, utcnow
-from messaging.dead_letters import DeadLetterKeeper
+from messaging.dead_letters import DeadLetterKeeper, list_dead_letters
 from messaging.envelope import Envelope
 from messaging.heartbeat import Heartbeat, list_processes
 from taskgate import tables
@@ -116,6 +116,39 @@ def test_the_line_a_kept_dead_letter_logs_names_its_task(database_url, caplog):
     [record] = [record for record in caplog.records if "dead letter kept" in record.getMessage()]
     assert (record.task_id, record.task_uuid) == ("P-1", str(envelope.task_uuid))
     assert acked == [True]
+    engine.dispose()
+
+
+def test_a_dead_letter_with_headers_json_cannot_hold_is_kept_as_well(database_url):
+    """A publisher's header whose key is not UTF-8 (py-amqp gives it as bytes), and an x-death that
+    is not RabbitMQ's list: the dead letter is kept and acked all the same, so it cannot wedge the
+    keeper (which retries in place only while the database is away)."""
+    engine = make_engine(database_url)
+    dead_letter_table.metadata.create_all(engine, tables=[dead_letter_table])
+    acked = []
+    message = type(
+        "Message",
+        (),
+        {
+            "headers": {b"\xff-key": b"\xfe", "x-death": "not a list", "x-task-id": "P-2", "when": utcnow()},
+            "delivery_info": {"exchange": "taskgate.tasks", "routing_key": "nobody.takes.this"},
+            "body": b"{}",
+            "properties": {"message_id": "m-2"},
+            "ack": lambda self: acked.append(True),
+        },
+    )()
+    keeper = DeadLetterKeeper(None, engine, dead_letter_table)
+    keeping = threading.Thread(target=keeper.keep, args=(message,))
+    keeping.start()
+    try:
+        wait_for(lambda: acked, timeout=10, message="the dead letter kept and acked")
+    finally:
+        keeper.should_stop = True  # were it retried in place, that ends it
+        keeping.join(10)
+    with Session(engine) as session:
+        [kept] = list_dead_letters(session, dead_letter_table)
+    assert kept["task_id"] == "P-2" and kept["reason"] == "unroutable: no queue takes it"
+    assert kept["headers"]["\ufffd-key"] == "\ufffd" and kept["headers"]["x-death"] == "not a list"
     engine.dispose()
 
 
