@@ -92,25 +92,25 @@ class CallbackDispatcher:
             elif chunk is None and room > 0 and in_flight[row.client_id] < self.per_client:
                 chunks[row.client_id] = [row]
                 room -= 1
-        until = utcnow() + self.lease
+        leased_at, until = time.monotonic(), utcnow() + self.lease
 
         def hand_over(connection: Connection, stored: set) -> None:
             taken = [[row for row in chunk if row.result_id in stored] for chunk in chunks.values()]
             taken = [chunk for chunk in taken if chunk]
             if taken:
-                after_commit(connection, lambda: self._hand_over(taken, until))
+                after_commit(connection, lambda: self._hand_over(taken, leased_at, until))
             if sum(map(len, taken)) < len(stored):
                 after_commit(connection, self.wakeup.notify)
 
         return {row.result_id: until for chunk in chunks.values() for row in chunk}, hand_over
 
-    def _hand_over(self, chunks: list[list], until) -> None:
-        """Attempt chunks offered in a transaction that has committed (leased until until), those
-        that still fit the caps: the lease loop may have taken the client's (or the pool's) last
+    def _hand_over(self, chunks: list[list], leased_at: float, until) -> None:
+        """Attempt chunks offered in a transaction that has committed (leased at leased_at, by the
+        monotonic clock, until until: the attempts' margin counts from the offer), those that still
+        fit the caps: the lease loop may have taken the client's (or the pool's) last
         places since the offer looked. The others are given back to the table, due at once, for the
         lease loop to take when there is room. Were the dispatcher stopped meanwhile, they go out
         after their lease, from whichever dispatcher leases them then."""
-        leased_at = time.monotonic()
         with self._lock:
             if self._running is None:
                 return
