@@ -144,6 +144,10 @@ class KnownClients:
                 refused = error
         raise refused
 
+    def known(self, client_id: str) -> Client | None:
+        """The client as last read, if it was (no database read)."""
+        return self._clients.get(client_id)
+
     def _candidates(self, client_id: str, fresh: bool):
         """The client as last read (unless fresh), then as stored now if that differs (None: there
         is no such client)."""

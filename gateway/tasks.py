@@ -30,12 +30,11 @@ MAX_LIMIT = 100
 
 
 def _authorize(session: Session, client_id: str) -> None:
-    """Only with this client's API token; 429 while the source or client id has failed too often."""
+    """Only with this client's API token. While the source or client id has failed too often, a
+    wrong token gets 429 rather than 401; the right one still goes (a 256-bit token is not to be
+    guessed at any rate, and nobody can lock a client out by flooding wrong ones)."""
     failures = current_state().auth_failures
     valid_id = client_id if re.fullmatch(CLIENT_ID, client_id) else None
-    wait = failures.wait_seconds(request.remote_addr, valid_id)
-    if wait is not None:
-        raise Problem(429, "too many failed authentications", headers={"Retry-After": str(wait)})
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if (
         scheme.lower() != "bearer"
@@ -43,6 +42,9 @@ def _authorize(session: Session, client_id: str) -> None:
         or valid_id is None
         or not token_matches(session, client_id, token.strip())
     ):
+        wait = failures.wait_seconds(request.remote_addr, valid_id)
+        if wait is not None:
+            raise Problem(429, "too many failed authentications", headers={"Retry-After": str(wait)})
         failures.failed(request.remote_addr, valid_id)
         raise Problem(
             401,

@@ -21,7 +21,7 @@ from gateway.representations import task_representation
 from gateway.schemas import CLIENT_ID, unstorable_text, validate_task
 from gateway.state import current_state
 from gateway.task_reads import find_task
-from messaging.db import read_only
+from messaging.db import read_only, utcnow
 from messaging.tracing import tracer
 
 log = logging.getLogger(__name__)
@@ -133,17 +133,28 @@ def _published(state, messages: list[dict], fields: dict) -> None:
 
 def _authenticated(state, client_id: str, raw: bytes):
     """The client the request is signed by, its webhook-id, and the check of the request against a
-    client's secrets. Answers 401 alike whether the client exists or not, and 429 while its source
-    or client id has failed too often."""
+    client's secrets. Answers 401 alike whether the client exists or not. While its source or
+    client id has failed too often, a request is checked against the client as this process
+    knows it, with no database read, and answered 429 unless it verifies: someone who floods bad
+    signatures for a client's id cannot lock the client out (its 256-bit secrets are not to be
+    guessed at any rate)."""
     valid_id = client_id if re.fullmatch(CLIENT_ID, client_id) else None
     wait = state.auth_failures.wait_seconds(request.remote_addr, valid_id)
-    if wait is not None:
-        raise Problem(429, "too many failed authentications", headers={"Retry-After": str(wait)})
     tolerance = state.settings.signature_tolerance_seconds
     headers = request.headers
 
     def verify(secrets_: list[str]) -> str:
         return signatures.verify(secrets_, headers, raw, now=time.time(), tolerance=tolerance)
+
+    if wait is not None:
+        known = state.clients.known(valid_id) if valid_id else None
+        try:
+            verify(known.secrets(utcnow()) if known else [])
+        except signatures.SignatureError:
+            raise Problem(
+                429, "too many failed authentications", headers={"Retry-After": str(wait)}
+            ) from None
+        return known, verify
 
     if valid_id is None:
         try:

@@ -55,10 +55,12 @@ def test_failed_signatures_from_one_source_are_throttled(make_app):
     secret = register_client(app.extensions["taskgate"].engine)["signing_secret"]
     http, wrong = app.test_client(), "whsec_" + "A" * 43 + "="
     assert [post(http, wrong, upsert_task()).status_code for _ in range(3)] == [401] * 3
-    refused = post(http, secret, upsert_task())  # even a right one, while the source is throttled
+    refused = post(http, wrong, upsert_task())  # the source is throttled
     assert_problem(refused, 429)
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
-    assert post(http, secret, upsert_task(), source="192.0.2.2").status_code == 202  # another source
+    # A right one goes all the same: nobody can lock a client out by failing in its name.
+    assert post(http, secret, upsert_task(task_id="T-right")).status_code == 202
+    assert post(http, wrong, upsert_task(), source="192.0.2.2").status_code == 401  # another source
 
 
 def test_failed_signatures_for_one_client_are_throttled_whatever_the_source(make_app):
@@ -69,7 +71,8 @@ def test_failed_signatures_for_one_client_are_throttled_whatever_the_source(make
     http, wrong = app.test_client(), "whsec_" + "A" * 43 + "="
     for number in range(3):
         assert post(http, wrong, upsert_task(), source=f"198.51.100.{number}").status_code == 401
-    assert_problem(post(http, acme, upsert_task(), source="203.0.113.9"), 429)
+    assert_problem(post(http, wrong, upsert_task(), source="203.0.113.9"), 429)
+    assert post(http, acme, upsert_task(), source="203.0.113.9").status_code == 202  # acme itself goes on
     other_task = post(http, other, upsert_task(), url="/v1/clients/other/tasks", source="203.0.113.9")
     assert other_task.status_code == 202
     # A client that does not exist is throttled all the same (nothing tells it apart).
@@ -84,9 +87,10 @@ def test_wrong_api_tokens_are_throttled(make_app):
     http = app.test_client()
     for _ in range(3):
         assert http.get(URL, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    refused = http.get(URL, headers={"Authorization": f"Bearer {token}"})
+    refused = http.get(URL, headers={"Authorization": "Bearer wrong"})
     assert_problem(refused, 429)
     assert int(refused.headers["Retry-After"]) >= 1
+    assert http.get(URL, headers={"Authorization": f"Bearer {token}"}).status_code == 200  # the client's
     other_source = {"REMOTE_ADDR": "192.0.2.77"}
     assert (
         http.get(URL, headers={"Authorization": f"Bearer {token}"}, environ_base=other_source).status_code
@@ -120,8 +124,9 @@ def test_behind_a_trusted_proxy_the_throttle_counts_the_forwarded_address(make_a
         return http.post(URL, data=raw, headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.2"})
 
     assert [via_proxy(wrong, "198.51.100.7").status_code for _ in range(2)] == [401, 401]
-    assert via_proxy(secret, "198.51.100.7").status_code == 429
-    assert via_proxy(secret, "198.51.100.8").status_code == 202  # another client behind the same proxy
+    assert via_proxy(wrong, "198.51.100.7").status_code == 429
+    assert via_proxy(wrong, "198.51.100.8").status_code == 401  # another client behind the same proxy
+    assert via_proxy(secret, "198.51.100.8").status_code == 202
 
 
 # --- one client's trouble is its own ----------------------------------------------------------------------
