@@ -94,6 +94,13 @@ class Settings:
                     values[field] = parse(env[name])
                 except ValueError as error:
                     raise ValueError(f"{name}: {error}") from None
+        if "allow_private_callbacks" not in values:
+            # The embedded defaults are a try-out on one machine, which calls back to itself; a
+            # deployment on PostgreSQL and RabbitMQ refuses private addresses unless told otherwise.
+            embedded = values["database_url"].startswith("sqlite") and values["broker_url"].startswith(
+                "memory://"
+            )
+            values["allow_private_callbacks"] = embedded
         values.update(overrides)
         return cls(**values)
 

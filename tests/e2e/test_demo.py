@@ -110,7 +110,7 @@ def test_the_demo_uses_a_running_taskgate_and_leaves_it_running(tmp_path):
 
 def test_a_callback_that_does_not_come_fails_the_demo_with_the_reason(tmp_path):
     env = environment(TASKGATE_DATA_DIR=str(tmp_path / "data"))
-    del env["TASKGATE_ALLOW_PRIVATE_CALLBACKS"]  # so this server refuses to call the demo's 127.0.0.1
+    env["TASKGATE_ALLOW_PRIVATE_CALLBACKS"] = "0"  # so this server refuses to call the demo's 127.0.0.1
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = Process([str(BIN / "taskgate"), "serve", "--port", str(port)], env, tmp_path / "serve.log")

@@ -27,6 +27,7 @@ def receiver():
 
 def test_serve_on_embedded_defaults(tmp_path, receiver):
     env = environment(TASKGATE_DATA_DIR=str(tmp_path / "data"))
+    del env["TASKGATE_ALLOW_PRIVATE_CALLBACKS"]  # no setup: the embedded defaults call back to 127.0.0.1
     credentials = json.loads(
         run([str(BIN / "taskgate"), "clients", "add", "acme", "--callback-url", receiver.url], env)
     )

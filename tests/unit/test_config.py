@@ -14,6 +14,24 @@ def test_defaults_are_embedded(tmp_path):
     assert settings.max_body_bytes == 65536
 
 
+@pytest.mark.parametrize(
+    ("environment", "allowed"),
+    [
+        ({}, True),  # the embedded defaults: a try-out on one machine calls back to itself
+        ({"TASKGATE_ALLOW_PRIVATE_CALLBACKS": "0"}, False),
+        ({"TASKGATE_DATABASE_URL": "postgresql+psycopg://db/taskgate"}, False),
+        ({"TASKGATE_BROKER_URL": "amqp://guest:guest@rabbit//"}, False),
+        (
+            {"TASKGATE_BROKER_URL": "amqp://guest:guest@rabbit//", "TASKGATE_ALLOW_PRIVATE_CALLBACKS": "1"},
+            True,
+        ),
+    ],
+)
+def test_private_callback_addresses_are_allowed_by_default_only_when_embedded(tmp_path, environment, allowed):
+    settings = Settings.from_env({"TASKGATE_DATA_DIR": str(tmp_path), **environment})
+    assert settings.allow_private_callbacks is allowed
+
+
 def test_values_from_the_environment():
     settings = Settings.from_env(
         {
