@@ -85,7 +85,9 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
         detail = error.description or error.name
         if error.code == 413:
             detail = f"the body is larger than {settings.max_body_bytes} bytes"
-        return problem_response(Problem(error.code or 500, detail))
+        # What the error says beside its page, e.g. a 405's Allow (which RFC 9110 requires).
+        headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+        return problem_response(Problem(error.code or 500, detail, headers=headers))
 
     @app.errorhandler(SQLAlchemyError)
     def storage_error(error: SQLAlchemyError):

@@ -52,6 +52,19 @@ def test_a_body_nested_past_the_parser_is_400_not_a_traceback(app, credentials, 
     assert not [record for record in caplog.records if record.exc_info]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_signed_body_in_another_encoding_than_utf_8_is_400(app, credentials, encoding):
+    raw = json.dumps(upsert_task()).encode(encoding)
+    problem = assert_problem(post(app.test_client(), credentials["signing_secret"], raw), 400)
+    assert "malformed JSON" in problem["detail"]
+
+
+def test_a_method_a_route_does_not_take_is_405_naming_those_it_does(app):
+    problem = app.test_client().delete(f"{URL}/T-1")
+    assert_problem(problem, 405)
+    assert "GET" in problem.headers["Allow"]
+
+
 def test_a_cursor_of_nested_lists_is_401_unauthenticated_and_400_authenticated(app, credentials, caplog):
     import base64
 
