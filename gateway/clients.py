@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -118,6 +119,12 @@ def find_client(connection: Connection | Session, client_id: str) -> Client | No
 Verify = Callable[[list[str]], str]
 
 
+# A throttled request is checked against the client as read at most this long ago (a rotated
+# secret counts from then on), and no id is read more often than that for such requests.
+RECENT_SECONDS = 5.0
+MAX_READ_TIMES = 10_000
+
+
 class KnownClients:
     """The clients the webhook has met, as it last read them; only clients that exist are kept.
 
@@ -130,6 +137,7 @@ class KnownClients:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._clients: dict[str, Client] = {}
+        self._read_at: dict[str, float] = {}  # client id -> when recent() last read it
 
     def signed_by(self, client_id: str, verify: Verify, *, fresh: bool = False) -> tuple[Client, str]:
         """The client whose valid secrets verify the request, and what verify returned for them
@@ -144,9 +152,18 @@ class KnownClients:
                 refused = error
         raise refused
 
-    def known(self, client_id: str) -> Client | None:
-        """The client as last read, if it was (no database read)."""
-        return self._clients.get(client_id)
+    def recent(self, client_id: str) -> Client | None:
+        """The client as read at most RECENT_SECONDS ago: the copy kept here, or read now if the
+        last read of this id is older (so at most one read per id in that time, however many
+        requests ask: what a throttled request is checked against)."""
+        now = time.monotonic()
+        read_at = self._read_at.get(client_id, float("-inf"))
+        if now - read_at < RECENT_SECONDS:
+            return self._clients.get(client_id)
+        if len(self._read_at) >= MAX_READ_TIMES:  # ids made up by the thousand: forget them all
+            self._read_at.clear()
+        self._read_at[client_id] = now
+        return self.refresh(client_id)
 
     def _candidates(self, client_id: str, fresh: bool):
         """The client as last read (unless fresh), then as stored now if that differs (None: there

@@ -94,14 +94,11 @@ class Settings:
                     values[field] = parse(env[name])
                 except ValueError as error:
                     raise ValueError(f"{name}: {error}") from None
+        values.update(overrides)
         if "allow_private_callbacks" not in values:
             # The embedded defaults are a try-out on one machine, which calls back to itself; a
-            # deployment on PostgreSQL and RabbitMQ refuses private addresses unless told otherwise.
-            embedded = values["database_url"].startswith("sqlite") and values["broker_url"].startswith(
-                "memory://"
-            )
-            values["allow_private_callbacks"] = embedded
-        values.update(overrides)
+            # deployment on PostgreSQL or RabbitMQ refuses private addresses unless told otherwise.
+            values["allow_private_callbacks"] = cls(**values).embedded
         return cls(**values)
 
     def sqlite_path(self) -> Path | None:

@@ -43,7 +43,8 @@ class Throttle:
 
 class AuthFailures:
     """Failed authentication counted per source address and per client id: once either is over
-    its rate, further attempts from it (right or wrong) are refused until its window ends."""
+    its rate, until its window ends, a wrong attempt is answered 429 (console sign-ins: every
+    attempt, right or wrong; a client's right signature or token still goes)."""
 
     def __init__(self, per_source: str, per_client: str):
         self.by_source = Throttle(per_source, "auth-source")

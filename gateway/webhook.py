@@ -134,10 +134,10 @@ def _published(state, messages: list[dict], fields: dict) -> None:
 def _authenticated(state, client_id: str, raw: bytes):
     """The client the request is signed by, its webhook-id, and the check of the request against a
     client's secrets. Answers 401 alike whether the client exists or not. While its source or
-    client id has failed too often, a request is checked against the client as this process
-    knows it, with no database read, and answered 429 unless it verifies: someone who floods bad
-    signatures for a client's id cannot lock the client out (its 256-bit secrets are not to be
-    guessed at any rate)."""
+    client id has failed too often, a request is checked against the client as read at most a few
+    seconds ago (KnownClients.recent: no more than one database read per id in that time) and
+    answered 429 unless it verifies: someone who floods bad signatures for a client's id cannot
+    lock the client out (its 256-bit secrets are not to be guessed at any rate)."""
     valid_id = client_id if re.fullmatch(CLIENT_ID, client_id) else None
     wait = state.auth_failures.wait_seconds(request.remote_addr, valid_id)
     tolerance = state.settings.signature_tolerance_seconds
@@ -147,7 +147,7 @@ def _authenticated(state, client_id: str, raw: bytes):
         return signatures.verify(secrets_, headers, raw, now=time.time(), tolerance=tolerance)
 
     if wait is not None:
-        known = state.clients.known(valid_id) if valid_id else None
+        known = state.clients.recent(valid_id) if valid_id else None
         try:
             verify(known.secrets(utcnow()) if known else [])
         except signatures.SignatureError:

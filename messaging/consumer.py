@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # A handler that raises is retried in place this many times (seconds between tries), then its
 # message is dead-lettered. A database outage is not counted: the message waits for the database.
 RETRY_DELAYS = (0.1, 0.5, 2.0)
+# A dead letter the broker refused goes back to its queue after this pause.
+DEAD_LETTER_PAUSE_SECONDS = 1.0
 
 
 class MessageWorker(ConsumerMixin):
@@ -236,6 +238,7 @@ class MessageWorker(ConsumerMixin):
             raise
         except Exception:
             log.exception("dead-lettering failed; the message goes back to its queue", extra=fields)
+            time.sleep(DEAD_LETTER_PAUSE_SECONDS)  # it comes straight back: not in a tight loop
             message.requeue()
             return
         log.error("dead-lettered: %s", reason, extra=fields)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -157,7 +158,7 @@ class DeadLetterKeeper(ConsumerMixin):
                     routing_key=_text(origin.routing_key, 255),
                     message_id=_text((message.properties or {}).get("message_id"), 64),
                     task_id=_text(headers.get("x-task-id"), 128),
-                    headers=json.loads(_text(json.dumps(headers), None)),
+                    headers=json.loads(_text(json.dumps(headers, allow_nan=False), None)),
                     body=_text(body, None),
                     dead_lettered_at=utcnow(),
                 )
@@ -184,6 +185,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(item) for item in value]
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or Infinity (PostgreSQL's jsonb refuses them)
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)

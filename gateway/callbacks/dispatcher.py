@@ -21,6 +21,7 @@ from gateway.callbacks.lease import (
     GIVE_BACK,
     LEASE_MARGIN_SECONDS,
     LEASE_SLACK_SECONDS,
+    LOOK_PAST_SECONDS,
     due_query,
     take,
 )
@@ -68,6 +69,7 @@ class CallbackDispatcher:
         # Whether the last lease left something behind that the end of a chunk may free.
         self._waiting = True
         self._released = 0  # chunks ended so far
+        self._looked_past_at = float("-inf")  # when a lease last looked past its clients at their share
         self._recorder = AttemptRecorder(engine, schedule, rng or random.Random())
         self._running: tuple[ThreadPoolExecutor, threading.Event] | None = None  # while run() runs
 
@@ -237,9 +239,9 @@ class CallbackDispatcher:
         It reads a window of the most overdue deliveries (unlocked: when nothing is due, that one
         statement is the lease), flagged when an earlier result holds them back, and takes those
         it chunks by a conditional update that skips what another dispatcher is taking. Only a
-        full window that left room (its deliveries held back, taken elsewhere, or all of clients
-        at their share) sends it on to all the due ones of the other clients, locked as they are
-        read. It notes whether a chunk's end can free
+        full window that left room (its deliveries held back, taken elsewhere, or, at most once per
+        LOOK_PAST_SECONDS, all of clients at their share) sends it on to all the due ones of the
+        other clients, locked as they are read. It notes whether a chunk's end can free
         something (it left deliveries for lack of room, or saw some held back): only then does the
         chunk's end wake the lease loop. room defaults to what is free of concurrency."""
         with self._lock:
@@ -258,21 +260,26 @@ class CallbackDispatcher:
             window = connection.execute(self._due_window, wanted).all()
             due = [row for row in window if not row.held]
             waiting = bool(busy) or len(due) < len(window)
-            chunks = take(connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted)
+            chunks, missed = take(
+                connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted
+            )
             taken = sum(map(len, chunks))
             waiting = waiting or len(due) > limit or taken < len(due)
-            if window and window[0].in_window >= limit * DUE_WINDOW and len(chunks) < room:
+            full = window and window[0].in_window >= limit * DUE_WINDOW
+            if full and len(chunks) < room and (len(due) < limit or missed or self._may_look_past()):
                 # A full window that left room: its deliveries held back, taken elsewhere, or all
-                # of clients now at their share (one client's backlog must not hide the others').
-                # What lies beyond is only found by looking at everything due of the clients with
-                # room left, leaving out what this lease holds already.
+                # of clients now at their share (one client's backlog must not hide the others',
+                # for longer than LOOK_PAST_SECONDS). What lies beyond is only found by looking
+                # at everything due of the clients with room left, leaving out what this lease
+                # holds already.
                 capped = [client for client, count in in_flight.items() if count >= self.per_client]
                 mine = {row.result_id for chunk in chunks for row in chunk}
                 beyond = connection.execute(self._due_all, {**wanted, "busy": capped})
                 rest = [row for row in beyond if row.result_id not in mine][: limit - taken]
-                chunks += take(
+                more, _ = take(
                     connection, rest, in_flight, self.per_client, room - len(chunks), chunk_size, wanted
                 )
+                chunks += more
                 waiting = True
         with self._lock:
             # Counted again: an offer of this process may have taken places since the snapshot.
@@ -284,6 +291,15 @@ class CallbackDispatcher:
         if missed:  # a chunk ended meanwhile, before it could know it should wake us
             self.wakeup.notify()
         return chunks
+
+    def _may_look_past(self) -> bool:
+        """Whether a lease may look past a full window of clients at their share now (at most once
+        per LOOK_PAST_SECONDS; only the lease loop's thread asks)."""
+        now = time.monotonic()
+        if now - self._looked_past_at < LOOK_PAST_SECONDS:
+            return False
+        self._looked_past_at = now
+        return True
 
     def _attempt(self, row) -> Ticket:
         attributes = span_attributes(row) if tracer().enabled else {}

@@ -25,6 +25,10 @@ CHUNK_SIZE = 8
 # due delivery for an earlier pending result, then sort them all). If that window is full and too
 # few in it are free to go (e.g. most are held back by an earlier result), it looks at all of them.
 DUE_WINDOW = 2
+# A full window that left room only because its clients are at their share is looked past at most
+# this often (seconds): that look reads those clients' whole backlog to pass it, and the others'
+# due deliveries wait no longer than this behind it.
+LOOK_PAST_SECONDS = 1.0
 
 
 # What an attempt needs of a result and its delivery.
@@ -145,11 +149,11 @@ GIVE_BACK = (
 
 def take(
     connection, due: list, in_flight: Counter, per_client: int, room: int, chunk_size: int, wanted: dict
-) -> list[list]:
+) -> tuple[list[list], int]:
     """Chunk the due deliveries, each chunk one client's, at most per_client chunks in flight per
     client and room in all (each new chunk counted in in_flight), and take them (TAKE with wanted's
-    time and lease end): the chunks of those taken, each row as it was taken (a chunk taken or
-    changed elsewhere meanwhile is left out, its place free again)."""
+    time and lease end): the chunks of those taken, each row as it was taken, and how many chunked
+    rows were not (taken or changed elsewhere meanwhile)."""
     chunks: list[list] = []
     open_chunks: dict[str, list[list]] = {}
     for row in due:
@@ -161,7 +165,7 @@ def take(
         elif mine and len(shortest := min(mine, key=len)) < chunk_size:
             shortest.append(row)
     if not chunks:
-        return []
+        return [], 0
     leased = [row.result_id for chunk in chunks for row in chunk]
     fresh = {row.result_id: row for row in connection.execute(TAKE, {**wanted, "leased": leased})}
     taken = []
@@ -175,4 +179,4 @@ def take(
             taken.append(rows)
         else:  # all of it taken elsewhere: its place is free again
             in_flight[chunk[0].client_id] -= 1
-    return taken
+    return taken, len(leased) - len(fresh)

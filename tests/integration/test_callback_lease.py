@@ -190,6 +190,14 @@ def test_one_clients_backlog_does_not_hide_another_clients_due_delivery(engine):
     assert sorted(chunk[0].client_id for chunk in chunks) == ["acme", "other"]
     assert [row.result_id for chunk in chunks for row in chunk if row.client_id == "other"] == [behind]
     assert dispatcher._in_flight == {"acme": 2, "other": 1}
+    # That look reads acme's whole backlog to pass it: the next lease right after does not look
+    # again (at most once per LOOK_PAST_SECONDS), it takes acme's place and nothing more.
+    dispatcher._in_flight.clear()
+    dispatcher._in_flight["acme"] = 1
+    seen = statements_of(engine)
+    [chunk] = dispatcher._lease_due(room=2, chunk_size=1)
+    assert chunk[0].client_id == "acme"
+    assert sum(statement.lstrip().upper().startswith("SELECT") for statement in seen) == 1
 
 
 def statements_of(engine):

@@ -130,7 +130,13 @@ def test_a_dead_letter_with_headers_json_cannot_hold_is_kept_as_well(database_ur
         "Message",
         (),
         {
-            "headers": {b"\xff-key": b"\xfe", "x-death": "not a list", "x-task-id": "P-2", "when": utcnow()},
+            "headers": {
+                b"\xff-key": b"\xfe",
+                "x-death": "not a list",
+                "x-task-id": "P-2",
+                "when": utcnow(),
+                "ratio": float("nan"),
+            },
             "delivery_info": {"exchange": "taskgate.tasks", "routing_key": "nobody.takes.this"},
             "body": b"{}",
             "properties": {"message_id": "m-2"},
@@ -149,6 +155,7 @@ def test_a_dead_letter_with_headers_json_cannot_hold_is_kept_as_well(database_ur
         [kept] = list_dead_letters(session, dead_letter_table)
     assert kept["task_id"] == "P-2" and kept["reason"] == "unroutable: no queue takes it"
     assert kept["headers"]["\ufffd-key"] == "\ufffd" and kept["headers"]["x-death"] == "not a list"
+    assert kept["headers"]["ratio"] == "nan"
     engine.dispose()
 
 

@@ -32,6 +32,15 @@ def test_private_callback_addresses_are_allowed_by_default_only_when_embedded(tm
     assert settings.allow_private_callbacks is allowed
 
 
+def test_the_default_for_private_callbacks_follows_the_urls_given_as_overrides_too(tmp_path):
+    settings = Settings.from_env(
+        {"TASKGATE_DATA_DIR": str(tmp_path)},
+        database_url="postgresql+psycopg://db/taskgate",
+        broker_url="amqp://guest:guest@rabbit//",
+    )
+    assert settings.allow_private_callbacks is False
+
+
 def test_values_from_the_environment():
     settings = Settings.from_env(
         {

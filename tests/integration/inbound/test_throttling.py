@@ -3,9 +3,13 @@ never tells whether a client exists, and one client's backlog or pace refuses on
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session
 
+from gateway import clients as clients_module
+from gateway.clients import rotate_secret
 from gateway.identity import task_uuid
 from gateway.intake import accept_task
 from gateway.results import record_result
@@ -79,6 +83,26 @@ def test_failed_signatures_for_one_client_are_throttled_whatever_the_source(make
     for number in range(3):
         post(http, wrong, upsert_task(), url="/v1/clients/nobody/tasks", source=f"198.51.100.{number}")
     assert_problem(post(http, wrong, upsert_task(), url="/v1/clients/nobody/tasks"), 429)
+
+
+def test_a_throttled_client_id_still_takes_its_client_unread_so_far_or_with_a_rotated_secret(
+    make_app, monkeypatch
+):
+    """Wrong API tokens (which read no client into the webhook's memory) throttle acme's id: acme's
+    signed task still goes, read for the check; and after a rotation, so does one signed with the
+    new secret (the client read again, at most once per RECENT_SECONDS, here every time)."""
+    app = make_app(auth_failures_per_source="100/minute", auth_failures_per_client="3/minute")
+    engine = app.extensions["taskgate"].engine
+    secret = register_client(engine)["signing_secret"]
+    http = app.test_client()
+    for _ in range(3):
+        assert http.get(URL, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert_problem(post(http, "whsec_" + "A" * 43 + "=", upsert_task()), 429)
+    assert post(http, secret, upsert_task(task_id="T-unread")).status_code == 202
+    monkeypatch.setattr(clients_module, "RECENT_SECONDS", 0.0)
+    with Session(engine) as session, session.begin():
+        rotated = rotate_secret(session, "acme", timedelta(0))["signing_secret"]
+    assert post(http, rotated, upsert_task(task_id="T-rotated")).status_code == 202
 
 
 def test_wrong_api_tokens_are_throttled(make_app):

@@ -184,6 +184,7 @@ def test_a_dead_letter_the_broker_refuses_goes_back_to_its_queue_and_the_consume
         send_to_dead_letters(message, queue, reason)
 
     monkeypatch.setattr(consumer, "send_to_dead_letters", refused_once)
+    monkeypatch.setattr(consumer, "DEAD_LETTER_PAUSE_SECONDS", 0.01)
     with RunningWorker(broker_url, engine) as running:
         publish_raw(connection, upsert(), body=b"{not json")
         dead = get_one(connection, topology.dead_letters)
