@@ -17,13 +17,10 @@ from sqlalchemy import Connection, Engine
 from gateway.callbacks.attempts import AttemptRecorder
 from gateway.callbacks.lease import (
     CHUNK_SIZE,
-    DUE_WINDOW,
     GIVE_BACK,
     LEASE_MARGIN_SECONDS,
     LEASE_SLACK_SECONDS,
-    LOOK_PAST_SECONDS,
-    due_query,
-    take,
+    Leases,
 )
 from gateway.callbacks.sender import CallbackSender, span_attributes
 from messaging.after_commit import after_commit
@@ -60,16 +57,13 @@ class CallbackDispatcher:
         # starts within the margin: the lease outlasts every attempt of the chunk, so nobody else
         # takes the delivery meanwhile.
         self.lease = timedelta(seconds=LEASE_MARGIN_SECONDS + timeout + LEASE_SLACK_SECONDS)
-        self._due_window = due_query(for_update=False, windowed=True)
-        # PostgreSQL: other dispatchers may hold (and so hide) some of the due rows for a moment.
-        self._due_all = due_query(for_update=backend(engine).shares_rows, windowed=False)
+        self._leases = Leases(per_client, shares_rows=backend(engine).shares_rows)
         self.sender = CallbackSender(timeout, allow_private)
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
         # Whether the last lease left something behind that the end of a chunk may free.
         self._waiting = True
         self._released = 0  # chunks ended so far
-        self._looked_past_at = float("-inf")  # when a lease last looked past its clients at their share
         self._recorder = AttemptRecorder(engine, schedule, rng or random.Random())
         self._running: tuple[ThreadPoolExecutor, threading.Event] | None = None  # while run() runs
 
@@ -257,30 +251,7 @@ class CallbackDispatcher:
         limit = room * chunk_size * self.per_client
         wanted = {"now": now, "busy": busy, "limit": limit, "until": now + self.lease}
         with self.engine.begin() as connection:
-            window = connection.execute(self._due_window, wanted).all()
-            due = [row for row in window if not row.held]
-            waiting = bool(busy) or len(due) < len(window)
-            chunks, missed = take(
-                connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted
-            )
-            taken = sum(map(len, chunks))
-            waiting = waiting or len(due) > limit or taken < len(due)
-            full = window and window[0].in_window >= limit * DUE_WINDOW
-            if full and len(chunks) < room and (len(due) < limit or missed or self._may_look_past()):
-                # A full window that left room: its deliveries held back, taken elsewhere, or all
-                # of clients now at their share (one client's backlog must not hide the others',
-                # for longer than LOOK_PAST_SECONDS). What lies beyond is only found by looking
-                # at everything due of the clients with room left, leaving out what this lease
-                # holds already.
-                capped = [client for client, count in in_flight.items() if count >= self.per_client]
-                mine = {row.result_id for chunk in chunks for row in chunk}
-                beyond = connection.execute(self._due_all, {**wanted, "busy": capped})
-                rest = [row for row in beyond if row.result_id not in mine][: limit - taken]
-                more, _ = take(
-                    connection, rest, in_flight, self.per_client, room - len(chunks), chunk_size, wanted
-                )
-                chunks += more
-                waiting = True
+            chunks, waiting = self._leases.take_due(connection, wanted, in_flight, room, chunk_size)
         with self._lock:
             # Counted again: an offer of this process may have taken places since the snapshot.
             chunks, left = self._count_in(chunks)
@@ -291,15 +262,6 @@ class CallbackDispatcher:
         if missed:  # a chunk ended meanwhile, before it could know it should wake us
             self.wakeup.notify()
         return chunks
-
-    def _may_look_past(self) -> bool:
-        """Whether a lease may look past a full window of clients at their share now (at most once
-        per LOOK_PAST_SECONDS; only the lease loop's thread asks)."""
-        now = time.monotonic()
-        if now - self._looked_past_at < LOOK_PAST_SECONDS:
-            return False
-        self._looked_past_at = now
-        return True
 
     def _attempt(self, row) -> Ticket:
         attributes = span_attributes(row) if tracer().enabled else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from types import SimpleNamespace
 
@@ -180,3 +181,52 @@ def take(
         else:  # all of it taken elsewhere: its place is free again
             in_flight[chunk[0].client_id] -= 1
     return taken, len(leased) - len(fresh)
+
+
+class Leases:
+    """How a dispatcher takes its due deliveries in a lease's transaction: the window of the most
+    overdue first, and, where that leaves room, a look past it."""
+
+    def __init__(self, per_client: int, *, shares_rows: bool):
+        self.per_client = per_client
+        self._due_window = due_query(for_update=False, windowed=True)
+        # PostgreSQL: other dispatchers may hold (and so hide) some of the due rows for a moment.
+        self._due_all = due_query(for_update=shares_rows, windowed=False)
+        self._looked_past_at = float("-inf")  # when a lease last looked past clients at their share
+
+    def take_due(
+        self, connection, wanted: dict, in_flight: Counter, room: int, chunk_size: int
+    ) -> tuple[list[list], bool]:
+        """The chunks taken (take, counted in in_flight), and whether the lease left something a
+        chunk's end may free (deliveries left for lack of room, or held back)."""
+        limit = wanted["limit"]
+        window = connection.execute(self._due_window, wanted).all()
+        due = [row for row in window if not row.held]
+        waiting = bool(wanted["busy"]) or len(due) < len(window)
+        chunks, missed = take(connection, due[:limit], in_flight, self.per_client, room, chunk_size, wanted)
+        taken = sum(map(len, chunks))
+        waiting = waiting or len(due) > limit or taken < len(due)
+        full = window and window[0].in_window >= limit * DUE_WINDOW
+        if full and len(chunks) < room and (len(due) < limit or missed or self._may_look_past()):
+            # A full window that left room: its deliveries held back, taken elsewhere, or all of
+            # clients now at their share (one client's backlog must not hide the others', for
+            # longer than LOOK_PAST_SECONDS). What lies beyond is only found by looking at
+            # everything due of the clients with room left, leaving out what this lease holds.
+            capped = [client for client, count in in_flight.items() if count >= self.per_client]
+            mine = {row.result_id for chunk in chunks for row in chunk}
+            beyond = connection.execute(self._due_all, {**wanted, "busy": capped})
+            rest = [row for row in beyond if row.result_id not in mine][: limit - taken]
+            more, _ = take(
+                connection, rest, in_flight, self.per_client, room - len(chunks), chunk_size, wanted
+            )
+            chunks += more
+            waiting = True
+        return chunks, waiting
+
+    def _may_look_past(self) -> bool:
+        """At most once per LOOK_PAST_SECONDS (only the lease loop's thread asks)."""
+        now = time.monotonic()
+        if now - self._looked_past_at < LOOK_PAST_SECONDS:
+            return False
+        self._looked_past_at = now
+        return True

@@ -13,7 +13,7 @@ from sqlalchemy import event, func, make_url, select, text, update
 from sqlalchemy.orm import Session
 
 from gateway.callbacks import CallbackDispatcher
-from gateway.callbacks import dispatcher as dispatcher_module
+from gateway.callbacks import lease as lease_module
 from gateway.callbacks.lease import CHUNK_SIZE
 from gateway.config import DEFAULT_NAMESPACE
 from gateway.identity import task_uuid
@@ -103,14 +103,14 @@ def test_a_lease_that_a_hand_over_overtakes_keeps_the_client_within_its_share(en
     """The other way round: the lease loop counts the client's places before its transaction, the
     offer is handed over meanwhile; what the lease took beyond the share is given back."""
     dispatcher, pool, committed, result_id = offered_while_two_are_due(engine)
-    take = dispatcher_module.take
+    take = lease_module.take
 
     def handed_over_meanwhile(*arguments):
         for callback in committed:
             callback()
         return take(*arguments)
 
-    monkeypatch.setattr(dispatcher_module, "take", handed_over_meanwhile)
+    monkeypatch.setattr(lease_module, "take", handed_over_meanwhile)
     for chunk in dispatcher._lease_due():
         pool.submit(None, chunk)
     assert dispatcher._in_flight["acme"] == 2
