@@ -75,14 +75,12 @@ class Backpressure:
             if self._checking or time.monotonic() - self._checked_at < self.ttl:
                 return self._reason
             self._checking = True
+        reason = self._reason  # kept should the count fail
         try:
             reason = self._check()
         finally:
             with self._lock:
-                self._checking = False
-                self._checked_at = time.monotonic()
-        with self._lock:
-            self._reason = reason
+                self._checking, self._checked_at, self._reason = False, time.monotonic(), reason
         return reason
 
     def client_reason_to_refuse(self, client_id: str) -> str | None:

@@ -137,7 +137,7 @@ class KnownClients:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._clients: dict[str, Client] = {}
-        self._read_at: dict[str, float] = {}  # client id -> when recent() last read it
+        self._read_at: dict[str, float] = {}  # client id -> when it was last read
 
     def signed_by(self, client_id: str, verify: Verify, *, fresh: bool = False) -> tuple[Client, str]:
         """The client whose valid secrets verify the request, and what verify returned for them
@@ -156,13 +156,8 @@ class KnownClients:
         """The client as read at most RECENT_SECONDS ago: the copy kept here, or read now if the
         last read of this id is older (so at most one read per id in that time, however many
         requests ask: what a throttled request is checked against)."""
-        now = time.monotonic()
-        read_at = self._read_at.get(client_id, float("-inf"))
-        if now - read_at < RECENT_SECONDS:
+        if time.monotonic() - self._read_at.get(client_id, float("-inf")) < RECENT_SECONDS:
             return self._clients.get(client_id)
-        if len(self._read_at) >= MAX_READ_TIMES:  # ids made up by the thousand: forget them all
-            self._read_at.clear()
-        self._read_at[client_id] = now
         return self.refresh(client_id)
 
     def _candidates(self, client_id: str, fresh: bool):
@@ -177,6 +172,9 @@ class KnownClients:
 
     def refresh(self, client_id: str) -> Client | None:
         """The client as stored now (and kept from now on)."""
+        if len(self._read_at) >= MAX_READ_TIMES:  # ids made up by the thousand: forget them all
+            self._read_at.clear()
+        self._read_at[client_id] = time.monotonic()
         with read_only(self.engine).connect() as connection:
             client = find_client(connection, client_id)
         if client is None:
