@@ -8,12 +8,10 @@ is dead-lettered.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 
 from kombu import Connection, Queue
-from kombu.mixins import ConsumerMixin
 from sqlalchemy import Engine, Table
 
 from messaging.db import is_unavailable
@@ -22,6 +20,7 @@ from messaging.envelope import Envelope, InvalidEnvelope
 from messaging.handling import BatchHandler, Handler, Handling, PermanentError
 from messaging.nearby import Nearby
 from messaging.outbox import Publish
+from messaging.stopping import StoppingConsumer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ RETRY_DELAYS = (0.1, 0.5, 2.0)
 DEAD_LETTER_PAUSE_SECONDS = 1.0
 
 
-class MessageWorker(ConsumerMixin):
+class MessageWorker(StoppingConsumer):
     def __init__(
         self,
         broker: Connection,
@@ -87,16 +86,6 @@ class MessageWorker(ConsumerMixin):
 
     def on_decode_error(self, message, exc):
         self._rejected.append((message, f"undecodable body: {exc}", None))
-
-    def run_until(self, stop: threading.Event) -> None:
-        """Consume until stop is set (checked at least once a second)."""
-        watcher = threading.Thread(target=self._stop_when, args=(stop,), daemon=True)
-        watcher.start()
-        self.run()
-
-    def _stop_when(self, stop: threading.Event) -> None:
-        stop.wait()
-        self.should_stop = True
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs) -> None:
         self._consuming = connection

@@ -12,13 +12,11 @@ import dataclasses
 import json
 import logging
 import math
-import threading
 import time
 import uuid
 from typing import Any
 
 from kombu import Connection, Producer
-from kombu.mixins import ConsumerMixin
 from sqlalchemy import Column, Engine, MetaData, String, Table, Text, Uuid, select, update
 from sqlalchemy.orm import Session
 from uuid6 import uuid7
@@ -27,6 +25,7 @@ from messaging import topology
 from messaging.db import JsonDocument, UtcDateTime, is_unavailable, utcnow
 from messaging.envelope import CONTENT_TYPE, Envelope, InvalidEnvelope
 from messaging.outbox import PERSISTENT, add_raw_to_outbox
+from messaging.stopping import StoppingConsumer
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ def origin_of(headers: dict[str, Any], delivery_info: dict[str, Any]) -> Origin:
     )
 
 
-class DeadLetterKeeper(ConsumerMixin):
+class DeadLetterKeeper(StoppingConsumer):
     """Consumes taskgate.dead-letters into a table; acks only after the row is committed."""
 
     def __init__(self, broker: Connection, engine: Engine, table: Table):
@@ -117,12 +116,6 @@ class DeadLetterKeeper(ConsumerMixin):
         return [
             Consumer(queues=[topology.dead_letters], on_message=self.keep, accept=["json"], prefetch_count=10)
         ]
-
-    def run_until(self, stop: threading.Event) -> None:
-        threading.Thread(
-            target=lambda: (stop.wait(), setattr(self, "should_stop", True)), daemon=True
-        ).start()
-        self.run()
 
     def keep(self, message) -> None:
         """Store the dead letter, then ack. While the database is away, hold it and retry; any other
