@@ -6,15 +6,26 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import IntegrityError
 
+from contexts.maintenance.tables import jobs
 from gateway.tables import delivery_attempts, results
 from messaging.db import make_engine
 from taskgate import database
+from tests import backends
+
+# SQLite's no-double-booking triggers (migrations 0002, 0014); PostgreSQL has exclusion constraints.
+NO_OVERLAP_TRIGGERS = sorted(
+    f"{name}_no_overlap_{event}"
+    for name in ("appointment_resource", "appointment_customer", "maintenance_position")
+    for event in ("insert", "update")
+)
 
 
 def test_head_is_the_newest_migration():
@@ -119,3 +130,70 @@ def test_migration_0019_keeps_each_results_delivery_and_attempts_and_gives_them_
     finally:
         engine.dispose()
         database.upgrade(database_url)
+
+
+def no_overlap_triggers(url):
+    """{name: sql} of a SQLite database's no-overlap triggers."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+            return {name: sql for name, sql in found if "_no_overlap_" in name}
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_keeps_the_no_overlap_triggers_through_a_downgrade_and_upgrade(tmp_path):
+    """SQLite drops a table's triggers with the table when batch mode copies it to drop a column
+    (0017 copies maintenance_jobs): the downgrade puts them back, and the database still refuses
+    a double booking of a position."""
+    url = backends.sqlite_url(tmp_path)
+    at_head = no_overlap_triggers(url)
+    assert sorted(at_head) == NO_OVERLAP_TRIGGERS
+    command.downgrade(database.alembic_config(url), "0016")
+    assert sorted(no_overlap_triggers(url)) == NO_OVERLAP_TRIGGERS
+    database.upgrade(url)
+    assert no_overlap_triggers(url) == at_head
+    nine = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    job = {
+        "client_id": "acme",
+        "customer_id": "C-1",
+        "vin": "WVWZZZ1JZXW000001",
+        "position": "bay-1",
+        "starts_at": nine,
+        "ends_at": nine + timedelta(hours=1),
+        "status": "active",
+        "created_at": nine,
+    }
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(jobs.insert().values(job_id=uuid.uuid4(), task_id="M-1", **job))
+        overlapping = {
+            **job,
+            "starts_at": nine + timedelta(minutes=30),
+            "ends_at": nine + timedelta(minutes=90),
+        }
+        with (
+            pytest.raises(IntegrityError, match="maintenance_position_no_overlap"),
+            engine.begin() as connection,
+        ):
+            connection.execute(jobs.insert().values(job_id=uuid.uuid4(), task_id="M-2", **overlapping))
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_downgrades_from_head_to_base(tmp_path):
+    """Every downgrade runs on SQLite, 0014's (which copies both booked tables) leaving the triggers
+    0002 made, and 0002's dropping them."""
+    url = backends.sqlite_url(tmp_path)
+    config = database.alembic_config(url)
+    command.downgrade(config, "0013")
+    assert sorted(no_overlap_triggers(url)) == NO_OVERLAP_TRIGGERS
+    command.downgrade(config, "base")
+    assert no_overlap_triggers(url) == {}
+    engine = create_engine(url)
+    try:
+        assert database.current_revision(engine) is None
+    finally:
+        engine.dispose()

@@ -297,4 +297,4 @@ def drop_no_double_booking() -> None:
             op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
         elif dialect == "sqlite":
             for event in ("insert", "update"):
-                op.execute(f"DROP TRIGGER {name}_{event}")
+                op.execute(f"DROP TRIGGER IF EXISTS {name}_{event}")

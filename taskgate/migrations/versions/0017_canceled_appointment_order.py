@@ -32,3 +32,22 @@ def downgrade() -> None:
         batch_op.drop_column('canceled_by_seq')
         batch_op.drop_column('customer_id')
         batch_op.drop_column('canceled_by_task_uuid')
+    _position_no_overlap()
+
+
+def _position_no_overlap() -> None:
+    """Recreate migration 0014's no-overlap triggers on maintenance_jobs: SQLite dropped them with
+    the table batch mode copied (PostgreSQL's exclusion constraint survives DROP COLUMN)."""
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    name, statuses = "maintenance_position_no_overlap", "('active', 'held')"
+    for event in ("INSERT", "UPDATE"):
+        op.execute(f"DROP TRIGGER IF EXISTS {name}_{event.lower()}")
+        op.execute(
+            f"CREATE TRIGGER {name}_{event.lower()} BEFORE {event} ON maintenance_jobs "
+            f"WHEN NEW.status IN {statuses} AND EXISTS (SELECT 1 FROM maintenance_jobs AS other "
+            f"WHERE other.client_id = NEW.client_id AND other.position = NEW.position "
+            f"AND other.status IN {statuses} AND other.job_id != NEW.job_id "
+            f"AND other.starts_at < NEW.ends_at AND NEW.starts_at < other.ends_at) "
+            f"BEGIN SELECT RAISE(ABORT, '{name}'); END"
+        )
