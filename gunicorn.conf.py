@@ -5,10 +5,19 @@ import multiprocessing
 import os
 from pathlib import Path
 
+
+def _count(name: str, default: int) -> int:
+    """A positive number from the environment variable name; else gunicorn stops, naming it."""
+    text = os.environ.get(name) or str(default)
+    if not (text.strip().isascii() and text.strip().isdigit() and int(text) > 0):
+        raise SystemExit(f"{name}: expected a positive integer, not {text!r}")
+    return int(text)
+
+
 bind = os.environ.get("TASKGATE_HTTP_BIND", "127.0.0.1:8080")
-workers = int(os.environ.get("TASKGATE_HTTP_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+workers = _count("TASKGATE_HTTP_WORKERS", multiprocessing.cpu_count() * 2 + 1)
 worker_class = "gthread"
-threads = int(os.environ.get("TASKGATE_HTTP_THREADS", "4"))
+threads = _count("TASKGATE_HTTP_THREADS", 4)
 # A webhook request is short; on SIGTERM a worker finishes the requests it has (a 202 is only
 # sent after the commit) within graceful_timeout, then exits.
 timeout = 30

@@ -11,6 +11,8 @@ from pathlib import Path
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from messaging import broker
+
 DEFAULT_NAMESPACE = uuid.UUID("8e9f8d72-6645-5ef3-93fb-5e5e41c1dae7")
 DEFAULT_RETRY_SCHEDULE = (0, 5, 30, 120, 600, 1800, 3600, 10800, 21600, 43200, 86400)
 
@@ -62,7 +64,7 @@ class Settings:
         values = {
             "database_url": _database_url(env.get("TASKGATE_DATABASE_URL"))
             or f"sqlite:///{(data_dir / 'taskgate.db').absolute()}",
-            "broker_url": env.get("TASKGATE_BROKER_URL") or "memory://",
+            "broker_url": _broker_url(env.get("TASKGATE_BROKER_URL")) or "memory://",
         }
         parsers = {
             "namespace": ("TASKGATE_NAMESPACE", uuid.UUID),
@@ -73,7 +75,7 @@ class Settings:
             "retry_after_seconds": ("TASKGATE_RETRY_AFTER_SECONDS", _non_negative_int),
             "log_level": ("TASKGATE_LOG_LEVEL", _log_level),
             "allow_private_callbacks": ("TASKGATE_ALLOW_PRIVATE_CALLBACKS", _flag),
-            "secret_rotation_grace_seconds": ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", _non_negative_int),
+            "secret_rotation_grace_seconds": ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", _seconds),
             "callback_concurrency": ("TASKGATE_CALLBACK_CONCURRENCY", _positive_int),
             "callback_concurrency_per_client": ("TASKGATE_CALLBACK_CONCURRENCY_PER_CLIENT", _positive_int),
             "heartbeat_seconds": ("TASKGATE_HEARTBEAT_SECONDS", _positive_float),
@@ -113,8 +115,18 @@ def _database_url(text: str | None) -> str | None:
         return None
     try:
         make_url(text).get_dialect()
-    except (ArgumentError, NoSuchModuleError) as error:
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:  # ValueError: a port not a number
         raise ValueError(f"TASKGATE_DATABASE_URL: not a database URL SQLAlchemy knows ({error})") from None
+    return text
+
+
+def _broker_url(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        broker.check_url(text)
+    except ValueError as error:
+        raise ValueError(f"TASKGATE_BROKER_URL: {error}") from None
     return text
 
 
@@ -142,6 +154,13 @@ def _seconds_list(text: str) -> tuple[float, ...]:
     if not schedule or not all(0 <= seconds <= MAX_SECONDS for seconds in schedule):  # nan fails too
         raise ValueError(f"expected comma-separated seconds, each from 0 to {MAX_SECONDS}")
     return schedule
+
+
+def _seconds(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_SECONDS:
+        raise ValueError(f"expected seconds from 0 to {MAX_SECONDS}")
+    return value
 
 
 def _positive_float(text: str) -> float:

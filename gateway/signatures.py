@@ -19,6 +19,14 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def is_secret(value: str) -> bool:
+    """Whether value is a signing secret: base64 (whsec_ in front, as taskgate makes them)."""
+    try:
+        return bool(base64.b64decode(value.removeprefix(SECRET_PREFIX), validate=True))
+    except ValueError:
+        return False
+
+
 def _key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
 

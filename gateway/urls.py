@@ -31,13 +31,16 @@ def resolve_callback_target(url: str, *, allow_private: bool) -> list[str]:
     private, loopback, link-local, multicast, reserved or unspecified, nor an IPv6 address standing
     for such an IPv4 address); else UnsafeURL. When private targets are allowed nothing is looked
     up: the list is empty."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)  # a bad port raises here
+    except ValueError as error:
+        raise UnsafeURL(f"callback URL does not parse: {error}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeURL("callback URL must be an absolute http(s) URL")
     if allow_private:
         return []
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
     except (OSError, ValueError, UnicodeError) as error:
         raise UnsafeURL(f"callback host {parts.hostname!r} does not resolve: {error}") from None

@@ -11,6 +11,17 @@ from kombu import Connection
 
 from messaging import inproc
 
+# What taskgate runs on: RabbitMQ, or its in-process broker.
+SCHEMES = ("amqp", "amqps", "pyamqp", "memory")
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError (saying what is wrong) unless url names a broker taskgate runs on."""
+    scheme, separator, _ = url.partition("://")
+    if not separator or scheme.lower() not in SCHEMES:
+        raise ValueError("expected amqp:// or amqps:// (RabbitMQ), or memory:// (in-process)")
+    Connection(url)  # connects to nothing; raises ValueError for a port that is not a number
+
 
 def connect(url: str, *, heartbeat: int = 0, confirm_each: bool = True) -> Connection:
     """A new (lazy) connection. On RabbitMQ each publish waits for its publisher confirm, unless

@@ -20,7 +20,21 @@ from taskgate.runtime import Runtime
 log = logging.getLogger("taskgate")
 
 
-@click.group()
+class Commands(click.Group):
+    """taskgate's commands: one that meets its database away ends with one line, not a traceback
+    (serve and worker wait for it instead)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as error:
+            if not is_unavailable(error):
+                raise
+            why = str(getattr(error, "orig", None) or error).strip().splitlines() or [type(error).__name__]
+            raise click.ClickException(f"the database is unavailable: {why[0]}") from None
+
+
+@click.group(cls=Commands)
 @click.version_option(package_name="taskgate", prog_name="taskgate")
 @click.pass_context
 def main(ctx: click.Context) -> None:

@@ -42,10 +42,7 @@ def check_visits(settings: Settings, callbacks) -> None:
 def _run(settings: Settings, callbacks, check) -> None:
     """Run check over the database (and the callbacks file, if given), say what it found, and
     exit 1 if it found problems."""
-    received = None
-    if callbacks is not None:
-        received = [json.loads(line) for line in callbacks if line.strip()]
-        received = [body.get("data", body) for body in received]
+    received = None if callbacks is None else _received(callbacks)
     engine = command_engine(settings)
     if not database.is_current(engine):
         raise click.ClickException("the database schema is not current: run `taskgate db upgrade` first")
@@ -56,3 +53,23 @@ def _run(settings: Settings, callbacks, check) -> None:
         click.echo(f"  {problem}")
     if not report.ok:
         raise SystemExit(1)
+
+
+def _received(callbacks) -> list[dict]:
+    """The callbacks file's bodies (their `data`, if they have one), one JSON object per line."""
+    received = []
+    for number, line in enumerate(callbacks, start=1):
+        if not line.strip():
+            continue
+        try:
+            body = json.loads(line)
+        except ValueError as error:
+            raise click.ClickException(f"--callbacks line {number} is not JSON: {error}") from None
+        data = body.get("data", body) if isinstance(body, dict) else None
+        if not isinstance(data, dict) or not {"result_id", "outcome", "result"} <= data.keys():
+            raise click.ClickException(
+                f"--callbacks line {number} is not a callback: a JSON object with result_id, outcome "
+                "and result (or with them in its data)"
+            )
+        received.append(data)
+    return received

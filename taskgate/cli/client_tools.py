@@ -11,10 +11,18 @@ import requests
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from gateway import signatures
 from gateway.clients import add_client, find_client
 from gateway.config import Settings
 from taskgate.cli.base import command_engine, interrupt, main, require_schema, shown
 from taskgate.sender import post_task
+
+
+def _signing_secret(_ctx, _param, value: str | None) -> str | None:
+    """--secret, if given, as `clients add` prints one."""
+    if value is not None and not signatures.is_secret(value):
+        raise click.BadParameter("a signing secret is whsec_ followed by base64, as `clients add` prints it")
+    return value
 
 
 @main.command()
@@ -24,6 +32,7 @@ from taskgate.sender import post_task
 @click.option(
     "--secret",
     envvar="TASKGATE_SIGNING_SECRET",
+    callback=_signing_secret,
     help="The client's signing secret; read from the database when omitted.",
 )
 @click.pass_obj
@@ -51,13 +60,21 @@ def send(settings: Settings, client_id: str, body, url: str, secret: str | None)
 
 
 @main.command()
-@click.option("--port", default=9000, show_default=True, type=int)
-@click.option("--secret", envvar="TASKGATE_SIGNING_SECRET", help="Verify signatures with this secret.")
+@click.option("--port", default=9000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--secret",
+    envvar="TASKGATE_SIGNING_SECRET",
+    callback=_signing_secret,
+    help="Verify signatures with this secret.",
+)
 def receive(port: int, secret: str | None) -> None:
     """Act as a client's callback endpoint on 127.0.0.1:PORT: print each result as it arrives."""
     from taskgate.receiver import make_server
 
-    server = make_server(port, secret, lambda callback: click.echo(callback.line()))
+    try:
+        server = make_server(port, secret, lambda callback: click.echo(callback.line()))
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}") from None
     click.echo(f"listening on http://127.0.0.1:{port}/callbacks", err=True)
     try:
         server.serve_forever()

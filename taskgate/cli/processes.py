@@ -30,7 +30,7 @@ from taskgate.runtime import Runtime
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int) -> None:
     """HTTP and every worker in one process."""

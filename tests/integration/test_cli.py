@@ -58,6 +58,58 @@ def test_migrating_prints_one_line_at_the_default_log_level(tmp_path):
     assert (done.stdout, done.stderr) == ("database upgraded to head\n", "")
 
 
+NOBODY_LISTENS = "postgresql+psycopg://taskgate@127.0.0.1:1/taskgate"
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["clients", "list"],
+        ["db", "upgrade"],
+        ["deliveries", "list"],
+        ["dead-letters", "list"],
+        ["check-order"],
+    ],
+)
+def test_a_command_whose_database_is_away_says_so_in_one_line(arguments):
+    result = CliRunner().invoke(main, arguments, env={"TASKGATE_DATABASE_URL": NOBODY_LISTENS})
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: the database is unavailable: "), result.output
+    assert len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["serve", "--port", "70000"],
+        ["receive", "--port", "70000"],
+        ["send", "acme", "-", "--secret", "whsec_abc"],
+        ["receive", "--secret", "whsec_abc"],
+    ],
+)
+def test_a_bad_option_is_a_usage_error_naming_it(arguments):
+    result = CliRunner().invoke(main, arguments, input=TASK)
+    assert result.exit_code == 2, result.output
+    assert f"'{arguments[-2]}'" in result.output
+
+
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("not json", "is not JSON"),
+        ("[1, 2]", "is not a callback"),
+        ('{"data": {"x": 1}}', "is not a callback"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check-order", "check-visits"])
+def test_a_callbacks_file_that_is_not_callbacks_says_which_line(tmp_path, command, line, why):
+    callbacks = tmp_path / "callbacks.jsonl"
+    callbacks.write_text('{"data": {"result_id": "r", "outcome": "o", "result": {}}}\n\n' + line + "\n")
+    result = CliRunner().invoke(main, [command, "--callbacks", str(callbacks)], env=unmigrated(tmp_path))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: --callbacks line 3 {why}"), result.output
+
+
 def unmigrated(tmp_path) -> dict[str, str]:
     """A database never migrated: a new data directory, as on a first install or another cwd."""
     return {"TASKGATE_DATABASE_URL": f"sqlite:///{tmp_path}/fresh/taskgate.db"}
@@ -85,7 +137,14 @@ def test_upgrading_to_an_unknown_revision_says_so_in_one_line(tmp_path):
 
 @pytest.mark.parametrize(
     "env",
-    [{"TASKGATE_LOG_LEVEL": "VERBOSE"}, {"TASKGATE_DATABASE_URL": "notaurl"}],
+    [
+        {"TASKGATE_LOG_LEVEL": "VERBOSE"},
+        {"TASKGATE_DATABASE_URL": "notaurl"},
+        {"TASKGATE_DATABASE_URL": "postgresql+psycopg://u@h:abc/db"},
+        {"TASKGATE_BROKER_URL": "rabbitmq://h//"},
+        {"TASKGATE_BROKER_URL": "amqp://h:abc/"},
+        {"TASKGATE_SECRET_ROTATION_GRACE_SECONDS": str(10**12)},
+    ],
     ids=lambda env: next(iter(env)),
 )
 def test_a_bad_setting_is_a_usage_error_naming_it(env):

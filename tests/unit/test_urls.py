@@ -36,6 +36,13 @@ def test_a_public_address_is_accepted():
     check_callback_url("https://93.184.215.14/callbacks", allow_private=False)
 
 
+@pytest.mark.parametrize("allow_private", [False, True])
+@pytest.mark.parametrize("url", ["http://[::1/cb", "http://host:abc/cb", "http://host:99999/cb"])
+def test_a_url_that_does_not_parse_is_refused_with_why(url, allow_private):
+    with pytest.raises(UnsafeURL, match="does not parse"):
+        check_callback_url(url, allow_private=allow_private)
+
+
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "/relative", "http:///nohost"])
 def test_only_absolute_http_urls(url):
     with pytest.raises(UnsafeURL, match="absolute"):
