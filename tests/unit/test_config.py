@@ -1,3 +1,6 @@
+import runpy
+from pathlib import Path
+
 import pytest
 
 from contexts.reservations import ttl as reservation_ttl
@@ -97,3 +100,21 @@ def test_a_contexts_duration_beyond_30_days_names_its_variable(name, value):
     """Beyond, the dates a sweeper computes overflow on every pass."""
     with pytest.raises(ValueError, match=name):
         (wait_timeout if name == "TASKGATE_WAIT_TIMEOUT_SECONDS" else reservation_ttl)({name: value})
+
+
+GUNICORN_SETTINGS = Path(__file__).parents[2] / "gunicorn.conf.py"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "four"])
+@pytest.mark.parametrize("name", ["TASKGATE_HTTP_WORKERS", "TASKGATE_HTTP_THREADS"])
+def test_gunicorn_stops_naming_a_size_that_is_not_a_positive_number(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match=name):
+        runpy.run_path(str(GUNICORN_SETTINGS))
+
+
+def test_gunicorn_takes_its_sizes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TASKGATE_HTTP_WORKERS", "3")
+    monkeypatch.setenv("TASKGATE_HTTP_THREADS", "2")
+    settings = runpy.run_path(str(GUNICORN_SETTINGS))
+    assert (settings["workers"], settings["threads"]) == (3, 2)
