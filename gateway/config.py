@@ -52,6 +52,8 @@ class Settings:
     # for at most this much latency per stage. A lone item never waits. (A relay never waits: what
     # is offered while it waits for a batch's confirms goes out in its next batch.)
     batch_linger_ms: int = 10
+    # How long a context remembers a message it processed, to tell a redelivery (days; 0: for ever).
+    inbox_keep_days: int = 7
 
     @property
     def embedded(self) -> bool:
@@ -89,6 +91,7 @@ class Settings:
             "max_unfinished_tasks": ("TASKGATE_MAX_UNFINISHED_TASKS", _non_negative_int),
             "operator_token": ("TASKGATE_OPERATOR_TOKEN", str),
             "batch_linger_ms": ("TASKGATE_BATCH_LINGER_MS", _non_negative_int),
+            "inbox_keep_days": ("TASKGATE_INBOX_KEEP_DAYS", _non_negative_int),
         }
         for field, (name, parse) in parsers.items():
             if env.get(name):

@@ -7,6 +7,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 
 from sqlalchemy import Engine, Table
 
@@ -20,6 +21,7 @@ from messaging.consumer import MessageWorker
 from messaging.context import ContextSpec
 from messaging.dead_letters import DeadLetterKeeper
 from messaging.heartbeat import Heartbeat
+from messaging.inbox import InboxPruner
 from messaging.nearby import Nearby
 from messaging.relay import KEEP_PUBLISHED, OutboxRelay
 from messaging.wakeup import Wakeup
@@ -100,12 +102,17 @@ class Runtime:
             # With the gateway here, each context's transaction records the results it decides.
             recording = functools.partial(record_in_place, offer=dispatcher.offer)
             nearby = Nearby(recording)
+        inboxes = []
         for name in contexts:
             spec = registry.spec(name, self.environ)
+            inboxes.append(spec.inbox)
             if name == "gateway":
                 self._start_gateway(spec, dispatcher)
             else:
                 self._start_context(spec, nearby)
+        if self.settings.inbox_keep_days:
+            pruner = InboxPruner(self.engine, inboxes, timedelta(days=self.settings.inbox_keep_days))
+            self._spawn("inbox-pruner", pruner.run)
         heartbeat = Heartbeat(
             self.engine,
             tables.processes,

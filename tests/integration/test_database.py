@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from contexts.maintenance.tables import jobs
 from gateway.tables import delivery_attempts, results
 from messaging.db import make_engine
-from taskgate import database
+from taskgate import database, registry
 from tests import backends
 
 # SQLite's no-double-booking triggers (migrations 0002, 0014); PostgreSQL has exclusion constraints.
@@ -195,5 +197,17 @@ def test_sqlite_downgrades_from_head_to_base(tmp_path):
     engine = create_engine(url)
     try:
         assert database.current_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
+def test_the_migrated_schema_is_the_one_the_tables_describe(database_url):
+    """Columns, types, indexes, constraints: what `taskgate db upgrade` builds is what the code's
+    Table definitions say (a column or index added to one and not the other is a difference)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, registry.METADATA) == []
     finally:
         engine.dispose()
