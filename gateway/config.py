@@ -77,7 +77,7 @@ class Settings:
             "retry_after_seconds": ("TASKGATE_RETRY_AFTER_SECONDS", _non_negative_int),
             "log_level": ("TASKGATE_LOG_LEVEL", _log_level),
             "allow_private_callbacks": ("TASKGATE_ALLOW_PRIVATE_CALLBACKS", _flag),
-            "secret_rotation_grace_seconds": ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", _seconds),
+            "secret_rotation_grace_seconds": ("TASKGATE_SECRET_ROTATION_GRACE_SECONDS", _up_to(100 * YEAR)),
             "callback_concurrency": ("TASKGATE_CALLBACK_CONCURRENCY", _positive_int),
             "callback_concurrency_per_client": ("TASKGATE_CALLBACK_CONCURRENCY_PER_CLIENT", _positive_int),
             "heartbeat_seconds": ("TASKGATE_HEARTBEAT_SECONDS", _positive_float),
@@ -91,7 +91,7 @@ class Settings:
             "max_unfinished_tasks": ("TASKGATE_MAX_UNFINISHED_TASKS", _non_negative_int),
             "operator_token": ("TASKGATE_OPERATOR_TOKEN", str),
             "batch_linger_ms": ("TASKGATE_BATCH_LINGER_MS", _non_negative_int),
-            "inbox_keep_days": ("TASKGATE_INBOX_KEEP_DAYS", _non_negative_int),
+            "inbox_keep_days": ("TASKGATE_INBOX_KEEP_DAYS", _up_to(100 * 365)),
         }
         for field, (name, parse) in parsers.items():
             if env.get(name):
@@ -150,6 +150,7 @@ def _positive_int(text: str) -> int:
 
 # The longest wait a duration setting may ask for (the standard schedule's longest is a day).
 MAX_SECONDS = 30 * 86400
+YEAR = 365 * 86400
 
 
 def _seconds_list(text: str) -> tuple[float, ...]:
@@ -159,11 +160,16 @@ def _seconds_list(text: str) -> tuple[float, ...]:
     return schedule
 
 
-def _seconds(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= MAX_SECONDS:
-        raise ValueError(f"expected seconds from 0 to {MAX_SECONDS}")
-    return value
+def _up_to(maximum: int):
+    """A parser of a whole number from 0 to maximum (a bound against overflowing dates)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not 0 <= value <= maximum:
+            raise ValueError(f"expected a whole number from 0 to {maximum}")
+        return value
+
+    return parse
 
 
 def _positive_float(text: str) -> float:

@@ -144,6 +144,7 @@ def test_upgrading_to_an_unknown_revision_says_so_in_one_line(tmp_path):
         {"TASKGATE_BROKER_URL": "rabbitmq://h//"},
         {"TASKGATE_BROKER_URL": "amqp://h:abc/"},
         {"TASKGATE_SECRET_ROTATION_GRACE_SECONDS": str(10**12)},
+        {"TASKGATE_INBOX_KEEP_DAYS": str(10**9)},
     ],
     ids=lambda env: next(iter(env)),
 )

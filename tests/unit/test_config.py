@@ -118,3 +118,9 @@ def test_gunicorn_takes_its_sizes_from_the_environment(monkeypatch):
     monkeypatch.setenv("TASKGATE_HTTP_THREADS", "2")
     settings = runpy.run_path(str(GUNICORN_SETTINGS))
     assert (settings["workers"], settings["threads"]) == (3, 2)
+
+
+def test_a_long_rotation_grace_and_inbox_keep_are_taken():
+    env = {"TASKGATE_SECRET_ROTATION_GRACE_SECONDS": str(60 * 86400), "TASKGATE_INBOX_KEEP_DAYS": "365"}
+    settings = Settings.from_env(env)
+    assert (settings.secret_rotation_grace_seconds, settings.inbox_keep_days) == (60 * 86400, 365)
