@@ -7,6 +7,9 @@ PostgreSQL and RabbitMQ.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +123,17 @@ def test_a_worker_told_to_stop_while_it_starts_stops_cleanly(tmp_path, postgres_
         code = worker.stop(timeout=20)
     assert code == 0, worker.output()
     assert "stopped while starting" in worker.output()
+
+
+def test_the_http_side_apart_refuses_the_in_process_broker(tmp_path):
+    """gunicorn's workers would publish what they accept where no worker listens: lost tasks."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import wsgi"],
+        env=environment(TASKGATE_DATA_DIR=str(tmp_path)),  # no TASKGATE_BROKER_URL
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3  # gunicorn's "worker failed to boot": it stops rather than retries
+    assert "TASKGATE_BROKER_URL" in done.stderr and "Traceback" not in done.stderr
