@@ -118,14 +118,14 @@ class DeadLetterKeeper(StoppingConsumer):
         ]
 
     def keep(self, message) -> None:
-        """Store the dead letter, then ack. While the database is away, hold it and retry; any other
-        failure leaves it unacked for redelivery rather than ending the keeper."""
+        """Store the dead letter, then ack. A failure to store leaves it unacked and is tried again
+        in place (while the database is away, say) rather than ending the keeper. A failed ack (the
+        broker's connection broke) is raised to kombu, which connects again; the broker then
+        delivers the dead letter again, and it is kept a second time."""
         pause = 0.5
         while not self.should_stop:
             try:
                 self._store(message)
-                message.ack()
-                return
             except Exception as error:
                 if is_unavailable(error):
                     log.warning("database unavailable; holding a dead letter")
@@ -133,6 +133,9 @@ class DeadLetterKeeper(StoppingConsumer):
                     log.exception("could not keep a dead letter; it stays queued")
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
+                continue
+            message.ack()
+            return
         message.requeue()
 
     def _store(self, message) -> None:

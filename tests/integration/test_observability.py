@@ -119,6 +119,48 @@ def test_the_line_a_kept_dead_letter_logs_names_its_task(database_url, caplog):
     engine.dispose()
 
 
+def test_a_dead_letter_whose_ack_fails_is_kept_once_and_the_failure_goes_to_kombu(database_url):
+    """The broker's connection broke between the commit and the ack: storing it again and again
+    would fill the table and never let kombu connect again."""
+    engine = make_engine(database_url)
+    dead_letter_table.metadata.create_all(engine, tables=[dead_letter_table])
+
+    def broken_ack(self):
+        raise ConnectionResetError("the broker went away")
+
+    message = type(
+        "Message",
+        (),
+        {
+            "headers": {"x-task-id": "P-3"},
+            "delivery_info": {"exchange": "taskgate.tasks", "routing_key": "nobody.takes.this"},
+            "body": b"{}",
+            "properties": {"message_id": "m-3"},
+            "ack": broken_ack,
+        },
+    )()
+    keeper = DeadLetterKeeper(None, engine, dead_letter_table)
+    raised = []
+
+    def keep():
+        try:
+            keeper.keep(message)
+        except ConnectionResetError as error:
+            raised.append(error)
+
+    keeping = threading.Thread(target=keep)
+    keeping.start()
+    try:
+        wait_for(lambda: not keeping.is_alive(), timeout=5, message="keep() to give the failed ack up")
+    finally:
+        keeper.should_stop = True
+        keeping.join(10)
+    with Session(engine) as session:
+        assert len(list_dead_letters(session, dead_letter_table)) == 1
+    assert raised
+    engine.dispose()
+
+
 def test_a_dead_letter_with_headers_json_cannot_hold_is_kept_as_well(database_url):
     """A publisher's header whose key is not UTF-8 (py-amqp gives it as bytes), and an x-death that
     is not RabbitMQ's list: the dead letter is kept and acked all the same, so it cannot wedge the
