@@ -217,8 +217,10 @@ class OutboxRelay:
             ).rowcount
 
     def republish_kept(self) -> int:
-        """Mark every kept row pending again, forgetting those older than keep_published."""
-        self.purge_kept()
+        """Mark every kept row pending again, however long ago it was published: the process that
+        kept it forgot rows keep_published after their publication while it ran, and the time since
+        it stopped says nothing of whether a row's message was handled (the inboxes absorb those
+        that were)."""
         table = self.table
         with Session(self.engine) as session, session.begin():
             again = session.execute(

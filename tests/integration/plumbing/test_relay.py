@@ -305,12 +305,40 @@ def test_kept_messages_are_forgotten_after_their_time(engine):
     with Session(engine) as session, session.begin():
         add_to_outbox(session, CUSTOMERS.outbox, [upsert()])
     relay = OutboxRelay(
-        engine, CUSTOMERS.outbox, broker.connect("memory://"), Wakeup(), keep_published=timedelta(0)
+        engine,
+        CUSTOMERS.outbox,
+        broker.connect("memory://"),
+        Wakeup(),
+        keep_published=timedelta(microseconds=1),
     )
     declare_topology("memory://")
     assert relay.relay_batch() == 1
-    assert relay.republish_kept() == 0
+    assert relay.purge_kept() == 1
     assert count(engine, CUSTOMERS.outbox) == 0
+    relay.broker.release()
+
+
+def test_a_process_down_longer_than_the_keep_gets_its_kept_messages_again(engine):
+    """The time since the process stopped says nothing of whether a kept message was handled: a
+    task published an hour before the restart, and never handled, must not be forgotten then."""
+    declare_topology("memory://")
+    task = upsert()
+    with Session(engine) as session, session.begin():
+        add_to_outbox(session, CUSTOMERS.outbox, [task])
+    relay = OutboxRelay(
+        engine,
+        CUSTOMERS.outbox,
+        broker.connect("memory://"),
+        Wakeup(),
+        keep_published=timedelta(microseconds=1),
+    )
+    assert relay.relay_batch() == 1
+    inproc.reset()  # the process died with the message unhandled, and stayed down past the keep
+    declare_topology("memory://")
+    assert relay.republish_kept() == 1
+    assert relay.relay_batch() == 1
+    with broker.connect("memory://") as connection:
+        assert get_one(connection, CUSTOMERS.queue).properties["message_id"] == str(task.message_id)
     relay.broker.release()
 
 
