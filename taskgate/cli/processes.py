@@ -11,6 +11,7 @@ import click
 from gateway import create_app
 from gateway.config import Settings
 from gateway.tables import outbox as gateway_outbox
+from messaging import broker
 from taskgate import tracing
 from taskgate.cli.base import (
     StoppedWhileStarting,
@@ -94,6 +95,12 @@ def serve(settings: Settings, host: str, port: int) -> None:
 def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     """Consumers (and outbox relays) of the given contexts, without HTTP."""
     check_context_settings(contexts)
+    if broker.is_volatile(settings.broker_url):
+        # It would take tasks other processes left in the outboxes into a broker of its own.
+        raise click.UsageError(
+            "TASKGATE_BROKER_URL: a worker runs apart from the HTTP side and the other workers, which"
+            " the in-process broker (memory://) cannot reach: set it to RabbitMQ, or run `taskgate serve`"
+        )
     stoppable_start()
     limit_malloc_arenas()
     runtime = None
