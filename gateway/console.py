@@ -74,9 +74,16 @@ SECURITY_HEADERS = {
 # --- access ---------------------------------------------------------------------------------------
 
 
+def _source() -> str:
+    """Whom the console's failed sign-ins are counted against: the source address, apart from its
+    failed webhook signatures and API tokens (a client's broken integration, or anyone guessing
+    tokens from the operator's address, must not lock the operator out)."""
+    return f"console {request.remote_addr or '-'}"
+
+
 def _throttled():
     """A 429 page while this source has failed to sign in too often, else None."""
-    wait = current_state().auth_failures.wait_seconds(request.remote_addr)
+    wait = current_state().auth_failures.wait_seconds(_source())
     if wait is None:
         return None
     page, status = _page(
@@ -102,13 +109,14 @@ def _guard():
     if request.endpoint in ("console.login", "console.static"):
         return None
 
-    authorization = request.headers.get("Authorization")
-    if authorization is not None:
-        scheme, _, given = authorization.partition(" ")
+    # A script sends the token as a bearer; another scheme (a proxy's Basic authentication in
+    # front of the console, say) is not addressed to the console, which then looks for its cookie.
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
         if refused := _throttled():
             return refused
-        if scheme.lower() != "bearer" or not equal(given.strip(), token):
-            current_state().auth_failures.failed(request.remote_addr)
+        if not equal(given.strip(), token):
+            current_state().auth_failures.failed(_source())
             return _page(
                 "console/error.html", 401, title="Not signed in", message="The bearer token is wrong."
             )
@@ -151,7 +159,7 @@ def login():
     if refused := _throttled():
         return refused
     if not equal(request.form.get("token", ""), token):
-        current_state().auth_failures.failed(request.remote_addr)
+        current_state().auth_failures.failed(_source())
         log.warning("console sign-in refused: wrong operator token")
         return _page("console/login.html", 401, next=next_url, error="That is not the operator token.")
     response = redirect(next_url, 303)

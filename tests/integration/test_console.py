@@ -113,9 +113,30 @@ def test_a_forged_or_expired_cookie_is_not_a_session(http):
 def test_scripts_use_the_bearer_token(http):
     assert http.get("/console/", headers=BEARER).status_code == 200
     assert http.get("/console/parked", headers=BEARER).status_code == 200
-    for header in ("Bearer wrong", "Basic " + TOKEN, TOKEN, "Bearer", "Bearer ünïcode"):
+    for header in ("Bearer wrong", "bearer wrong", "Bearer", "Bearer ünïcode"):
         response = http.get("/console/", headers={"Authorization": header})
         assert response.status_code == 401, header
+    for header in ("Basic " + TOKEN, TOKEN):  # not a bearer: not for the console, which wants its cookie
+        response = http.get("/console/", headers={"Authorization": header})
+        assert response.status_code == 302 and "/console/login" in response.location, header
+
+
+def test_behind_a_proxys_basic_authentication_the_session_works(signed_in):
+    """A proxy's access control in front of the console (docs/security.md) sends its own
+    Authorization header with every request: the console's cookie still counts, and nothing is
+    counted as a failed sign-in."""
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}
+    for _ in range(130):  # more than the failed sign-ins a source may make in a minute
+        assert signed_in.get("/console/", headers=basic).status_code == 200
+
+
+def test_failed_api_tokens_from_an_address_do_not_lock_its_operator_out(http):
+    wrong = {"Authorization": "Bearer wrong"}
+    for _ in range(130):  # past the failed authentications a source may make in a minute
+        http.get("/v1/clients/acme/tasks", headers=wrong)
+    assert http.get("/v1/clients/acme/tasks", headers=wrong).status_code == 429
+    assert http.get("/console/", headers=BEARER).status_code == 200
+    assert sign_in(http).status_code == 303
 
 
 def test_posts_need_the_csrf_token_and_this_origin(signed_in):
