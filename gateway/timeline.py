@@ -205,6 +205,7 @@ def _routing(session: Session, row) -> list[Event]:
                 "routed",
                 f"published to {vocabulary.TASKS_EXCHANGE} as {row.type} "
                 "(the relay removed it from the outbox; the time is not kept)",
+                exact=False,
             )
         ]
     events = []
