@@ -1,6 +1,6 @@
 """WSGI entry point: `gunicorn wsgi:app` (see gunicorn.conf.py)."""
 
-import sys
+import logging
 
 from gateway import create_app
 from gateway.config import Settings
@@ -11,19 +11,19 @@ from taskgate.registry import overview_sources
 from taskgate.runtime import webhook_relay
 
 settings = Settings.from_env()
-if broker.is_volatile(settings.broker_url):
-    # What this process accepts would be published where no worker listens, and lost. Exit status
-    # 3 is gunicorn's "worker failed to boot": it stops gunicorn rather than starting another.
-    print(
-        "TASKGATE_BROKER_URL: the HTTP side runs here apart from the workers, which the in-process"
-        " broker (memory://) cannot reach: set it to RabbitMQ (amqp://...), or run `taskgate serve`",
-        file=sys.stderr,
-    )
-    raise SystemExit(3)
 tracing.setup("webhook")  # when the OTEL_* environment asks for it (docs/observability.md)
 engine = make_engine(settings.database_url)
 tracing.instrument_engine(engine)
-# Each worker process publishes the tasks it accepts itself, right after their commit.
-relay = webhook_relay(settings, engine)
-app = create_app(settings, engine=engine, publish=relay.offer, overview_sources=overview_sources())
+if broker.is_volatile(settings.broker_url):
+    # An in-process broker here would be this process's own, which no worker reads: the tasks stay
+    # in the outbox instead, for `taskgate serve` on the same database to sweep and publish.
+    relay = None
+    logging.getLogger("taskgate").warning(
+        "no TASKGATE_BROKER_URL: the tasks accepted here wait in the outbox for `taskgate serve` on "
+        "the same database; workers apart need RabbitMQ"
+    )
+else:
+    # Each worker process publishes the tasks it accepts itself, right after their commit.
+    relay = webhook_relay(settings, engine)
+app = create_app(settings, engine=engine, publish=relay and relay.offer, overview_sources=overview_sources())
 tracing.instrument_app(app)
