@@ -23,7 +23,7 @@ from messaging.dead_letters import DeadLetterKeeper
 from messaging.heartbeat import Heartbeat
 from messaging.inbox import InboxPruner
 from messaging.nearby import Nearby
-from messaging.relay import KEEP_PUBLISHED, OutboxRelay
+from messaging.relay import KEEP_PUBLISHED, SWEEP_AFTER, OutboxRelay
 from messaging.wakeup import Wakeup
 from taskgate import registry, tables
 
@@ -87,6 +87,7 @@ class Runtime:
         self._wakeups: list[Wakeup] = []
         self._relays: dict[str, OutboxRelay] = {}
         self._connections: list = []
+        self._sweeps = True  # whether this process's relays sweep what others left (see start)
 
     def relay(self, outbox: Table) -> OutboxRelay:
         """The relay of outbox in this process (started with its context): other writers of this
@@ -95,6 +96,10 @@ class Runtime:
 
     def start(self, contexts: Iterable[str], role: str = "worker") -> None:
         contexts = list(contexts)
+        # A worker on the in-process broker is alone with it: were it to sweep the rows other
+        # processes left in the outboxes, it would publish them where nobody else reads, and keep
+        # them marked published, out of their own sweeps. It publishes only what it writes itself.
+        self._sweeps = role == "serve" or not broker.is_volatile(self.settings.broker_url)
         declare_topology(self.settings.broker_url)
         dispatcher = nearby = None
         if "gateway" in contexts:
@@ -137,6 +142,7 @@ class Runtime:
             spec.outbox,
             self._connect(confirm_each=False),
             keep_published=KEEP_PUBLISHED if broker.is_volatile(self.settings.broker_url) else None,
+            sweep_after=SWEEP_AFTER if self._sweeps else None,
         )
         self._relays[spec.outbox.name] = relay
         self._wakeups.append(relay.wakeup)

@@ -96,10 +96,9 @@ def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     """Consumers (and outbox relays) of the given contexts, without HTTP."""
     check_context_settings(contexts)
     if broker.is_volatile(settings.broker_url):
-        # It would take tasks other processes left in the outboxes into a broker of its own.
-        raise click.UsageError(
-            "TASKGATE_BROKER_URL: a worker runs apart from the HTTP side and the other workers, which"
-            " the in-process broker (memory://) cannot reach: set it to RabbitMQ, or run `taskgate serve`"
+        log.warning(
+            "no TASKGATE_BROKER_URL: this worker gets only what it publishes itself (the in-process "
+            "broker is its own); workers apart from `taskgate serve` need RabbitMQ"
         )
     stoppable_start()
     limit_malloc_arenas()

@@ -162,14 +162,6 @@ def test_a_bad_context_setting_is_a_usage_error_before_anything_starts(tmp_path)
     assert not (tmp_path / "fresh").exists()  # refused before touching the database
 
 
-def test_a_worker_refuses_the_in_process_broker_before_anything_starts(tmp_path):
-    """It would sweep what other processes left in the outboxes into a broker nobody else reads."""
-    result = CliRunner().invoke(main, ["worker", "--context", "survey"], env=unmigrated(tmp_path))
-    assert result.exit_code == 2
-    assert "TASKGATE_BROKER_URL" in result.output
-    assert not (tmp_path / "fresh").exists()
-
-
 def test_a_process_whose_loop_crashed_is_told_to_exit_non_zero():
     """`serve` and `worker` exit 1 when until_signalled says a loop crashed, so that a supervisor
     (systemd's Restart=on-failure, say) starts them again."""

@@ -10,6 +10,7 @@ from kombu import Producer, Queue, binding
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from contexts.survey import tables as survey_tables
 from gateway import worker as gateway_worker
 from messaging import broker, inproc, topology, vocabulary
 from messaging.db import make_engine, utcnow
@@ -17,8 +18,10 @@ from messaging.envelope import Envelope
 from messaging.outbox import add_raw_to_outbox, add_to_outbox
 from messaging.relay import OutboxRelay, _take_statement
 from messaging.wakeup import Wakeup
-from taskgate.runtime import declare_topology
+from taskgate.runtime import Runtime, declare_topology
 from tests import backends
+from tests.backends import sqlite_url
+from tests.conftest import make_settings
 from tests.integration.plumbing.support import (
     CUSTOMERS,
     count,
@@ -362,3 +365,18 @@ def test_an_earlier_releases_binding_of_the_gateways_queue_to_every_result_is_re
         assert get_one(connection, gateway_worker.QUEUE).properties["message_id"] == str(sent.message_id)
         _, waiting, _ = gateway_worker.QUEUE(connection.default_channel).queue_declare(passive=True)
         assert waiting == 0
+
+
+@pytest.mark.parametrize(("role", "sweeps"), [("serve", True), ("worker", False)])
+def test_on_the_in_process_broker_only_serve_sweeps_what_other_processes_left(tmp_path, role, sweeps):
+    """A worker alone with the in-process broker would publish others' rows where nobody else
+    reads, and keep them marked published, out of their own sweeps."""
+    url = sqlite_url(tmp_path)
+    engine = make_engine(url)
+    runtime = Runtime(make_settings(url), engine)
+    runtime.start(["survey"], role=role)
+    try:
+        assert (runtime.relay(survey_tables.outbox).sweep_after is not None) == sweeps
+    finally:
+        runtime.stop()
+        engine.dispose()
