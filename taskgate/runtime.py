@@ -96,10 +96,11 @@ class Runtime:
 
     def start(self, contexts: Iterable[str], role: str = "worker") -> None:
         contexts = list(contexts)
-        # A worker on the in-process broker is alone with it: were it to sweep the rows other
-        # processes left in the outboxes, it would publish them where nobody else reads, and keep
-        # them marked published, out of their own sweeps. It publishes only what it writes itself.
-        self._sweeps = role == "serve" or not broker.is_volatile(self.settings.broker_url)
+        # The in-process broker is this process's own: were a process without every context to
+        # sweep the rows others left in the outboxes, it would publish some where nobody reads,
+        # and keep them marked published, out of others' sweeps. It publishes only what it writes.
+        volatile = broker.is_volatile(self.settings.broker_url)
+        self._sweeps = not volatile or set(contexts) >= set(registry.NAMES)
         declare_topology(self.settings.broker_url)
         dispatcher = nearby = None
         if "gateway" in contexts:

@@ -97,8 +97,8 @@ def worker(settings: Settings, contexts: tuple[str, ...]) -> None:
     check_context_settings(contexts)
     if broker.is_volatile(settings.broker_url):
         log.warning(
-            "no TASKGATE_BROKER_URL: this worker gets only what it publishes itself (the in-process "
-            "broker is its own); workers apart from `taskgate serve` need RabbitMQ"
+            "no TASKGATE_BROKER_URL: the in-process broker is this process's own, which no other "
+            "process reaches; workers apart from `taskgate serve` need RabbitMQ"
         )
     stoppable_start()
     limit_malloc_arenas()

@@ -18,6 +18,7 @@ from messaging.envelope import Envelope
 from messaging.outbox import add_raw_to_outbox, add_to_outbox
 from messaging.relay import OutboxRelay, _take_statement
 from messaging.wakeup import Wakeup
+from taskgate.registry import NAMES
 from taskgate.runtime import Runtime, declare_topology
 from tests import backends
 from tests.backends import sqlite_url
@@ -367,14 +368,14 @@ def test_an_earlier_releases_binding_of_the_gateways_queue_to_every_result_is_re
         assert waiting == 0
 
 
-@pytest.mark.parametrize(("role", "sweeps"), [("serve", True), ("worker", False)])
-def test_on_the_in_process_broker_only_serve_sweeps_what_other_processes_left(tmp_path, role, sweeps):
-    """A worker alone with the in-process broker would publish others' rows where nobody else
-    reads, and keep them marked published, out of their own sweeps."""
+@pytest.mark.parametrize(("contexts", "sweeps"), [(NAMES, True), (["survey"], False)], ids=["every", "some"])
+def test_on_the_in_process_broker_only_a_process_with_every_context_sweeps(tmp_path, contexts, sweeps):
+    """A process without every context, alone with the in-process broker, would publish others'
+    rows where nobody reads, and keep them marked published, out of their own sweeps."""
     url = sqlite_url(tmp_path)
     engine = make_engine(url)
     runtime = Runtime(make_settings(url), engine)
-    runtime.start(["survey"], role=role)
+    runtime.start(contexts)
     try:
         assert (runtime.relay(survey_tables.outbox).sweep_after is not None) == sweeps
     finally:
