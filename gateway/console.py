@@ -28,7 +28,9 @@ from gateway.console_session import (
     SESSION_SECONDS,
     csrf_token,
     equal,
+    failure_source,
     form_from_console,
+    inside,
     same_origin,
     session_cookie,
     session_valid,
@@ -74,29 +76,15 @@ SECURITY_HEADERS = {
 # --- access ---------------------------------------------------------------------------------------
 
 
-def _source() -> str:
-    """Whom the console's failed sign-ins are counted against: the source address, apart from its
-    failed webhook signatures and API tokens (a client's broken integration, or anyone guessing
-    tokens from the operator's address, must not lock the operator out)."""
-    return f"console {request.remote_addr or '-'}"
-
-
 def _throttled():
     """A 429 page while this source has failed to sign in too often, else None."""
-    wait = current_state().auth_failures.wait_seconds(_source())
+    wait = current_state().auth_failures.wait_seconds(failure_source())
     if wait is None:
         return None
     page, status = _page(
         "console/error.html", 429, title="Too many tries", message="Too many failed sign-ins; wait a while."
     )
     return page, status, {"Retry-After": str(wait)}
-
-
-def _safe_next(target: str | None) -> str:
-    inside = target and (target == bp.url_prefix or target.startswith(bp.url_prefix + "/"))
-    if inside and "//" not in target and "\\" not in target:
-        return target
-    return url_for("console.overview")
 
 
 @bp.before_request
@@ -116,7 +104,7 @@ def _guard():
         if refused := _throttled():
             return refused
         if not equal(given.strip(), token):
-            current_state().auth_failures.failed(_source())
+            current_state().auth_failures.failed(failure_source())
             return _page(
                 "console/error.html", 401, title="Not signed in", message="The bearer token is wrong."
             )
@@ -147,7 +135,7 @@ def _secure(response):
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     token = g.console_token
-    next_url = _safe_next(request.values.get("next"))
+    next_url = inside(request.values.get("next"), bp.url_prefix) or url_for("console.overview")
     if request.method == "GET":
         if session_valid(token, request.cookies.get(COOKIE, ""), time.time()):
             return redirect(next_url)
@@ -159,7 +147,7 @@ def login():
     if refused := _throttled():
         return refused
     if not equal(request.form.get("token", ""), token):
-        current_state().auth_failures.failed(_source())
+        current_state().auth_failures.failed(failure_source())
         log.warning("console sign-in refused: wrong operator token")
         return _page("console/login.html", 401, next=next_url, error="That is not the operator token.")
     response = redirect(next_url, 303)
