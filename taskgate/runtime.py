@@ -60,15 +60,23 @@ def _declare_everything(channel) -> None:
         queue(channel).unbind_from(exchange, key)
 
 
-def webhook_relay(settings: Settings, engine: Engine) -> BackgroundRelay:
+def webhook_relay(settings: Settings, engine: Engine) -> BackgroundRelay | None:
     """The relay of a webhook process that runs no workers (each gunicorn worker): it publishes
-    the tasks accepted there right after their commit; create_app(publish=webhook_relay(...).offer)."""
+    the tasks accepted there right after their commit; create_app(publish=relay and relay.offer).
+
+    None on the in-process broker, which would be this process's own, read by no worker: the tasks
+    then stay in the outbox for `taskgate serve` on the same database to sweep and publish."""
+    if broker.is_volatile(settings.broker_url):
+        log.warning(
+            "no TASKGATE_BROKER_URL: the tasks accepted here wait in the outbox for `taskgate serve` "
+            "on the same database; workers apart need RabbitMQ"
+        )
+        return None
     return BackgroundRelay(
         lambda: OutboxRelay(
             engine,
             gateway_tables.outbox,
             broker.connect(settings.broker_url, confirm_each=False),
-            keep_published=KEEP_PUBLISHED if broker.is_volatile(settings.broker_url) else None,
             sweep_after=None,
         ),
         prepare=lambda: declare_topology(settings.broker_url),
