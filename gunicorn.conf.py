@@ -9,9 +9,13 @@ from pathlib import Path
 def _count(name: str, default: int) -> int:
     """A positive number from the environment variable name; else gunicorn stops, naming it."""
     text = os.environ.get(name) or str(default)
-    if not (text.strip().isascii() and text.strip().isdigit() and int(text) > 0):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
         raise SystemExit(f"{name}: expected a positive integer, not {text!r}")
-    return int(text)
+    return value
 
 
 bind = os.environ.get("TASKGATE_HTTP_BIND", "127.0.0.1:8080")

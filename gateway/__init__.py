@@ -64,6 +64,7 @@ def create_app(
         ),
         clients=KnownClients(engine),
         auth_failures=AuthFailures(settings.auth_failures_per_source, settings.auth_failures_per_client),
+        console_failures=Throttle(settings.auth_failures_per_source, "console-sign-in"),
         intake=Throttle(settings.client_rate_limit, "intake"),
         accepting=Accepting(engine),
         overview_sources=overview_sources,

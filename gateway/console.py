@@ -28,7 +28,6 @@ from gateway.console_session import (
     SESSION_SECONDS,
     csrf_token,
     equal,
-    failure_source,
     form_from_console,
     inside,
     same_origin,
@@ -78,7 +77,7 @@ SECURITY_HEADERS = {
 
 def _throttled():
     """A 429 page while this source has failed to sign in too often, else None."""
-    wait = current_state().auth_failures.wait_seconds(failure_source())
+    wait = current_state().console_failures.wait_seconds(request.remote_addr or "-")
     if wait is None:
         return None
     page, status = _page(
@@ -104,7 +103,7 @@ def _guard():
         if refused := _throttled():
             return refused
         if not equal(given.strip(), token):
-            current_state().auth_failures.failed(failure_source())
+            current_state().console_failures.hit(request.remote_addr or "-")
             return _page(
                 "console/error.html", 401, title="Not signed in", message="The bearer token is wrong."
             )
@@ -147,7 +146,7 @@ def login():
     if refused := _throttled():
         return refused
     if not equal(request.form.get("token", ""), token):
-        current_state().auth_failures.failed(failure_source())
+        current_state().console_failures.hit(request.remote_addr or "-")
         log.warning("console sign-in refused: wrong operator token")
         return _page("console/login.html", 401, next=next_url, error="That is not the operator token.")
     response = redirect(next_url, 303)

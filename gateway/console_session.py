@@ -1,6 +1,6 @@
 """The operator console's sessions: a cookie that holds an expiry and an HMAC keyed by the operator
 token (never the token itself), a CSRF token per session, where a form may come from and where a
-sign-in may send the browser, and whom failed sign-ins count against."""
+sign-in may send the browser."""
 
 from __future__ import annotations
 
@@ -58,10 +58,3 @@ def inside(target: str | None, prefix: str) -> str | None:
     """target if it is a path of this host under prefix (a sign-in's next page), else None."""
     under = target and (target == prefix or target.startswith(prefix + "/"))
     return target if under and "//" not in target and "\\" not in target else None
-
-
-def failure_source() -> str:
-    """Whom the console's failed sign-ins are counted against: the source address, apart from its
-    failed webhook signatures and API tokens (a client's broken integration, or anyone guessing
-    tokens from the operator's address, must not lock the operator out)."""
-    return f"console {request.remote_addr or '-'}"

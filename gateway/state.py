@@ -47,6 +47,9 @@ class GatewayState:
     backpressure: Backpressure
     clients: KnownClients
     auth_failures: AuthFailures
+    # The console's failed sign-ins per source address, apart from failed signatures and API
+    # tokens: a client's broken integration on the operator's address must not lock the operator out.
+    console_failures: Throttle
     intake: Throttle  # each client's rate of tasks, if limited
     accepting: Accepting  # the transactions that accept tasks
     overview_sources: Sources = dataclasses.field(default_factory=Sources)

@@ -95,7 +95,7 @@ class Runtime:
         self._wakeups: list[Wakeup] = []
         self._relays: dict[str, OutboxRelay] = {}
         self._connections: list = []
-        self._sweeps = True  # whether this process's relays sweep what others left (see start)
+        self._relay_options: dict = {}  # what this process's relays keep and sweep (see start)
 
     def relay(self, outbox: Table) -> OutboxRelay:
         """The relay of outbox in this process (started with its context): other writers of this
@@ -108,7 +108,11 @@ class Runtime:
         # sweep the rows others left in the outboxes, it would publish some where nobody reads,
         # and keep them marked published, out of others' sweeps. It publishes only what it writes.
         volatile = broker.is_volatile(self.settings.broker_url)
-        self._sweeps = not volatile or set(contexts) >= set(registry.NAMES)
+        sweeps = not volatile or set(contexts) >= set(registry.NAMES)
+        self._relay_options = {
+            "keep_published": KEEP_PUBLISHED if volatile else None,
+            "sweep_after": SWEEP_AFTER if sweeps else None,
+        }
         declare_topology(self.settings.broker_url)
         dispatcher = nearby = None
         if "gateway" in contexts:
@@ -150,8 +154,7 @@ class Runtime:
             self.engine,
             spec.outbox,
             self._connect(confirm_each=False),
-            keep_published=KEEP_PUBLISHED if broker.is_volatile(self.settings.broker_url) else None,
-            sweep_after=SWEEP_AFTER if self._sweeps else None,
+            **self._relay_options,
         )
         self._relays[spec.outbox.name] = relay
         self._wakeups.append(relay.wakeup)
